@@ -1,0 +1,25 @@
+"""subnas: find, extract and train small language models inside large pretrained ones."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from subnas.config import SubnasConfig
+from subnas.modeling import SubnasForCausalLM
+from subnas.params import count_parameters
+from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
+
+# The flexible export format loads through the Auto classes once subnas is imported.
+AutoConfig.register("subnas", SubnasConfig, exist_ok=True)
+AutoModelForCausalLM.register(SubnasConfig, SubnasForCausalLM, exist_ok=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ResolvedSubNetwork",
+    "SubNetwork",
+    "SubNetworkError",
+    "SubnasConfig",
+    "SubnasForCausalLM",
+    "count_parameters",
+]

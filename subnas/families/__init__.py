@@ -1,0 +1,190 @@
+"""Model families: the bridge between a `transformers` architecture and `SubnasConfig`.
+
+One file per family (``llama.py``, ``gpt_neox.py``, ...), each a `ModelFamily` subclass that knows
+three things about its `transformers` architecture:
+
+1. ``to_subnas_config(hf_config)`` — its config as a `SubnasConfig` (no weights needed);
+2. ``to_subnas_state(hf_state, config)`` — its weights renamed (and unfused) into subnas' layout;
+3. ``to_hf(sub_config, state, hf_config)`` — a sub-network's config and weights back in the stock
+   layout, or `NotExpressible` naming why the stock architecture cannot hold it (the extractor then
+   writes the flexible subnas format instead).
+
+Families are looked up by ``model_type``; plugins can add more through the ``register_model_families``
+hook (see `subnas.hookspecs`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import AutoConfig, PretrainedConfig
+
+from subnas.config import SubnasConfig
+
+StateDict = dict[str, torch.Tensor]
+
+
+class NotExpressible(Exception):
+    """The stock `transformers` architecture cannot express this sub-network (message says why)."""
+
+
+class UnsupportedModelError(ValueError):
+    """A model whose family or configuration subnas does not support (message lists what is)."""
+
+
+class ModelFamily(ABC):
+    """How one `transformers` architecture maps to and from `SubnasConfig`."""
+
+    #: ``config.model_type`` values this family handles.
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def to_subnas_config(self, hf_config: PretrainedConfig) -> SubnasConfig:
+        """The full model's architecture as a `SubnasConfig`."""
+
+    @abstractmethod
+    def to_subnas_state(self, hf_state: StateDict, config: SubnasConfig) -> StateDict:
+        """The `transformers` state dict renamed into subnas' layout (tensors may be views)."""
+
+    @abstractmethod
+    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+        """A sub-network (config + subnas-layout weights) in stock layout, or raise `NotExpressible`."""
+
+    # Shared checks used by several families' ``to_hf``.
+    @staticmethod
+    def require_uniform(sub: SubnasConfig, *names: str) -> None:
+        for name in names:
+            values = getattr(sub, name)
+            if len(set(map(repr, values))) > 1:
+                raise NotExpressible(f"{name} differs between layers ({values}); stock models need one value")
+
+
+def stock_rope_theta(sub_freqs: list[float], full_freqs: list[float], full_theta: float, rope_type: str) -> float:
+    """RoPE base that reproduces a sub-network's kept frequencies in a stock model, or `NotExpressible`.
+
+    Keeping the first k of R/2 rotary pairs keeps inverse frequencies theta^(-2i/R), i < k; a stock
+    model of rotary width r = 2k computes theta'^(-2i/r), equal for theta' = theta^(r/R). Any other
+    pair selection (or a non-default RoPE type) has no stock equivalent.
+    """
+    if list(sub_freqs) == list(full_freqs):
+        return full_theta
+    if rope_type != "default":
+        raise NotExpressible(f"the head size changed the rotary width and RoPE type {rope_type!r} cannot be rescaled")
+    r, R = 2 * len(sub_freqs), 2 * len(full_freqs)
+    theta = full_theta ** (r / R)
+    stock = 1.0 / (theta ** (torch.arange(0, r, 2, dtype=torch.int64).float() / r))
+    if not torch.allclose(stock, torch.tensor(sub_freqs, dtype=torch.float32), rtol=1e-5, atol=0):
+        raise NotExpressible("the kept rotary pairs are not the first ones, so no stock RoPE base reproduces their frequencies")
+    return theta
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> None:
+    for model_type in family.model_types:
+        _FAMILIES[model_type] = family
+
+
+def _builtin_families() -> None:
+    if _FAMILIES:
+        return
+    from subnas.families import gemma3, gpt2, gpt_neox, llama, qwen
+
+    for module in (llama, gpt_neox, gpt2, gemma3, qwen):
+        for family in module.FAMILIES:
+            register_family(family)
+
+
+def known_model_types() -> list[str]:
+    _builtin_families()
+    return sorted(_FAMILIES)
+
+
+def family_for(model_type: str) -> ModelFamily:
+    """The family that handles ``model_type`` (raises `UnsupportedModelError` listing the known ones)."""
+    _builtin_families()
+    try:
+        return _FAMILIES[model_type]
+    except KeyError:
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is not supported; supported: {', '.join(known_model_types())} "
+            f"(a plugin can add a family through the register_model_families hook)"
+        ) from None
+
+
+def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:
+    """A `transformers` config from a model folder, a ``config.json``, a hub name or ``"default"``."""
+    name = str(name_or_path)
+    if name == "default":
+        from subnas.assets import default_model_dir
+
+        name = str(default_model_dir())
+    path = Path(name)
+    if path.is_file():
+        data = json.loads(path.read_text())
+        model_type = data.get("model_type")
+        if model_type == "subnas":
+            return SubnasConfig.from_dict(data)
+        if not model_type:
+            raise UnsupportedModelError(f"{name} has no 'model_type'; is it a transformers config.json?")
+        return AutoConfig.for_model(**data)
+    try:
+        return AutoConfig.from_pretrained(name)
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"cannot load a model config from {name!r}: not a local folder or config.json, and the hub "
+            f"could not be reached or has no such model ({exc.__class__.__name__})"
+        ) from None
+
+
+def load_config(model_or_config: Any) -> SubnasConfig:
+    """The full architecture of anything that names a model, as a `SubnasConfig`.
+
+    Accepts a `SubnasConfig`, a `transformers` config, a model (anything with ``.config``), a
+    `subnas.Supernet`, a folder, a ``config.json``, a hub name or ``"default"``.
+    """
+    if isinstance(model_or_config, SubnasConfig):
+        return model_or_config
+    supernet_config = getattr(model_or_config, "subnas_config", None)
+    if isinstance(supernet_config, SubnasConfig):
+        return supernet_config
+    if isinstance(model_or_config, (str, os.PathLike)):
+        model_or_config = load_hf_config(model_or_config)
+    if not isinstance(model_or_config, PretrainedConfig):
+        inner = getattr(model_or_config, "config", None)
+        if not isinstance(inner, PretrainedConfig):
+            raise TypeError(f"expected a model, config or model name, got {type(model_or_config).__name__}")
+        model_or_config = inner
+    if isinstance(model_or_config, SubnasConfig):
+        return model_or_config
+    return family_for(model_or_config.model_type).to_subnas_config(model_or_config)
+
+
+def rope_from_hf(rotary_cls: Any, hf_config: PretrainedConfig, layer_type: str | None = None) -> tuple[list[float], float]:
+    """Inverse frequencies and attention scaling exactly as the family's own rotary module computes them."""
+    params = getattr(hf_config, "rope_parameters", None) or {}
+    if layer_type is not None and isinstance(params.get(layer_type), dict):
+        params = params[layer_type]
+    rope_type = params.get("rope_type", "default")
+    if "dynamic" in str(rope_type) or rope_type == "longrope":
+        raise UnsupportedModelError(
+            f"RoPE type {rope_type!r} changes with sequence length; subnas supports static RoPE types "
+            f"(default, linear, llama3, yarn)"
+        )
+    with torch.device("cpu"):
+        module = rotary_cls(hf_config)
+    prefix = f"{layer_type}_" if layer_type is not None else ""
+    inv_freq = getattr(module, f"{prefix}inv_freq")
+    scaling = getattr(module, f"{prefix}attention_scaling")
+    return [float(x) for x in inv_freq.float()], float(scaling)
+
+
+def config_kwargs(hf_config: PretrainedConfig) -> dict[str, Any]:
+    """Token ids that a `SubnasConfig` carries over unchanged from the source config."""
+    return {k: getattr(hf_config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}

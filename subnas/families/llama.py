@@ -1,0 +1,152 @@
+"""Llama (SmolLM, Llama-2/3 GQA configs) — and the shared base of the Llama-shaped families.
+
+Qwen2/3 and Gemma 3 use the same `transformers` module names (``self_attn.q_proj``,
+``mlp.gate_proj``, ...), so they subclass `LlamaLikeFamily` and change only flags and norm names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from transformers import PretrainedConfig
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+from subnas.config import SubnasConfig
+from subnas.families import (
+    ModelFamily,
+    NotExpressible,
+    StateDict,
+    UnsupportedModelError,
+    config_kwargs,
+    rope_from_hf,
+    stock_rope_theta,
+)
+
+
+class LlamaLikeFamily(ModelFamily):
+    model_types: ClassVar[tuple[str, ...]] = ("llama",)
+    rotary_cls: ClassVar[Any] = LlamaRotaryEmbedding
+    #: subnas module path -> `transformers` module path, inside ``model.layers.{i}.``
+    layer_names: ClassVar[dict[str, str]] = {
+        "attn_norm": "input_layernorm",
+        "mlp_norm": "post_attention_layernorm",
+        "attn.q": "self_attn.q_proj",
+        "attn.k": "self_attn.k_proj",
+        "attn.v": "self_attn.v_proj",
+        "attn.o": "self_attn.o_proj",
+        "mlp.gate": "mlp.gate_proj",
+        "mlp.up": "mlp.up_proj",
+        "mlp.down": "mlp.down_proj",
+    }
+    global_names: ClassVar[dict[str, str]] = {
+        "model.embed": "model.embed_tokens",
+        "model.final_norm": "model.norm",
+        "lm_head": "lm_head",
+    }
+
+    # ---------------------------------------------------------------- config
+    def family_flags(self, hf: PretrainedConfig) -> dict[str, Any]:
+        """What differs between the Llama-shaped families (overridden by Qwen and Gemma)."""
+        bias = bool(getattr(hf, "attention_bias", False))
+        return dict(qkv_bias=bias, o_bias=bias, mlp_bias=bool(getattr(hf, "mlp_bias", False)),
+                    hidden_act=hf.hidden_act, norm_eps=hf.rms_norm_eps)
+
+    def rope(self, hf: PretrainedConfig) -> tuple[list[list[float]], list[float]]:
+        freqs, scaling = rope_from_hf(self.rotary_cls, hf)
+        n = hf.num_hidden_layers
+        return [freqs] * n, [scaling] * n
+
+    def layer_types(self, hf: PretrainedConfig) -> list[str]:
+        return ["full_attention"] * hf.num_hidden_layers
+
+    def to_subnas_config(self, hf: PretrainedConfig) -> SubnasConfig:
+        H = hf.num_attention_heads
+        head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // H
+        inv_freq, scaling = self.rope(hf)
+        return SubnasConfig(
+            family=hf.model_type,
+            vocab_size=hf.vocab_size,
+            hidden_size=hf.hidden_size,
+            num_hidden_layers=hf.num_hidden_layers,
+            num_attention_heads=H,
+            num_key_value_heads=getattr(hf, "num_key_value_heads", None) or H,
+            head_dim=head_dim,
+            rotary_dim=[2 * len(f) for f in inv_freq],
+            intermediate_size=hf.intermediate_size,
+            rope_inv_freq=inv_freq,
+            rope_attention_scaling=scaling,
+            layer_types=self.layer_types(hf),
+            sliding_window=getattr(hf, "sliding_window", None),
+            norm_type="rmsnorm",
+            mlp_type="gated",
+            residual="sequential",
+            position_embedding="rope",
+            max_position_embeddings=hf.max_position_embeddings,
+            tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
+            **self.family_flags(hf),
+            **config_kwargs(hf),
+        )
+
+    # ---------------------------------------------------------------- weights
+    def _rename(self, state: StateDict, to_hf: bool) -> StateDict:
+        layer_map = {v: k for k, v in self.layer_names.items()} if not to_hf else dict(self.layer_names)
+        global_map = {v: k for k, v in self.global_names.items()} if not to_hf else dict(self.global_names)
+        out: StateDict = {}
+        for key, tensor in state.items():
+            module, _, param = key.rpartition(".")
+            if module.startswith("model.layers."):
+                _, _, idx, rest = module.split(".", 3)
+                if rest not in layer_map:
+                    raise UnsupportedModelError(f"unexpected weight {key!r} for family {self.model_types[0]}")
+                out[f"model.layers.{idx}.{layer_map[rest]}.{param}"] = tensor
+            elif module in global_map:
+                out[f"{global_map[module]}.{param}"] = tensor
+            elif "rotary_emb" in module:
+                continue
+            else:
+                raise UnsupportedModelError(f"unexpected weight {key!r} for family {self.model_types[0]}")
+        return out
+
+    def to_subnas_state(self, hf_state: StateDict, config: SubnasConfig) -> StateDict:
+        state = self._rename(hf_state, to_hf=False)
+        if config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        return state
+
+    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+        self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+                             "rotary_dim", "rope_inv_freq")
+        data = self.hf_config_dict(sub, hf_config)
+        hf_sub = type(hf_config).from_dict(data)
+        state = self._rename(state, to_hf=True)
+        return hf_sub, state
+
+    def hf_config_dict(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> dict[str, Any]:
+        """The stock config dict of a uniform sub-network (RoPE base rescaled if the head shrank)."""
+        full = self.to_subnas_config(hf_config)
+        if sub.layer_types != [sub.layer_types[0]] * sub.num_hidden_layers and not self.has_layer_types:
+            raise NotExpressible("layer types differ between layers")
+        data = hf_config.to_dict()
+        head_dim = sub.head_dim[0]
+        factor = (data.get("rope_parameters") or {}).get("partial_rotary_factor", 1.0)
+        if sub.rotary_dim[0] != int(head_dim * factor):
+            raise NotExpressible(f"rotary width {sub.rotary_dim[0]} != head size {head_dim} x {factor}")
+        data.update(
+            hidden_size=sub.hidden_size, num_hidden_layers=sub.num_hidden_layers,
+            num_attention_heads=sub.num_attention_heads[0], num_key_value_heads=sub.num_key_value_heads[0],
+            head_dim=head_dim, intermediate_size=sub.intermediate_size[0],
+        )
+        data["rope_parameters"] = self.stock_rope_parameters(sub, full, data.get("rope_parameters"))
+        return data
+
+    has_layer_types: ClassVar[bool] = False
+
+    def stock_rope_parameters(self, sub: SubnasConfig, full: SubnasConfig, params: Any) -> Any:
+        params = dict(params or {})
+        if sub.rotary_dim[0]:
+            params["rope_theta"] = stock_rope_theta(sub.rope_inv_freq[0], full.rope_inv_freq[0],
+                                                    params.get("rope_theta", 10000.0), params.get("rope_type", "default"))
+        return params
+
+
+FAMILIES = [LlamaLikeFamily()]
