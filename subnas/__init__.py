@@ -5,9 +5,11 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from subnas.config import SubnasConfig
+from subnas.extract import ExtractResult, extract
 from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
+from subnas.supernet import Supernet
 
 # The flexible export format loads through the Auto classes once subnas is imported.
 AutoConfig.register("subnas", SubnasConfig, exist_ok=True)
@@ -16,6 +18,9 @@ AutoModelForCausalLM.register(SubnasConfig, SubnasForCausalLM, exist_ok=True)
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExtractResult",
+    "Supernet",
+    "extract",
     "ResolvedSubNetwork",
     "SubNetwork",
     "SubNetworkError",

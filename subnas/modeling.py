@@ -42,7 +42,7 @@ def _index(idx: tuple[int, ...], full: int) -> Index:
         return slice(None)
     if idx == tuple(range(idx[0], idx[0] + len(idx))):
         return slice(idx[0], idx[0] + len(idx))
-    return torch.tensor(idx, dtype=torch.long)
+    return torch.tensor(idx, dtype=torch.long, device="cpu")
 
 
 def _take(w: torch.Tensor, dim: int, idx: Index) -> torch.Tensor:
@@ -213,14 +213,16 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         Hs = cfg.head_dim[i]
         q_rows = tuple(h * Hs + d for h in s.heads for d in s.head_dims)
         kv_rows = tuple(g * Hs + d for g in s.groups for d in s.head_dims)
-        freqs = torch.tensor(cfg.rope_inv_freq[i], dtype=torch.float32)[list(s.rotary_pairs)]
+        kept = [cfg.rope_inv_freq[i][p] for p in s.rotary_pairs]
+        # Explicit CPU: plans are built even inside `torch.device("meta")` model construction.
+        freqs = torch.tensor(kept, dtype=torch.float32, device="cpu")
         return _LayerPlan(
             layer=i, num_heads=s.num_heads, num_groups=s.query_groups, head_size=s.head_size,
             rotary_dim=s.rotary_dim, q_rows=_index(q_rows, cfg.num_attention_heads[i] * Hs),
             kv_rows=_index(kv_rows, cfg.num_key_value_heads[i] * Hs), head_dims=_index(s.head_dims, Hs),
             neurons=_index(s.neurons, cfg.intermediate_size[i]), inv_freq=freqs,
             rope_scaling=cfg.rope_attention_scaling[i], sliding=cfg.layer_types[i] == "sliding_attention",
-            rope_key=(tuple(freqs.tolist()), cfg.rope_attention_scaling[i]),
+            rope_key=(tuple(kept), cfg.rope_attention_scaling[i]),
         )
 
     def _w(self, key: tuple[Any, ...], param: torch.Tensor | None, *dims_idx: tuple[int, Index]) -> torch.Tensor | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, PretrainedConfig
 
 from subnas.config import SubnasConfig
@@ -55,7 +56,16 @@ class ModelFamily(ABC):
     def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
         """A sub-network (config + subnas-layout weights) in stock layout, or raise `NotExpressible`."""
 
-    # Shared checks used by several families' ``to_hf``.
+    # Shared helpers for the families' ``to_hf``.
+    @staticmethod
+    def stock_config(hf_config: PretrainedConfig, data: dict[str, Any]) -> PretrainedConfig:
+        """``type(hf_config)`` built from ``data``; its own validation failing means `NotExpressible`."""
+        try:
+            return type(hf_config).from_dict(data)
+        except (ValueError, TypeError, StrictDataclassError) as exc:  # transformers 5 validates configs
+            cause = exc.__cause__ or exc
+            raise NotExpressible(f"stock {type(hf_config).__name__} rejects it: {cause}") from None
+
     @staticmethod
     def require_uniform(sub: SubnasConfig, *names: str) -> None:
         for name in names:

@@ -63,6 +63,10 @@ class LlamaLikeFamily(ModelFamily):
         H = hf.num_attention_heads
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // H
         inv_freq, scaling = self.rope(hf)
+        # Llama's choices; `family_flags` of a subclass may override any of them (Gemma: sandwich).
+        flags: dict[str, Any] = dict(norm_type="rmsnorm", mlp_type="gated", residual="sequential",
+                                     position_embedding="rope")
+        flags.update(self.family_flags(hf))
         return SubnasConfig(
             family=hf.model_type,
             vocab_size=hf.vocab_size,
@@ -77,13 +81,9 @@ class LlamaLikeFamily(ModelFamily):
             rope_attention_scaling=scaling,
             layer_types=self.layer_types(hf),
             sliding_window=getattr(hf, "sliding_window", None),
-            norm_type="rmsnorm",
-            mlp_type="gated",
-            residual="sequential",
-            position_embedding="rope",
             max_position_embeddings=hf.max_position_embeddings,
             tie_word_embeddings=bool(getattr(hf, "tie_word_embeddings", False)),
-            **self.family_flags(hf),
+            **flags,
             **config_kwargs(hf),
         )
 
@@ -117,8 +117,12 @@ class LlamaLikeFamily(ModelFamily):
         self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
                              "rotary_dim", "rope_inv_freq")
         data = self.hf_config_dict(sub, hf_config)
-        hf_sub = type(hf_config).from_dict(data)
+        hf_sub = self.stock_config(hf_config, data)
         state = self._rename(state, to_hf=True)
+        if sub.tie_word_embeddings:
+            # A tied lm_head is the same Parameter as the embedding, but `state_dict()` (and so
+            # `load_state_dict(strict=True)`) still lists it under its own name.
+            state["lm_head.weight"] = state[self.global_names["model.embed"] + ".weight"]
         return hf_sub, state
 
     def hf_config_dict(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> dict[str, Any]:

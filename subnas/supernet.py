@@ -1,0 +1,162 @@
+"""`Supernet`: a pretrained `transformers` LM whose structured sub-networks can be run in place.
+
+Loading converts the checkpoint once into subnas' generic decoder (`SubnasForCausalLM`) — the
+weights are re-used, not copied — and from then on any `SubNetwork` is activated by
+`set_sub_network` (views for first-n choices, cached gathers for index sets) and run with the same
+forward as the full model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from subnas.config import SubnasConfig
+from subnas.families import ModelFamily, family_for, load_hf_config
+from subnas.modeling import SubnasForCausalLM
+from subnas.subnet import ResolvedSubNetwork, SubNetwork
+
+
+class Supernet:
+    """A pretrained causal LM as a supernet of sub-networks.
+
+    Example:
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> from subnas import Supernet, SubNetwork
+        >>> hf = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+        ...                                   num_attention_heads=4, num_key_value_heads=2,
+        ...                                   intermediate_size=64))
+        >>> supernet = Supernet.from_model(hf)
+        >>> supernet.set_sub_network(SubNetwork(n_layers=1, num_heads=2, intermediate_size=32))
+        >>> supernet(torch.tensor([[1, 2, 3]])).logits.shape
+        torch.Size([1, 3, 64])
+        >>> supernet.reset()
+    """
+
+    def __init__(self, model: SubnasForCausalLM, *, hf_config: PretrainedConfig | None = None,
+                 tokenizer: Any = None, source: str | None = None) -> None:
+        self.model = model
+        self.hf_config = hf_config
+        self.tokenizer = tokenizer
+        self.source = source
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32,
+                        device: str | torch.device | None = None) -> Supernet:
+        """Load a model folder, a hub name, or ``"default"`` (the offline SmolLM2-135M).
+
+        A folder written by `subnas.extract` in the flexible format loads too, so an extracted
+        model can itself serve as a supernet.
+        """
+        name = str(name_or_path)
+        if name == "default":
+            from subnas.assets import default_model_dir
+
+            name = str(default_model_dir())
+        if Path(name).is_file():
+            raise ValueError(f"{name!r} is a file; Supernet.from_pretrained needs a model folder or hub name "
+                             f"(a config.json alone has no weights — `subnas params` accepts it)")
+        hf_config = load_hf_config(name)
+        tokenizer = _load_tokenizer(name)
+        if isinstance(hf_config, SubnasConfig):
+            model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
+            supernet = cls(model, hf_config=None, tokenizer=tokenizer, source=name)
+        else:
+            family_for(hf_config.model_type)  # fail early, with the list of supported families
+            hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            supernet = cls.from_model(hf, tokenizer=tokenizer, source=name)
+        if device is not None:
+            supernet.to(device)
+        return supernet
+
+    @classmethod
+    def from_model(cls, hf_model: PreTrainedModel, *, tokenizer: Any = None, source: str | None = None) -> Supernet:
+        """Wrap an already loaded `transformers` model; its weight tensors are re-used, not copied."""
+        if isinstance(hf_model, SubnasForCausalLM):
+            return cls(hf_model, tokenizer=tokenizer, source=source)
+        hf_config = hf_model.config
+        family = family_for(hf_config.model_type)
+        config = family.to_subnas_config(hf_config)
+        state = family.to_subnas_state(dict(hf_model.state_dict()), config)
+        dtype = next(hf_model.parameters()).dtype
+        with torch.device("meta"):
+            model = SubnasForCausalLM(config)
+        model.load_state_dict(state, strict=True, assign=True)
+        model.to(dtype)
+        model.reset()
+        model.eval()
+        return cls(model, hf_config=hf_config, tokenizer=tokenizer, source=source or getattr(hf_config, "_name_or_path", None))
+
+    # ------------------------------------------------------------------ sub-networks
+    @property
+    def subnas_config(self) -> SubnasConfig:
+        """The full model's architecture (what sub-networks are validated against)."""
+        return self.model.config  # type: ignore[no-any-return]
+
+    @property
+    def family(self) -> ModelFamily | None:
+        """The `transformers` family this supernet came from (``None`` for a flexible-format model)."""
+        return None if self.hf_config is None else family_for(self.hf_config.model_type)
+
+    @property
+    def active(self) -> ResolvedSubNetwork:
+        """The active sub-network, fully resolved."""
+        return self.model.active  # type: ignore[no-any-return]
+
+    def set_sub_network(self, subnet: SubNetwork | ResolvedSubNetwork | dict[str, Any] | None) -> None:
+        """Activate a sub-network (raises `SubNetworkError` if it is illegal for this model)."""
+        if isinstance(subnet, dict):
+            subnet = SubNetwork.from_dict(subnet)
+        self.model.set_sub_network(subnet)
+
+    def reset(self) -> None:
+        """Activate the full network."""
+        self.model.reset()
+
+    @contextlib.contextmanager
+    def sub_network(self, subnet: SubNetwork | ResolvedSubNetwork | None) -> Iterator[Supernet]:
+        """Run a block with ``subnet`` active, restoring the previous one afterwards."""
+        previous = self.active
+        self.set_sub_network(subnet)
+        try:
+            yield self
+        finally:
+            self.set_sub_network(previous)
+
+    def count_parameters(self, subnet: SubNetwork | ResolvedSubNetwork | None = None) -> int:
+        from subnas.params import count_parameters
+
+        return count_parameters(self.subnas_config, subnet)
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        return self.model(input_ids, **kwargs)
+
+    def to(self, device: str | torch.device) -> Supernet:
+        self.model.to(device)
+        self.model.set_sub_network(self.active)  # index tensors follow lazily; clear stale caches
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        cfg = self.subnas_config
+        return (f"Supernet({self.source or cfg.family!r}: {cfg.family}, {cfg.num_hidden_layers} layers, "
+                f"hidden {cfg.hidden_size}, {self.count_parameters():,} parameters)")
+
+
+def _load_tokenizer(name: str) -> Any:
+    """The tokenizer beside the model, or ``None`` if there is none (random-weight test models)."""
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError, TypeError):
+        return None
