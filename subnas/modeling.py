@@ -15,7 +15,7 @@ a sub-network changes widths per layer, head size (and with it the RoPE pair lay
 attention scale), the embedding width seen by every norm, and the layer list. Expressing that once
 here keeps "what you evaluate is what you export" true by construction — export writes the
 sub-network's slices into this same module with its own config — and parity with `transformers`
-is tested per family (tests/test_parity.py).
+is tested per family (tests/test_families.py, tests/test_invariants.py).
 """
 
 from __future__ import annotations

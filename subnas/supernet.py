@@ -85,6 +85,9 @@ class Supernet:
         family = family_for(hf_config.model_type)
         config = family.to_subnas_config(hf_config)
         state = family.to_subnas_state(dict(hf_model.state_dict()), config)
+        # Unfused or transposed weights (GPT-NeoX qkv, GPT-2 Conv1D) arrive as strided views;
+        # one contiguous copy now keeps every later matmul on the fast path.
+        state = {k: v.contiguous() for k, v in state.items()}
         dtype = next(hf_model.parameters()).dtype
         with torch.device("meta"):
             model = SubnasForCausalLM(config)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -111,16 +112,25 @@ def _builtin_families() -> None:
             register_family(family)
 
 
+def _plugin_families() -> Mapping[str, ModelFamily]:
+    """Built-in families plus those plugins add through the ``register_model_families`` hook."""
+    from subnas.plugins import registry
+
+    return registry("model_families")
+
+
 def known_model_types() -> list[str]:
     _builtin_families()
-    return sorted(_FAMILIES)
+    return sorted(set(_FAMILIES) | set(_plugin_families()))
 
 
 def family_for(model_type: str) -> ModelFamily:
     """The family that handles ``model_type`` (raises `UnsupportedModelError` listing the known ones)."""
     _builtin_families()
     try:
-        return _FAMILIES[model_type]
+        # Built-ins first: a plugin family that reuses a built-in model type is reported as a
+        # duplicate by `subnas plugins` but never breaks loading the built-in model.
+        return _FAMILIES[model_type] if model_type in _FAMILIES else _plugin_families()[model_type]
     except KeyError:
         raise UnsupportedModelError(
             f"model type {model_type!r} is not supported; supported: {', '.join(known_model_types())} "
@@ -144,6 +154,11 @@ def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:
         if not model_type:
             raise UnsupportedModelError(f"{name} has no 'model_type'; is it a transformers config.json?")
         return AutoConfig.for_model(**data)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model folder {name!r} has no config.json")
+    elif name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep in name and path.parent.exists():
+        raise FileNotFoundError(f"no model folder or config.json at {name!r}")
     try:
         return AutoConfig.from_pretrained(name)
     except OSError as exc:

@@ -1,0 +1,162 @@
+"""The ``subnas`` command line: verbs that mirror the Python API.
+
+``subnas params``   -> `subnas.count_parameters`
+``subnas extract``  -> `subnas.extract`
+``subnas evaluate`` -> `subnas.evaluate.evaluate`
+``subnas plugins``  -> `subnas.plugins.plugins_report`
+
+Every verb takes ``--config FILE`` (YAML whose keys are the flags, via jsonargparse) and ``--json``
+to print exactly one JSON object on stdout. Errors a user can fix are printed as one line
+``subnas: error: ...`` with exit status 2 — never a traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a config.json"
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="subnas", description="Find, extract and train small LMs inside large ones.",
+                            exit_on_error=True)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subcommands(dest="command", required=True)
+
+    def verb(name: str, help: str) -> ArgumentParser:
+        p = ArgumentParser(description=help)
+        p.add_argument("--config", action=ActionConfigFile, help="YAML file whose keys are this command's flags")
+        sub.add_subcommand(name, p, help=help)
+        return p
+
+    p = verb("params", "Count the parameters of a model or of one of its sub-networks (exact, from the config).")
+    p.add_argument("model", type=str, help=MODEL_HELP)
+    p.add_argument("--subnet", type=str, default=None, help="sub-network JSON file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = verb("extract", "Write a sub-network as a standalone model folder (safetensors, config, tokenizer).")
+    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
+    p.add_argument("--subnet", type=str, required=True, help="sub-network JSON file")
+    p.add_argument("--out", type=str, required=True, help="output folder (created atomically)")
+    p.add_argument("--format", type=str, default="auto", choices=["auto", "stock", "subnas"],
+                   help="stock transformers architecture, subnas flexible format, or auto (stock when possible)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = verb("evaluate", "Perplexity of a model or sub-network on held-out text (the code path search uses).")
+    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
+    p.add_argument("--subnet", type=str, default=None, help="sub-network JSON file")
+    p.add_argument("--data", type=str, default="default:validation",
+                   help="text file, .json/.jsonl/.parquet/.csv file, a datasets name, or 'default[:split]'")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per sequence")
+    p.add_argument("--num-seqs", type=int, default=16, help="number of sequences")
+    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
+    p.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = verb("plugins", "List installed plugins and what each registers.")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("subnas")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def _load_subnet(path: str | None) -> Any:
+    from subnas.subnet import SubNetwork
+
+    return None if path is None else SubNetwork.load(path)
+
+
+def cmd_params(args: Any) -> dict[str, Any]:
+    from subnas.families import load_config
+    from subnas.params import count_parameters
+
+    config = load_config(args.model)
+    subnet = _load_subnet(args.subnet)
+    n = count_parameters(config, subnet)
+    full = count_parameters(config)
+    return {"model": args.model, "family": config.family, "parameters": n, "full_parameters": full,
+            "fraction": n / full, "subnet": None if subnet is None else subnet.to_dict(),
+            "_text": f"{n:,} parameters" + ("" if subnet is None else f" ({100 * n / full:.2f}% of {full:,})")}
+
+
+def cmd_extract(args: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from subnas.extract import extract
+    from subnas.supernet import Supernet
+
+    subnet = _load_subnet(args.subnet)
+    supernet = Supernet.from_pretrained(args.model)
+    result = extract(supernet, subnet, args.out, format=args.format, overwrite=args.overwrite)
+    note = "" if result.reason is None else f"\n  (flexible format because {result.reason}; load after `import subnas`)"
+    return {**asdict(result), "_text": f"wrote {result.architecture} with {result.num_parameters:,} parameters to "
+                                      f"{result.path} [{result.format} format]{note}"}
+
+
+def cmd_evaluate(args: Any) -> dict[str, Any]:
+    from subnas.evaluate import evaluate
+
+    result = evaluate(args.model, data=args.data, subnet=_load_subnet(args.subnet), seq_len=args.seq_len,
+                      num_seqs=args.num_seqs, batch_size=args.batch_size, device=args.device)
+    return {**result, "_text": f"perplexity {result['perplexity']:.4f} on {result['tokens']:,} tokens "
+                               f"({result['parameters']:,} parameters)"}
+
+
+def cmd_plugins(args: Any) -> dict[str, Any]:
+    from subnas.plugins import plugins_report
+
+    report = plugins_report()
+    lines = []
+    for plugin in report:
+        what = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in plugin["registers"].items() if names)
+        status = f"  ERROR: {plugin['error']}" if plugin.get("error") else ""
+        lines.append(f"{plugin['name']} {plugin.get('version') or ''}  {what}{status}".rstrip())
+    return {"plugins": report, "_text": "\n".join(lines)}
+
+
+COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "params": cmd_params,
+    "extract": cmd_extract,
+    "evaluate": cmd_evaluate,
+    "plugins": cmd_plugins,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from subnas.families import NotExpressible
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command = args.command
+    sub_args = args[command]
+    try:
+        result = COMMANDS[command](sub_args)
+    except KeyboardInterrupt:
+        print("subnas: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, NotExpressible) as exc:
+        # Our errors name the problem and the fix; show them without a traceback.
+        print(f"subnas: error: {exc}", file=sys.stderr)
+        return 2
+    text = result.pop("_text", None)
+    if sub_args.json:
+        print(json.dumps(result, default=str))
+    elif text is not None:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
