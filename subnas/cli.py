@@ -4,6 +4,7 @@
 ``subnas extract``  -> `subnas.extract`
 ``subnas evaluate`` -> `subnas.evaluate.evaluate`
 ``subnas plugins``  -> `subnas.plugins.plugins_report`
+``subnas demo``     -> `subnas.demo.demo` (the README's main job)
 
 Every verb takes ``--config FILE`` (YAML whose keys are the flags, via jsonargparse) and ``--json``
 to print exactly one JSON object on stdout. Errors a user can fix are printed as one line
@@ -56,6 +57,14 @@ def _parser() -> ArgumentParser:
     p.add_argument("--num-seqs", type=int, default=16, help="number of sequences")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
     p.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = verb("demo", "The main job on the built-in default: real SmolLM2-135M, real Wikipedia text.")
+    p.add_argument("--out", type=str, default="runs/demo", help="folder for the summary and the extracted model")
+    p.add_argument("--model", type=str, default="default", help=MODEL_HELP.replace(" or a config.json", ""))
+    p.add_argument("--data", type=str, default="default:validation", help="held-out text (see `evaluate --data`)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
+    p.add_argument("--num-seqs", type=int, default=8, help="number of sequences")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = verb("plugins", "List installed plugins and what each registers.")
@@ -114,6 +123,13 @@ def cmd_evaluate(args: Any) -> dict[str, Any]:
                                f"({result['parameters']:,} parameters)"}
 
 
+def cmd_demo(args: Any) -> dict[str, Any]:
+    from subnas.demo import demo, format_summary
+
+    summary = demo(args.out, seq_len=args.seq_len, num_seqs=args.num_seqs, model=args.model, data=args.data)
+    return {**summary, "_text": format_summary(summary)}
+
+
 def cmd_plugins(args: Any) -> dict[str, Any]:
     from subnas.plugins import plugins_report
 
@@ -130,6 +146,7 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "params": cmd_params,
     "extract": cmd_extract,
     "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
     "plugins": cmd_plugins,
 }
 

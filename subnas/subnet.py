@@ -232,7 +232,7 @@ def _check_indices(name: str, idx: Sequence[int], size: int, where: str = "") ->
 
 def _check_size(name: str, value: int, full: int, where: str = "") -> int:
     if not 1 <= value <= full:
-        raise SubNetworkError(f"{name}{where}={value} is illegal; legal values are 1..{full} (the full model has {full})")
+        raise SubNetworkError(f"{name}={value}{where} is illegal; legal values are 1..{full} (the full model has {full})")
     return value
 
 
@@ -280,7 +280,7 @@ def coarse_head_dims(head_size: int, full_head_size: int, rotary_dim: int, where
     if passes > full_head_size - rotary_dim:
         # Only possible when every dim is rotary: an odd head size would split a rotary pair.
         raise SubNetworkError(
-            f"head_size{where}={head_size} would split a rotary pair: this model rotates all "
+            f"head_size={head_size}{where} would split a rotary pair: this model rotates all "
             f"{rotary_dim} head dims in pairs, so the head size must be even (2..{full_head_size})"
         )
     half = rotary_dim // 2
@@ -339,7 +339,7 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
             groups = tuple(range(_check_size("query_groups", g, G, where)))
         g = len(groups)
         if groups_l[j] is not None and groups_l[j] != g:
-            raise SubNetworkError(f"query_groups{where}={groups_l[j]} disagrees with the {g} query groups "
+            raise SubNetworkError(f"query_groups={groups_l[j]}{where} disagrees with the {g} query groups "
                                   f"selected by the index sets")
         if head_idx_l[j] is not None:
             hidx = _check_indices("head_indices", head_idx_l[j], H, where)
@@ -357,14 +357,14 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
             h = heads_l[j] if heads_l[j] is not None else g * per_group
             _check_size("num_heads", h, H, where)
             if h % g:
-                raise SubNetworkError(f"num_heads{where}={h} is not divisible by query_groups={g}; "
+                raise SubNetworkError(f"num_heads={h}{where} is not divisible by query_groups={g}; "
                                       f"legal num_heads are multiples of {g} up to {g * per_group}")
             if h // g > per_group:
-                raise SubNetworkError(f"num_heads{where}={h} puts {h // g} heads in each of {g} query groups, but the "
+                raise SubNetworkError(f"num_heads={h}{where} puts {h // g} heads in each of {g} query groups, but the "
                                       f"model has only {per_group} per group; legal: {g}..{g * per_group} in steps of {g}")
             heads = tuple(grp * per_group + k for grp in groups for k in range(h // g))
         if heads_l[j] is not None and heads_l[j] != len(heads):
-            raise SubNetworkError(f"num_heads{where}={heads_l[j]} disagrees with the {len(heads)} head_indices given")
+            raise SubNetworkError(f"num_heads={heads_l[j]}{where} disagrees with the {len(heads)} head_indices given")
 
         # --- head dims (rotary pairs stay together)
         half = R // 2
@@ -378,7 +378,7 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
             pairs = tuple(p for p in range(half) if p in dims)
             head_dims = pairs + tuple(p + half for p in pairs) + tuple(sorted(d for d in dims if d >= R))
             if hs_l[j] is not None and hs_l[j] != len(head_dims):
-                raise SubNetworkError(f"head_size{where}={hs_l[j]} disagrees with the {len(head_dims)} "
+                raise SubNetworkError(f"head_size={hs_l[j]}{where} disagrees with the {len(head_dims)} "
                                       f"head_size_indices given")
         else:
             head_dims = coarse_head_dims(Hs if hs_l[j] is None else hs_l[j], Hs, R, where)
@@ -388,7 +388,7 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
         if neuron_idx_l[j] is not None:
             neurons = _check_indices("intermediate_indices", neuron_idx_l[j], D, where)
             if d_l[j] is not None and d_l[j] != len(neurons):
-                raise SubNetworkError(f"intermediate_size{where}={d_l[j]} disagrees with the {len(neurons)} "
+                raise SubNetworkError(f"intermediate_size={d_l[j]}{where} disagrees with the {len(neurons)} "
                                       f"intermediate_indices given")
         else:
             neurons = tuple(range(D if d_l[j] is None else _check_size("intermediate_size", d_l[j], D, where)))
