@@ -260,3 +260,49 @@ def perplexity(
     """
     nll = mean_token_nll(model, tokens, batch_size=batch_size, device=device, progress=progress)
     return math.exp(nll) if nll < 700 else (math.inf if not math.isnan(nll) else math.nan)
+
+
+def evaluate(
+    model: Any,
+    *,
+    data: str = "default:validation",
+    subnet: Any = None,
+    seq_len: int = 512,
+    num_seqs: int = 16,
+    batch_size: int = 4,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Perplexity of a model or one of its sub-networks on held-out text (``subnas evaluate``).
+
+    Args:
+        model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
+        data: a ``--data`` value (see `subnas.assets.resolve_text_source`).
+        subnet: a `SubNetwork` to evaluate in place (``None``: the whole model).
+        seq_len: tokens per sequence.
+        num_seqs: number of sequences.
+        batch_size: sequences per forward pass.
+        device: where to run (default: CUDA if available, else CPU).
+        progress: show a progress bar.
+
+    Returns:
+        ``{"perplexity", "nll", "tokens", "parameters", "seq_len", "num_seqs", "data", "subnet"}``.
+    """
+    from subnas.assets import resolve_text_source
+    from subnas.supernet import Supernet
+
+    supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
+    if supernet.tokenizer is None:
+        raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluation needs one")
+    check_sequence_length(supernet.model, seq_len)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    supernet.to(dev)
+    tokens = tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
+                               add_bos=requires_bos(supernet.subnas_config))
+    with supernet.sub_network(subnet):
+        nll = mean_token_nll(supernet.model, tokens, batch_size=batch_size, progress=progress)
+        parameters = supernet.count_parameters(subnet)
+    ppl = math.exp(nll) if nll < 700 else math.inf
+    return {"perplexity": ppl, "nll": nll, "tokens": int(tokens.numel()), "parameters": parameters,
+            "seq_len": seq_len, "num_seqs": num_seqs, "data": str(data),
+            "subnet": None if subnet is None else subnet.to_dict()}
