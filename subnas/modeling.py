@@ -182,6 +182,9 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         self._embd: Index = slice(None)
         self._embd_width = config.hidden_size
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor]] = {}
+        # Optional observer of intermediate activations (importance scores, subnas.importance);
+        # called as recorder(kind, layer, tensor). None on every ordinary forward.
+        self.recorder: Any = None
         self.post_init()
         self.reset()
 
@@ -275,7 +278,11 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         masks = self._masks(attention_mask, T, x.device)
         rope_cache: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
         for plan in self._plan:
+            if self.recorder is not None:
+                self.recorder("layer_in", plan.layer, x)
             x = self._layer(x, plan, masks, position_ids, rope_cache)
+            if self.recorder is not None:
+                self.recorder("layer_out", plan.layer, x)
 
         norm = self.model.final_norm
         x = norm.run(x, self._w(("fn.w",), norm.weight, (0, E)), self._w(("fn.b",), norm.bias, (0, E)))
@@ -330,7 +337,10 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
 
         def norm(name: str, x: torch.Tensor) -> torch.Tensor:
             mod = getattr(layer, name)
-            return mod.run(x, self._w((i, name, "w"), mod.weight, (0, E)), self._w((i, name, "b"), mod.bias, (0, E)))
+            out = mod.run(x, self._w((i, name, "w"), mod.weight, (0, E)), self._w((i, name, "b"), mod.bias, (0, E)))
+            if self.recorder is not None and name in ("attn_norm", "mlp_norm"):
+                self.recorder("norm_out", i, out)
+            return out
 
         def attention(h: torch.Tensor) -> torch.Tensor:
             a = layer.attn
@@ -355,6 +365,8 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
             scale = cfg.attention_scale if cfg.attention_scale is not None else p.head_size**-0.5
             mask = masks[p.sliding]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, scale=scale)
+            if self.recorder is not None:
+                self.recorder("heads_out", i, out)  # [B, heads, T, head_size], before the output projection
             out = out.transpose(1, 2).reshape(B, T, p.num_heads * p.head_size)
             return F.linear(out, self._w((i, "o"), a.o.weight, (0, E), (1, p.q_rows)), self._w((i, "ob"), a.o.bias, (0, E)))
 
@@ -366,6 +378,8 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
                 up = m.act(gate) * up
             else:
                 up = m.act(up)
+            if self.recorder is not None:
+                self.recorder("mlp_act", i, up)
             return F.linear(up, self._w((i, "down"), m.down.weight, (0, E), (1, p.neurons)), self._w((i, "downb"), m.down.bias, (0, E)))
 
         if cfg.residual == "parallel":

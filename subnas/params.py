@@ -12,9 +12,22 @@ from subnas.config import SubnasConfig
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
 
 
-def config_parameters(config: SubnasConfig) -> int:
-    """Parameters of the model a `SubnasConfig` describes (what `SubnasForCausalLM(config)` holds)."""
-    E, V = config.hidden_size, config.vocab_size
+def config_parameters(config: SubnasConfig, resolved: ResolvedSubNetwork | None = None) -> int:
+    """Parameters of the model ``config`` describes, or of its sub-network ``resolved``.
+
+    Both cases run the same formula: a sub-network only replaces the widths, so the count of
+    ``resolved`` equals ``config_parameters(sub_config(config, resolved))`` — what
+    `SubnasForCausalLM` of the extracted config holds — without building that config (search
+    calls this for every candidate).
+    """
+    V = config.vocab_size
+    if resolved is None:
+        E = config.hidden_size
+        widths = [(config.num_attention_heads[i], config.num_key_value_heads[i], config.head_dim[i],
+                   config.intermediate_size[i]) for i in range(config.num_hidden_layers)]
+    else:
+        E = len(resolved.embd)
+        widths = [(s.num_heads, s.query_groups, s.head_size, s.intermediate_size) for s in resolved.layers]
     norm = E * (2 if config.norm_type == "layernorm" else 1)
     total = V * E + norm  # embedding + final norm
     if not config.tie_word_embeddings:
@@ -22,9 +35,8 @@ def config_parameters(config: SubnasConfig) -> int:
     if config.position_embedding == "learned":
         total += config.max_position_embeddings * E
     norms_per_layer = 4 if config.residual == "sandwich" else 2
-    for i in range(config.num_hidden_layers):
-        h, g = config.num_attention_heads[i], config.num_key_value_heads[i]
-        hs, d = config.head_dim[i], config.intermediate_size[i]
+    matrices = 3 if config.mlp_type == "gated" else 2
+    for h, g, hs, d in widths:
         q, kv = h * hs, g * hs
         total += E * (q + 2 * kv) + q * E  # q, k, v, o
         if config.qkv_bias:
@@ -33,7 +45,6 @@ def config_parameters(config: SubnasConfig) -> int:
             total += E
         if config.qk_norm:
             total += 2 * hs
-        matrices = 3 if config.mlp_type == "gated" else 2
         total += matrices * E * d
         if config.mlp_bias:
             total += (matrices - 1) * d + E
@@ -54,10 +65,9 @@ def count_parameters(model_or_config: Any, subnet: SubNetwork | ResolvedSubNetwo
         >>> cfg = SubnasConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
         ...                    num_attention_heads=4, intermediate_size=64)
         >>> count_parameters(cfg), count_parameters(cfg, SubNetwork(n_layers=1))
-        (23328, 12704)
+        (23840, 13536)
     """
     from subnas.families import load_config
-    from subnas.modeling import sub_config
 
     config = load_config(model_or_config)
     if subnet is None:
@@ -65,4 +75,4 @@ def count_parameters(model_or_config: Any, subnet: SubNetwork | ResolvedSubNetwo
     if isinstance(subnet, dict):
         subnet = SubNetwork.from_dict(subnet)
     resolved = subnet.resolve(config) if isinstance(subnet, SubNetwork) else subnet
-    return config_parameters(sub_config(config, resolved))
+    return config_parameters(config, resolved)
