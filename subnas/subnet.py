@@ -14,6 +14,7 @@ the model's rotary fraction, then pass-through dimensions, so RoPE pairs are nev
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -54,6 +55,8 @@ class SubNetworkError(ValueError):
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
+        if all(type(v) is int for v in value):  # fast path: fine-grained index sets hold ~1e5 ints
+            return tuple(value)
         return tuple(_freeze(v) for v in value)
     if isinstance(value, bool):
         raise SubNetworkError(f"expected an integer, got {value!r}")
@@ -272,6 +275,13 @@ def default_query_groups(num_heads: int, full_heads: int, full_groups: int) -> i
     )
 
 
+@functools.lru_cache(maxsize=None)
+def _first(n: int) -> tuple[int, ...]:
+    """``tuple(range(n))``, shared: coarse choices resolve to these for every candidate."""
+    return tuple(range(n))
+
+
+@functools.lru_cache(maxsize=4096)
 def coarse_head_dims(head_size: int, full_head_size: int, rotary_dim: int, where: str = "") -> tuple[int, ...]:
     """The first-n head dims for a head size: rotary pairs in proportion, then pass-through dims."""
     _check_size("head_size", head_size, full_head_size, where)
@@ -308,7 +318,7 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
         if sub.n_embd is not None and sub.n_embd != len(embd):
             raise SubNetworkError(f"n_embd={sub.n_embd} disagrees with the {len(embd)} embd_indices given")
     else:
-        embd = tuple(range(E if sub.n_embd is None else _check_size("n_embd", sub.n_embd, E)))
+        embd = _first(E if sub.n_embd is None else _check_size("n_embd", sub.n_embd, E))
 
     heads_l = _per_layer(sub, "num_heads", n)
     groups_l = _per_layer(sub, "query_groups", n)
@@ -319,11 +329,15 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
     dim_idx_l = _per_layer_index(sub, "head_size_indices", n)
     neuron_idx_l = _per_layer_index(sub, "intermediate_indices", n)
 
+    # Read the config's lists once: attribute access on a transformers config is slow, and search
+    # resolves every candidate.
+    full_heads, full_groups = config.num_attention_heads, config.num_key_value_heads
+    full_hs, full_rot, full_d = config.head_dim, config.rotary_dim, config.intermediate_size
     selections = []
     for j, layer in enumerate(layers):
         where = f" (kept layer {j} = model layer {layer})" if n > 1 or layer else ""
-        H, G = config.num_attention_heads[layer], config.num_key_value_heads[layer]
-        Hs, R, D = config.head_dim[layer], config.rotary_dim[layer], config.intermediate_size[layer]
+        H, G = full_heads[layer], full_groups[layer]
+        Hs, R, D = full_hs[layer], full_rot[layer], full_d[layer]
         per_group = H // G
 
         # --- query groups and heads
@@ -382,7 +396,7 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
                                       f"head_size_indices given")
         else:
             head_dims = coarse_head_dims(Hs if hs_l[j] is None else hs_l[j], Hs, R, where)
-            pairs = head_dims[: len([d for d in head_dims if d < half])]
+            pairs = _first(sum(1 for d in head_dims if d < half))
 
         # --- MLP neurons
         if neuron_idx_l[j] is not None:
@@ -391,7 +405,7 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
                 raise SubNetworkError(f"intermediate_size={d_l[j]}{where} disagrees with the {len(neurons)} "
                                       f"intermediate_indices given")
         else:
-            neurons = tuple(range(D if d_l[j] is None else _check_size("intermediate_size", d_l[j], D, where)))
+            neurons = _first(D if d_l[j] is None else _check_size("intermediate_size", d_l[j], D, where))
 
         selections.append(LayerSelection(layer=layer, groups=groups, heads=heads, rotary_pairs=tuple(pairs),
                                          head_dims=head_dims, neurons=neurons))
