@@ -10,6 +10,9 @@ from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
 from subnas.supernet import Supernet
+from subnas.bins import BinConstrainedSpace, InfeasibleBinError, ParameterBin
+from subnas.hookspecs import hookimpl
+from subnas.plugins import get_extractor, get_fitness, get_sampler, get_search_space, plugins_report
 
 # The flexible export format loads through the Auto classes once subnas is imported.
 AutoConfig.register("subnas", SubnasConfig, exist_ok=True)
@@ -27,4 +30,13 @@ __all__ = [
     "SubnasConfig",
     "SubnasForCausalLM",
     "count_parameters",
+    "BinConstrainedSpace",
+    "InfeasibleBinError",
+    "ParameterBin",
+    "get_extractor",
+    "get_fitness",
+    "get_sampler",
+    "get_search_space",
+    "hookimpl",
+    "plugins_report",
 ]

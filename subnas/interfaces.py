@@ -1,0 +1,142 @@
+"""The four extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`.
+
+Plugins register implementations through the hooks in `subnas.hookspecs`; users get them by name
+with `subnas.get_search_space`, `subnas.get_sampler`, `subnas.get_fitness`, `subnas.get_extractor`.
+Everything here speaks `SubNetwork`, the one description of a sub-network.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+from subnas.config import SubnasConfig
+from subnas.subnet import SubNetwork
+
+if TYPE_CHECKING:
+    import optuna
+
+    from subnas.bins import ParameterBin
+
+
+class SearchSpace(ABC):
+    """A set of sub-networks of one model, with the paper's operators (§2.1-2.2).
+
+    Built from anything that names a model plus per-dimension choices; every method returns legal
+    sub-networks (``subnet.resolve(space.config)`` succeeds). Parameter bins are enforced on top
+    of these operators by `subnas.bins.BinConstrainedSpace`.
+
+    Example:
+        >>> import random, subnas
+        >>> space = subnas.get_search_space("coarse-uniform", subnas.SubnasConfig(num_hidden_layers=4))
+        >>> s = space.sample(random.Random(0))
+        >>> space.mutate(s, random.Random(1)) != s
+        True
+    """
+
+    #: The name the space is registered under (informational).
+    name: ClassVar[str] = ""
+
+    def __init__(self, model_or_config: Any) -> None:
+        """Subclasses take their per-dimension choices as keyword arguments after ``model_or_config``."""
+        from subnas.families import load_config
+
+        self.config: SubnasConfig = load_config(model_or_config)
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> SubNetwork:
+        """A random member of the space."""
+
+    @abstractmethod
+    def mutate(self, subnet: SubNetwork, rng: random.Random) -> SubNetwork:
+        """A copy of ``subnet`` with one dimension changed (§2.2)."""
+
+    @abstractmethod
+    def crossover(self, a: SubNetwork, b: SubNetwork, rng: random.Random) -> SubNetwork:
+        """A child whose every dimension comes from ``a`` or ``b`` (§2.2)."""
+
+    @abstractmethod
+    def suggest(self, trial: optuna.Trial) -> SubNetwork:
+        """The member an Optuna trial picks, define-by-run, so any Optuna sampler can search it."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """The exact number of sub-networks in the space (a Python int of any size)."""
+
+    def log10_size(self) -> float:
+        """``log10(size())``, for spaces too large to print."""
+        return math.log10(self.size())
+
+    @abstractmethod
+    def bounds(self) -> tuple[int, int]:
+        """The smallest and largest parameter counts of the space's members."""
+
+    def count(self, subnet: SubNetwork) -> int:
+        """Parameters of a member (`subnas.count_parameters`, the one counter)."""
+        from subnas.params import count_parameters
+
+        return count_parameters(self.config, subnet)
+
+    def repair(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random) -> SubNetwork | None:
+        """A member near ``subnet`` inside ``bin``, or None (default: no repair, rejection only)."""
+        return None
+
+    # Bin-constrained operators (paper §2.2): bounded rejection, then `repair` of the closest
+    # proposal; None when both fail. Spaces may override them with something faster.
+    def sample_in(self, bin: ParameterBin, rng: random.Random, *, max_tries: int = 100) -> SubNetwork | None:
+        """A random member inside ``bin``, or None."""
+        return self._constrain(lambda: self.sample(rng), bin, rng, max_tries)
+
+    def mutate_in(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random, *,
+                  max_tries: int = 100) -> SubNetwork | None:
+        """A mutant of ``subnet`` inside ``bin``, or None."""
+        return self._constrain(lambda: self.mutate(subnet, rng), bin, rng, max_tries)
+
+    def crossover_in(self, a: SubNetwork, b: SubNetwork, bin: ParameterBin, rng: random.Random, *,
+                     max_tries: int = 100) -> SubNetwork | None:
+        """A child of ``a`` and ``b`` inside ``bin``, or None."""
+        return self._constrain(lambda: self.crossover(a, b, rng), bin, rng, max_tries)
+
+    def _constrain(self, propose: Callable[[], SubNetwork], bin: ParameterBin, rng: random.Random,
+                   max_tries: int) -> SubNetwork | None:
+        from subnas.bins import constrain
+
+        return constrain(propose, self.count, lambda s: self.repair(s, bin, rng), bin, max_tries)
+
+
+class Sampler(ABC):
+    """Makes an Optuna sampler from keyword options; any callable ``**options -> BaseSampler``
+    (an Optuna sampler class itself, say) can be registered in its place.
+
+    Example:
+        >>> import subnas
+        >>> type(subnas.get_sampler("random", seed=0)).__name__
+        'RandomSampler'
+    """
+
+    @abstractmethod
+    def __call__(self, **options: Any) -> optuna.samplers.BaseSampler:
+        """A fresh sampler configured by ``options``."""
+
+
+class Fitness(ABC):
+    """Scores a sub-network; ``direction`` says whether lower ("minimize", e.g. perplexity) or
+    higher is better, and is passed to the Optuna study."""
+
+    direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
+
+    @abstractmethod
+    def __call__(self, subnet: SubNetwork) -> float:
+        """The sub-network's score."""
+
+
+class Extractor(ABC):
+    """Turns a sub-network of a supernet into a standalone model on disk."""
+
+    @abstractmethod
+    def extract(self, supernet: Any, subnet: SubNetwork, out_dir: str | os.PathLike[str]) -> Path:
+        """Write the model for ``subnet`` into ``out_dir`` and return that folder."""

@@ -1,0 +1,404 @@
+"""The paper's four search spaces (§2.1) as one implementation with two switches.
+
+* ``fine``: coarse spaces keep the *first* n units of every component; fine-grained spaces keep an
+  arbitrary subset of indices (layers, embedding channels, query groups, heads, rotary pairs and
+  pass-through head dims, MLP neurons).
+* ``layerwise``: uniform spaces use one (h, g, hs, d) for every layer; layer-wise spaces give every
+  kept layer its own.
+
+The plugin module ``subnas_plugins.spaces`` registers the four combinations by name. Internally a
+candidate is a `subnas._arch.Arch`: its sizes, plus (fine-grained) its index lists in sampling
+order, fitted to the sizes only when a `SubNetwork` is emitted; operators, bin rejection and repair
+therefore run on sizes alone, which is what makes them cheap.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from functools import cached_property
+from math import comb
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from subnas._arch import Arch, ArchCodec, Layer
+from subnas.bins import ParameterBin, constrain
+from subnas.choices import Choices, ModelShape, SearchSpaceError
+from subnas.interfaces import SearchSpace
+from subnas.params import count_parameters
+from subnas.subnet import SubNetwork
+
+if TYPE_CHECKING:
+    import optuna
+
+PER_LAYER_DIMS = ("h", "g", "hs", "d")
+
+
+def _comb_sum(n: int, ks: tuple[int, ...]) -> int:
+    """sum(comb(n, k) for k in ks), one running binomial instead of a fresh one per k (fast for n ~ 1e4)."""
+    wanted, total, c = set(ks), 0, 1
+    for k in range(max(ks) + 1):
+        if k in wanted:
+            total += c
+        c = c * (n - k) // (k + 1)
+    return total
+
+
+class StructuredSearchSpace(SearchSpace):
+    """A coarse/fine-grained, uniform/layer-wise space over (l, e, h, g, hs, d) (paper §2.1).
+
+    Args:
+        model_or_config: anything `subnas.families.load_config` accepts.
+        **choices: per-dimension choices keyed by SubNetwork field name (``n_layers``, ``n_embd``,
+            ``num_heads``, ``query_groups``, ``head_size``, ``intermediate_size``), in any form
+            `subnas.choices.parse_choices` reads; defaults are the paper's ranges with steps of
+            8 (embedding) and 64 (MLP).
+
+    Example:
+        >>> import random
+        >>> from subnas import SubnasConfig, get_search_space
+        >>> cfg = SubnasConfig(num_hidden_layers=4, hidden_size=64, num_attention_heads=4)
+        >>> space = get_search_space("fine-layerwise", cfg, intermediate_size=range(32, 257, 32))
+        >>> s = space.sample(random.Random(0))
+        >>> space.contains(s), len(s.layer_indices) == s.n_layers
+        (True, True)
+    """
+
+    fine: ClassVar[bool] = False
+    layerwise: ClassVar[bool] = False
+
+    def __init__(self, model_or_config: Any, **choices: Any) -> None:
+        super().__init__(model_or_config)
+        self.shape = ModelShape.of(self.config)
+        self.choices = Choices.for_model(self.shape, fine=self.fine, **choices)
+        self._codec = ArchCodec(self.config, self.shape, fine=self.fine, layerwise=self.layerwise, name=self.name)
+        self._emit, self._parse = self._codec.emit, self._codec.parse
+        self._counts: dict[Any, int] = {}
+        self._bounds: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ the SearchSpace API
+    def sample(self, rng: random.Random) -> SubNetwork:
+        return self._emit(self._sample_arch(rng), rng)
+
+    def mutate(self, subnet: SubNetwork, rng: random.Random) -> SubNetwork:
+        return self._emit(self._mutate(self._parse(subnet), rng), rng)
+
+    def crossover(self, a: SubNetwork, b: SubNetwork, rng: random.Random) -> SubNetwork:
+        return self._emit(self._crossover(self._parse(a), self._parse(b), rng), rng)
+
+    def count(self, subnet: SubNetwork) -> int:
+        return self._count(self._parse(subnet))
+
+    def sample_in(self, bin: ParameterBin, rng: random.Random, *, max_tries: int = 100) -> SubNetwork | None:
+        return self._in_bin(lambda: self._sample_arch(rng), bin, rng, max_tries)
+
+    def mutate_in(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random, *,
+                  max_tries: int = 100) -> SubNetwork | None:
+        parent = self._parse(subnet)
+        return self._in_bin(lambda: self._mutate(parent, rng), bin, rng, max_tries)
+
+    def crossover_in(self, a: SubNetwork, b: SubNetwork, bin: ParameterBin, rng: random.Random, *,
+                     max_tries: int = 100) -> SubNetwork | None:
+        pa, pb = self._parse(a), self._parse(b)
+        return self._in_bin(lambda: self._crossover(pa, pb, rng), bin, rng, max_tries)
+
+    def repair(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random) -> SubNetwork | None:
+        arch = self._repair(self._parse(subnet), bin, rng)
+        return None if arch is None else self._emit(arch, rng)
+
+    def contains(self, subnet: SubNetwork) -> bool:
+        """Whether ``subnet`` is a member: right structure, every size among the choices."""
+        try:
+            arch = self._parse(subnet)
+        except (SearchSpaceError, ValueError):
+            return False
+        c = self.choices
+        return (len(arch.layers) in c.n_layers and arch.embd in c.n_embd
+                and all((x.heads, x.groups) in c.attention and x.head_size in c.head_size
+                        and x.inter in c.intermediate_size for x in arch.layers))
+
+    @cached_property
+    def dimensions(self) -> tuple[str, ...]:
+        """The paper's dimensions (l, e, h, g, hs, d) that take more than one value here; in MHA
+        models g follows h, in MQA models g is always 1."""
+        c = self.choices
+        dims = [d for d, n in (("l", c.n_layers), ("e", c.n_embd)) if len(n) > 1]
+        dims += [d for d in ("h", "g") if any(self._attention_alternatives(h, g, d) for h, g in c.attention)]
+        return tuple(dims + [d for d, n in (("hs", c.head_size), ("d", c.intermediate_size)) if len(n) > 1])
+
+    def size(self) -> int:
+        # Exact count of distinct members. Coarse uniform with MHA and Table 1's choices is
+        # L*E*H*Hs*D (paper §2.1); coarse layer-wise sums (H*Hs*D)^l over depths l, which the
+        # paper's E*(H*Hs*D)^L approximates. Fine-grained spaces count index *sets*; the paper's
+        # fine-grained figures (Table 16) do not follow from its own formulas, so none to match.
+        c, s = self.choices, self.shape
+        if self.fine:
+            embd = _comb_sum(s.embd, c.n_embd)
+            attn = sum(comb(s.groups, g) * comb(s.per_group, h // g) ** g for h, g in c.attention)
+            heads = sum(comb(s.rotary // 2, p) * comb(s.passes, q) for hs in c.head_size
+                        for p, q in self._codec.head_dim_splits(hs))
+            mlp = _comb_sum(s.inter, c.intermediate_size)
+        else:
+            embd, attn, heads, mlp = len(c.n_embd), len(c.attention), len(c.head_size), len(c.intermediate_size)
+        per_layer = attn * heads * mlp
+        return embd * sum((comb(s.layers, n) if self.fine else 1) * (per_layer ** n if self.layerwise else per_layer)
+                          for n in c.n_layers)
+
+    def bounds(self) -> tuple[int, int]:
+        if self._bounds is None:
+            c = self.choices
+
+            def extreme(pick: Callable[[tuple[int, ...]], int]) -> list[int]:
+                return [self._count(self._uniform(pick(c.n_layers), pick(c.n_embd), Layer(h, g, pick(c.head_size),
+                        pick(c.intermediate_size)))) for h, g in c.attention]
+
+            self._bounds = (min(extreme(min)), max(extreme(max)))  # counts grow with every dimension
+        return self._bounds
+
+    def suggest(self, trial: optuna.Trial) -> SubNetwork:
+        # Define-by-run: sizes are Optuna params (per kept layer in layer-wise spaces, so Optuna
+        # sees conditional params); fine-grained index sets, far too large for params, are drawn
+        # from one suggested integer seed, so a trial's params reproduce its sub-network.
+        c = self.choices
+        n = _suggest(trial, "n_layers", c.n_layers)
+        embd = _suggest(trial, "n_embd", c.n_embd)
+        if self.layerwise:
+            layers = tuple(self._suggest_layer(trial, f"_{j}") for j in range(n))
+        else:
+            layers = (self._suggest_layer(trial, ""),) * n
+        arch = Arch(embd, layers, tuple(range(n)))
+        if not self.fine:
+            return self._emit(arch, random.Random(0))
+        rng = random.Random(trial.suggest_int("index_seed", 0, 2**31 - 1))
+        return self._emit(replace(arch, layer_idx=tuple(sorted(rng.sample(range(self.shape.layers), n)))), rng)
+
+    # ------------------------------------------------------------------ sampling and operators
+    def _sample_layer(self, rng: random.Random) -> Layer:
+        h, g = rng.choice(self.choices.attention)
+        return Layer(h, g, rng.choice(self.choices.head_size), rng.choice(self.choices.intermediate_size))
+
+    def _uniform(self, n: int, embd: int, layer: Layer) -> Arch:
+        return Arch(embd, (layer,) * n, tuple(range(n)))
+
+    def _sample_arch(self, rng: random.Random) -> Arch:
+        n = rng.choice(self.choices.n_layers)
+        embd = rng.choice(self.choices.n_embd)
+        layers = tuple(self._sample_layer(rng) for _ in range(n)) if self.layerwise else (self._sample_layer(rng),) * n
+        idx = tuple(sorted(rng.sample(range(self.shape.layers), n))) if self.fine else tuple(range(n))
+        return Arch(embd, layers, idx)
+
+    def _attention_alternatives(self, h: int, g: int, dim: str) -> list[tuple[int, int]]:
+        # h changes with g fixed and g with h fixed, so a mutation changes exactly one of them;
+        # with one head per group (MHA) g simply follows h.
+        if dim == "h":
+            return [(a, b) for a, b in self.choices.attention if a != h and (b == g or self.shape.per_group == 1)]
+        return [(a, b) for a, b in self.choices.attention if a == h and b != g] if self.shape.per_group > 1 else []
+
+    def _alternatives(self, layer: Layer, dim: str) -> list[Any]:
+        if dim in ("h", "g"):
+            return self._attention_alternatives(layer.heads, layer.groups, dim)
+        values = self.choices.head_size if dim == "hs" else self.choices.intermediate_size
+        return [v for v in values if v != (layer.head_size if dim == "hs" else layer.inter)]
+
+    def _with_value(self, layer: Layer, dim: str, value: Any) -> Layer:
+        if dim in ("h", "g"):
+            return replace(layer, heads=value[0], groups=value[1])
+        return replace(layer, head_size=value) if dim == "hs" else replace(layer, inter=value)
+
+    def _set_layer(self, arch: Arch, j: int, layer: Layer) -> Arch:
+        if not self.layerwise:
+            return replace(arch, layers=(layer,) * len(arch.layers))
+        return replace(arch, layers=arch.layers[:j] + (layer,) + arch.layers[j + 1:])
+
+    def _with_depth(self, arch: Arch, n: int, new_layers: list[Layer], new_idx: list[int]) -> Arch:
+        """Keep the first ``n`` layers, or add layers (configs ``new_layers``, model layers ``new_idx``)."""
+        have = len(arch.layers)
+        if n <= have:  # §2.2: drop the last layers
+            return replace(arch, layers=arch.layers[:n], layer_idx=arch.layer_idx[:n])
+        added = new_layers[: n - have] if self.layerwise else [arch.layers[0]] * (n - have)
+        if not self.fine:
+            return replace(arch, layers=arch.layers + tuple(added), layer_idx=tuple(range(n)))
+        by_layer = dict(zip(arch.layer_idx, arch.layers)) | dict(zip(new_idx[: n - have], added))
+        order = sorted(by_layer)
+        return replace(arch, layers=tuple(by_layer[i] for i in order), layer_idx=tuple(order))
+
+    def _growth(self, arch: Arch, rng: random.Random) -> tuple[list[Layer], list[int]]:
+        """Newly sampled layer configs and unused model layers, for adding layers (§2.2)."""
+        extra = self.shape.layers - len(arch.layers)
+        unused = sorted(set(range(self.shape.layers)) - set(arch.layer_idx))
+        layers = [self._sample_layer(rng) for _ in range(extra)] if self.layerwise else []
+        return layers, (rng.sample(unused, len(unused)) if self.fine else [])
+
+    def _mutate(self, arch: Arch, rng: random.Random) -> Arch:
+        # §2.2: pick one dimension of {l, e, h, g, d, hs} uniformly (among those that can change
+        # here); a per-layer dimension of a layer-wise space changes in one random layer.
+        c = self.choices
+        options: dict[str, list[int]] = {}
+        if any(n != len(arch.layers) for n in c.n_layers):
+            options["l"] = []
+        if any(e != arch.embd for e in c.n_embd):
+            options["e"] = []
+        for dim in PER_LAYER_DIMS:
+            layers = [j for j, x in enumerate(arch.layers[: len(arch.layers) if self.layerwise else 1])
+                      if self._alternatives(x, dim)]
+            if layers:
+                options[dim] = layers
+        if not options:
+            raise SearchSpaceError(f"{self.name}: this space has a single member; there is nothing to mutate")
+        dim = rng.choice(sorted(options))
+        if dim == "l":
+            return self._with_depth(arch, rng.choice([n for n in c.n_layers if n != len(arch.layers)]),
+                                    *self._growth(arch, rng))
+        if dim == "e":
+            return replace(arch, embd=rng.choice([e for e in c.n_embd if e != arch.embd]))
+        j = rng.choice(options[dim])
+        value = rng.choice(self._alternatives(arch.layers[j], dim))
+        return self._set_layer(arch, j, self._with_value(arch.layers[j], dim, value))
+
+    def _crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        # §2.2: each of (e, h, g, hs, d) comes from either parent with p = 0.5 (layer-wise: the
+        # whole per-layer vector of that dimension), and so does the depth (equal in layer-wise).
+        if self.layerwise and len(a.layers) != len(b.layers):
+            raise SearchSpaceError(f"crossover in {self.name} needs parents of equal depth (paper §2.2); "
+                                   f"got {len(a.layers)} and {len(b.layers)} layers")
+
+        def pick() -> Arch:
+            return a if rng.random() < 0.5 else b
+
+        depth, embd, hs_from, d_from, h_from, g_from = (pick() for _ in range(6))
+        n = len(depth.layers)
+        if self.fine:
+            g_from = h_from  # fine-grained heads belong to their groups: both travel together
+        elif not self._pairs_legal(h_from, g_from):
+            # h of one parent with g of the other can break the GQA rule: draw among the legal
+            # mixes instead (always including each parent's own).
+            h_from, g_from = rng.choice([(x, y) for x in (a, b) for y in (a, b) if self._pairs_legal(x, y)])
+        layers = []
+        for j in range(n if self.layerwise else 1):
+            h, g, hs, d = (p.layers[j] for p in (h_from, g_from, hs_from, d_from))
+            layers.append(Layer(h.heads, g.groups, hs.head_size, d.inter, h.group_idx, h.head_idx,
+                                 hs.pairs, hs.passes, d.neurons))
+        return Arch(embd.embd, tuple(layers) if self.layerwise else (layers[0],) * n, depth.layer_idx, embd.embd_idx)
+
+    def _pairs_legal(self, h_from: Arch, g_from: Arch) -> bool:
+        """Whether the heads of ``h_from`` with the groups of ``g_from`` obey the GQA rule in every layer."""
+        return all(x.heads % y.groups == 0 and x.heads // y.groups <= self.shape.per_group
+                   for x, y in zip(h_from.layers, g_from.layers))
+
+    # ------------------------------------------------------------------ counting, bins, repair
+    def _count(self, arch: Arch) -> int:
+        # The count depends on sizes only (every layer has the same shape, see ModelShape), so it is
+        # taken on the first-n sub-network of the same sizes — the one counter, memoised.
+        key = (arch.embd, tuple(x.sizes for x in arch.layers))
+        if key not in self._counts:
+            if len(self._counts) > 1 << 16:
+                self._counts.clear()
+            h, g, hs, d = zip(*(x.sizes for x in arch.layers))
+            kw: dict[str, Any] = {}
+            if not all(self.shape.head_size_legal(v, fine=False) for v in hs):
+                # A fine-grained head size that the first-n rule cannot lay out (e.g. 11 of 12 dims
+                # with 8 rotary): count an explicit layout of the same size instead.
+                kw["head_size_indices"] = tuple(self._codec.layout(v) for v in hs)
+            self._counts[key] = count_parameters(self.config, SubNetwork(
+                n_layers=len(arch.layers), n_embd=arch.embd, num_heads=h, query_groups=g, head_size=hs,
+                intermediate_size=d, **kw))
+        return self._counts[key]
+
+    def _in_bin(self, propose: Callable[[], Arch], bin: ParameterBin, rng: random.Random,
+                max_tries: int) -> SubNetwork | None:
+        arch = constrain(propose, self._count, lambda x: self._repair(x, bin, rng), bin, max_tries)
+        return None if arch is None else self._emit(arch, rng)
+
+    def _repair(self, arch: Arch, bin: ParameterBin, rng: random.Random) -> Arch | None:
+        """Move dimensions one at a time (random order, two passes) towards the bin, each by bisection."""
+        dims = list(self.dimensions)
+        rng.shuffle(dims)
+        for _ in range(2):
+            for dim in dims:
+                if self._count(arch) in bin:
+                    return arch
+                arch = self._bisect(arch, dim, bin, rng)
+        return arch if self._count(arch) in bin else None
+
+    def _bisect(self, arch: Arch, dim: str, bin: ParameterBin, rng: random.Random) -> Arch:
+        c = self.choices
+        up = self._count(arch) < bin.lo
+        if dim == "l":
+            growth = self._growth(arch, rng)
+            values, at = c.n_layers, lambda v: self._with_depth(arch, v, *growth)
+        elif dim == "e":
+            values, at = c.n_embd, lambda v: replace(arch, embd=v)
+        else:
+            values = tuple(sorted({p[0 if dim == "h" else 1] for p in c.attention})) if dim in ("h", "g") else (
+                c.head_size if dim == "hs" else c.intermediate_size)
+            at = lambda v: self._clip(arch, dim, v, up)  # noqa: E731
+        # Counts are non-decreasing in v: find the first value reaching bin.lo, then keep whichever of
+        # it and its predecessor lies closest to the bin.
+        lo, hi = 0, len(values)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._count(at(values[mid])) >= bin.lo:
+                hi = mid
+            else:
+                lo = mid + 1
+        candidates = [at(values[i]) for i in (lo - 1, lo) if 0 <= i < len(values)] + [arch]
+        return min(candidates, key=lambda x: bin.distance(self._count(x)))
+
+    def _clip(self, arch: Arch, dim: str, v: int, up: bool) -> Arch:
+        """Raise (``up``) or lower every layer's value of ``dim`` to the legal value nearest ``v``.
+
+        Only layers on the wrong side of ``v`` change (the widest first when shrinking), so the
+        count is monotone in ``v`` and `_bisect` can search it.
+        """
+        mha = self.shape.per_group == 1
+
+        def clip(x: Layer) -> Layer:
+            if dim == "h":  # keep g (in MHA g follows h)
+                legal = sorted({h for h, g in self.choices.attention if mha or g == x.groups})
+                cur = x.heads
+            elif dim == "g":  # keep h
+                legal = sorted({g for h, g in self.choices.attention if h == x.heads})
+                cur = x.groups
+            else:
+                legal = list(self.choices.head_size if dim == "hs" else self.choices.intermediate_size)
+                cur = x.head_size if dim == "hs" else x.inter
+            if not legal or (cur >= v if up else cur <= v):
+                return x
+            if up:
+                above = [w for w in legal if w >= v]
+                value = above[0] if above else max(cur, legal[-1])
+            else:
+                below = [w for w in legal if w <= v]
+                value = below[-1] if below else min(cur, legal[0])
+            if dim == "h":
+                return replace(x, heads=value, groups=value if mha else x.groups)
+            return self._with_value(x, dim, (x.heads, value) if dim == "g" else value)
+
+        return replace(arch, layers=tuple(clip(x) for x in arch.layers))
+
+    def _suggest_layer(self, trial: optuna.Trial, suffix: str) -> Layer:
+        c = self.choices
+        heads = sorted({h for h, _ in c.attention})
+        groups = sorted({g for _, g in c.attention})
+        if len(heads) == len(c.attention):  # h determines g (MHA, MQA)
+            h = _suggest(trial, f"num_heads{suffix}", tuple(heads))
+            g = next(g for hh, g in c.attention if hh == h)
+        else:
+            g = _suggest(trial, f"query_groups{suffix}", tuple(groups))
+            per = {gg: tuple(sorted(h // gg for h, g2 in c.attention if g2 == gg)) for gg in groups}
+            # Optuna needs one distribution per param name: share it when every g allows the same k.
+            name = f"heads_per_group{suffix}" if len(set(per.values())) == 1 else f"heads_per_group{suffix}_g{g}"
+            h = g * _suggest(trial, name, per[g])
+            trial.set_user_attr(f"num_heads{suffix}", h)
+        return Layer(h, g, _suggest(trial, f"head_size{suffix}", c.head_size),
+                      _suggest(trial, f"intermediate_size{suffix}", c.intermediate_size))
+
+
+def _suggest(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:
+    """An ordinal int param when the values are evenly spaced (so TPE sees their order), else categorical."""
+    if len(values) == 1:
+        return values[0]
+    step = values[1] - values[0]
+    if all(b - a == step for a, b in zip(values, values[1:])):
+        return trial.suggest_int(name, values[0], values[-1], step=step)
+    return int(trial.suggest_categorical(name, list(values)))
