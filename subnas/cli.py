@@ -3,6 +3,7 @@
 ``subnas params``   -> `subnas.count_parameters`
 ``subnas extract``  -> `subnas.extract`
 ``subnas evaluate`` -> `subnas.evaluate.evaluate`
+``subnas search``   -> `subnas.search`
 ``subnas plugins``  -> `subnas.plugins.plugins_report`
 ``subnas demo``     -> `subnas.demo.demo` (the README's main job)
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -57,6 +59,32 @@ def _parser() -> ArgumentParser:
     p.add_argument("--num-seqs", type=int, default=16, help="number of sequences (default:validation holds ~89 x 512)")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
     p.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = verb("search", "Search the best sub-network in each parameter bin (one Optuna study per bin).")
+    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
+    p.add_argument("--space", type=str, default="coarse-uniform",
+                   help="coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space")
+    p.add_argument("--bins", type=str, nargs="+", default=["30M-40M"],
+                   help="parameter bins, e.g. 30M-40M 60M-70M or 135M±5%% (one study each)")
+    p.add_argument("--fitness", type=str, default="perplexity", help="perplexity, importance or a plugin's")
+    p.add_argument("--data", type=str, default="default:validation", help="held-out text for perplexity")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (perplexity)")
+    p.add_argument("--num-seqs", type=int, default=8, help="sequences (perplexity)")
+    p.add_argument("--sampler", type=str, default="evolution", help="evolution, random, tpe, nsga2 or a plugin's")
+    p.add_argument("--storage", type=str, default=None,
+                   help="Optuna storage URL (sqlite:///x.db, postgresql://...) or journal file; default OUT/search.journal")
+    p.add_argument("--study-name", type=str, default="subnas", help="prefix of the per-bin study names")
+    p.add_argument("--epochs", type=int, default=None, help="evolution epochs T (Algorithm 1)")
+    p.add_argument("--trials", type=int, default=None, help="evaluations per bin (any sampler)")
+    p.add_argument("--out", type=str, default="runs/search", help="folder for results.json, best sub-networks, plot")
+    p.add_argument("--seed", type=int, default=0, help="seed (same seed, one worker: same trajectory)")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the storage")
+    p.add_argument("--space-choices", type=dict, default=None,
+                   help='per-dimension choices, JSON: {"intermediate_size": "64:1536:64"}')
+    p.add_argument("--sampler-options", type=dict, default=None,
+                   help='sampler keyword options, JSON: {"population_size": 20, "num_elites": 5}')
+    p.add_argument("--fitness-options", type=dict, default=None, help='fitness keyword options, JSON')
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = verb("demo", "The main job on the built-in default: real SmolLM2-135M, real Wikipedia text.")
@@ -123,6 +151,23 @@ def cmd_evaluate(args: Any) -> dict[str, Any]:
                                f"({result['parameters']:,} parameters)"}
 
 
+def cmd_search(args: Any) -> dict[str, Any]:
+    from subnas.search import search
+
+    result = search(args.model, space=args.space, bins=args.bins, fitness=args.fitness, data=args.data,
+                    seq_len=args.seq_len, num_seqs=args.num_seqs, sampler=args.sampler, storage=args.storage,
+                    study_name=args.study_name, epochs=args.epochs, trials=args.trials, out_dir=args.out,
+                    seed=args.seed, workers=args.workers, space_choices=args.space_choices,
+                    sampler_options=args.sampler_options, fitness_options=args.fitness_options)
+    lines = []
+    for entry in result["bins"]:
+        lines.append(f"bin {entry['bin'][0]:,}-{entry['bin'][1]:,}: {entry['evaluations']} evaluations, best "
+                     f"{args.fitness} {entry.get('best_fitness', float('nan')):.4g} with "
+                     f"{entry.get('best_parameters') or 0:,} parameters -> {entry.get('best_subnet_file')}")
+    lines.append(f"results: {Path(args.out) / 'results.json'}")
+    return {**result, "_text": "\n".join(lines)}
+
+
 def cmd_demo(args: Any) -> dict[str, Any]:
     from subnas.demo import demo, format_summary
 
@@ -146,6 +191,7 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "params": cmd_params,
     "extract": cmd_extract,
     "evaluate": cmd_evaluate,
+    "search": cmd_search,
     "demo": cmd_demo,
     "plugins": cmd_plugins,
 }

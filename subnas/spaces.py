@@ -159,6 +159,35 @@ class StructuredSearchSpace(SearchSpace):
         # Define-by-run: sizes are Optuna params (per kept layer in layer-wise spaces, so Optuna
         # sees conditional params); fine-grained index sets, far too large for params, are drawn
         # from one suggested integer seed, so a trial's params reproduce its sub-network.
+        # A sampler that proposes whole architectures (BinEvolutionSampler) hands its candidate
+        # over through ``genome_for``; the params are still suggested (the sampler answers them
+        # from `encode`), so the trial records the candidate's sizes.
+        genome_for = getattr(trial.study.sampler, "genome_for", None)
+        genome = genome_for(trial) if genome_for is not None else None
+        suggested = self._define_by_run(trial)
+        return suggested if genome is None else genome
+
+    def encode(self, subnet: SubNetwork) -> dict[str, Any]:
+        """The Optuna params `suggest` would record for ``subnet`` (its sizes; not index sets)."""
+        arch = self._parse(subnet)
+        params: dict[str, Any] = {"n_layers": len(arch.layers), "n_embd": arch.embd}
+        layers = list(enumerate(arch.layers)) if self.layerwise else [(None, arch.layers[0])]
+        groups = sorted({g for _, g in self.choices.attention})
+        heads = sorted({h for h, _ in self.choices.attention})
+        for j, x in layers:
+            suffix = "" if j is None else f"_{j}"
+            if len(heads) == len(self.choices.attention):
+                params[f"num_heads{suffix}"] = x.heads
+            else:
+                per = {gg: tuple(sorted(h // gg for h, g2 in self.choices.attention if g2 == gg)) for gg in groups}
+                shared = len(set(per.values())) == 1
+                params[f"query_groups{suffix}"] = x.groups
+                params[f"heads_per_group{suffix}" if shared else f"heads_per_group{suffix}_g{x.groups}"] = x.heads // x.groups
+            params[f"head_size{suffix}"] = x.head_size
+            params[f"intermediate_size{suffix}"] = x.inter
+        return params
+
+    def _define_by_run(self, trial: optuna.Trial) -> SubNetwork:
         c = self.choices
         n = _suggest(trial, "n_layers", c.n_layers)
         embd = _suggest(trial, "n_embd", c.n_embd)

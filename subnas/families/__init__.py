@@ -102,14 +102,20 @@ def register_family(family: ModelFamily) -> None:
         _FAMILIES[model_type] = family
 
 
+_BUILTINS_LOADED = False
+
+
 def _builtin_families() -> None:
-    if _FAMILIES:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
         return
+    _BUILTINS_LOADED = True
     from subnas.families import gemma3, gpt2, gpt_neox, llama, qwen
 
     for module in (llama, gpt_neox, gpt2, gemma3, qwen):
         for family in module.FAMILIES:
-            register_family(family)
+            for model_type in family.model_types:
+                _FAMILIES.setdefault(model_type, family)  # one registered by hand first wins
 
 
 def _plugin_families() -> Mapping[str, ModelFamily]:

@@ -1,0 +1,284 @@
+"""`BinEvolutionSampler`: the paper's bin-constrained evolutionary search (Algorithm 1) as an
+Optuna sampler.
+
+Algorithm 1, per bin: an initial population of N candidates from the bin; per epoch t: elites =
+the best k of the population; λ mutation slots, each filled with probability m by a mutant of a
+random elite; λ crossover slots, each filled with probability c by a child of two elites of equal
+depth; r random samples; every offspring constrained to the bin; next population = the best N of
+elites ∪ offspring ∪ randoms. One Optuna trial evaluates one candidate; a candidate's generation
+(epoch) is the trial's ``subnas:generation`` system attribute.
+
+**No state in the process.** Everything the algorithm needs is recomputed from the study's
+storage on every ``ask``: the population of epoch t is a function of the finished trials, and the
+plan of epoch t (which offspring to try) is a deterministic function of the study's seed, t and
+the population before it. So any number of workers sharing one storage cooperate (each takes the
+next unassigned slot of the current plan; a worker that would have to wait for others' results
+evaluates an extra random sample instead), and a killed search resumes where it stopped (a slot
+whose trial failed is handed out again; finished trials are never repeated). Candidates already
+evaluated in the study are never proposed again.
+
+**Works with any objective.** The sampler owns the parameters its space's define-by-run
+``suggest`` asks for (it answers them from the candidate, `SearchSpace.encode`) and hands the
+candidate itself to ``space.suggest(trial)`` through `genome_for`; every other parameter goes to
+an inner sampler (default `optuna.samplers.RandomSampler`).
+
+Example:
+    >>> import optuna, subnas
+    >>> space = subnas.get_search_space("coarse-uniform", subnas.SubnasConfig(num_hidden_layers=6))
+    >>> lo, hi = space.bounds()
+    >>> sampler = subnas.BinEvolutionSampler(space, (lo + (hi - lo) // 4, lo + (hi - lo) // 2),
+    ...                                      population_size=6, num_elites=2, seed=0)
+    >>> study = optuna.create_study(sampler=sampler)
+    >>> study.optimize(lambda trial: space.count(space.suggest(trial)), n_trials=12)
+    >>> sampler.generation_of(study.best_trial) >= 0
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from subnas.bins import InfeasibleBinError, ParameterBin
+from subnas.subnet import SubNetwork
+
+GEN, SLOT, ROLE, SUBNET, KEY = ("subnas:generation", "subnas:slot", "subnas:role", "subnas:subnet", "subnas:key")
+SEED = "subnas:evolution_seed"
+_DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def subnet_key(space: Any, subnet: SubNetwork) -> str:
+    """Canonical identity of a sub-network: equal keys <=> the same selected units."""
+    resolved = subnet.resolve(space.config)
+    return hashlib.sha1(resolved.to_subnetwork().to_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Slot:
+    role: str
+    subnet: SubNetwork
+
+
+class BinEvolutionSampler(BaseSampler):
+    """Bin-constrained evolution (paper Algorithm 1) over a subnas search space.
+
+    Args:
+        space: a `subnas.interfaces.SearchSpace` (e.g. ``subnas.get_search_space("coarse-uniform", model)``).
+        bin: ``(lo, hi)`` parameter counts or a `subnas.bins.ParameterBin`; every candidate lies in it.
+        population_size: N.
+        num_elites: k.
+        num_offspring: λ, mutation slots and crossover slots per epoch (default: N).
+        num_random: r, random samples per epoch.
+        mutation_prob: m, probability that a mutation slot is filled (paper: 0.2).
+        crossover_prob: c, probability that a crossover slot is filled (paper: 0.2).
+        epochs: T; after epoch T is evaluated `is_finished` is true (the search driver stops). Asked
+            for more, the sampler keeps proposing random samples of the bin.
+        max_tries: bounded rejection per constrained operator before repair.
+        inner_sampler: answers parameters the space does not own (default: RandomSampler(seed)).
+        seed: makes the search deterministic with one worker; stored in the study so that all
+            workers of a study plan alike.
+    """
+
+    def __init__(self, space: Any, bin: tuple[int, int] | ParameterBin, *, population_size: int = 20,
+                 num_elites: int = 5, num_offspring: int | None = None, num_random: int = 5,
+                 mutation_prob: float = 0.2, crossover_prob: float = 0.2, epochs: int | None = None,
+                 max_tries: int = 100, inner_sampler: BaseSampler | None = None, seed: int | None = None) -> None:
+        if not 1 <= num_elites <= population_size:
+            raise ValueError(f"need 1 <= num_elites ({num_elites}) <= population_size ({population_size})")
+        for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name}={p} is not a probability in [0, 1]")
+        self.space = space
+        self.bin = bin if isinstance(bin, ParameterBin) else ParameterBin(int(bin[0]), int(bin[1]))
+        lo, hi = space.bounds()
+        if self.bin.hi < lo or self.bin.lo > hi:
+            raise InfeasibleBinError(f"bin {self.bin} ({self.bin.lo:,} to {self.bin.hi:,} parameters) is unreachable: "
+                                     f"the space produces {lo:,} (smallest) to {hi:,} (largest) parameters")
+        self.population_size, self.num_elites = population_size, num_elites
+        self.num_offspring = population_size if num_offspring is None else num_offspring
+        self.num_random, self.mutation_prob, self.crossover_prob = num_random, mutation_prob, crossover_prob
+        self.epochs, self.max_tries = epochs, max_tries
+        self._seed = random.Random().randrange(2**31) if seed is None else seed
+        self._inner = inner_sampler or RandomSampler(seed=seed)
+        self._genomes: dict[int, SubNetwork] = {}  # trial id -> candidate, for this process's own trials
+        self._params: dict[int, dict[str, Any]] = {}
+        self._plans: dict[tuple[int, int, str], list[_Slot]] = {}  # memo only; always re-derivable
+
+    # ------------------------------------------------------------------ Optuna's sampler API
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        seed = self._study_seed(study)
+        trials = study.get_trials(deepcopy=False)
+        generation, slot, entry = self._next(study, trials, seed, trial)
+        storage, tid = study._storage, trial._trial_id
+        for key, value in ((GEN, generation), (SLOT, slot), (ROLE, entry.role), (SUBNET, entry.subnet.to_dict()),
+                           (KEY, subnet_key(self.space, entry.subnet))):
+            storage.set_trial_system_attr(tid, key, value)
+        self._genomes[tid] = entry.subnet
+        encode = getattr(self.space, "encode", None)
+        self._params[tid] = encode(entry.subnet) if encode is not None else {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        value = self._params.get(trial._trial_id, {}).get(param_name)
+        if value is not None and param_distribution._contains(param_distribution.to_internal_repr(value)):
+            return value
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._inner.after_trial(study, trial, state, values)
+        self._genomes.pop(trial._trial_id, None)
+        self._params.pop(trial._trial_id, None)
+
+    # ------------------------------------------------------------------ the protocol spaces use
+    def genome_for(self, trial: Any) -> SubNetwork | None:
+        """The candidate this sampler chose for ``trial`` (read by ``SearchSpace.suggest``)."""
+        return self._genomes.get(trial._trial_id)
+
+    @staticmethod
+    def generation_of(trial: FrozenTrial) -> int | None:
+        return trial.system_attrs.get(GEN)
+
+    def is_finished(self, study: optuna.Study) -> bool:
+        """True once every candidate of epoch ``epochs`` is evaluated."""
+        if self.epochs is None:
+            return False
+        gens = self._by_generation(study.get_trials(deepcopy=False))
+        last = gens.get(self.epochs)
+        if not last:
+            return False
+        plan = self._plan(study, gens, self._study_seed(study), self.epochs)
+        done = {t.system_attrs.get(SLOT) for t in last if t.state in _DONE}
+        return all(i in done for i in range(len(plan)))
+
+    def population(self, study: optuna.Study, generation: int | None = None) -> list[FrozenTrial]:
+        """The population after ``generation`` (default: the latest complete one), best first."""
+        gens = self._by_generation(study.get_trials(deepcopy=False))
+        if generation is None:
+            generation = max(gens, default=0)
+        return self._population(study, gens, generation)
+
+    # ------------------------------------------------------------------ Algorithm 1, statelessly
+    def _study_seed(self, study: optuna.Study) -> int:
+        attrs = study._storage.get_study_system_attrs(study._study_id)
+        if SEED not in attrs:
+            study._storage.set_study_system_attr(study._study_id, SEED, self._seed)
+            attrs = study._storage.get_study_system_attrs(study._study_id)
+        return int(attrs[SEED])
+
+    @staticmethod
+    def _by_generation(trials: Sequence[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
+        gens: dict[int, list[FrozenTrial]] = {}
+        for t in trials:
+            g = t.system_attrs.get(GEN)
+            if g is not None:
+                gens.setdefault(int(g), []).append(t)
+        return gens
+
+    def _rank(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+        # Ties broken by trial number, so every worker ranks alike.
+        return sorted(done, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+
+    def _population(self, study: optuna.Study, gens: dict[int, list[FrozenTrial]], g: int) -> list[FrozenTrial]:
+        """P(g): the best N of elites(P(g-1)) and everything evaluated in epoch g."""
+        pool = list(gens.get(g, []))
+        if g > 0:
+            pool += self._population(study, gens, g - 1)[: self.num_elites]
+        unique: dict[str, FrozenTrial] = {}
+        for t in self._rank(study, pool):
+            unique.setdefault(t.system_attrs.get(KEY, str(t.number)), t)
+        return list(unique.values())[: self.population_size]
+
+    def _plan(self, study: optuna.Study, gens: dict[int, list[FrozenTrial]], seed: int, g: int) -> list[_Slot]:
+        """The candidates of epoch ``g``: deterministic in (seed, g, population before g)."""
+        parents = [] if g == 0 else self._population(study, gens, g - 1)
+        memo_key = (seed, g, ",".join(str(t.number) for t in parents))
+        if memo_key in self._plans:
+            return self._plans[memo_key]
+        rng = random.Random(f"subnas-evolution-{seed}-{g}")
+        # Only earlier epochs: they are frozen once epoch g starts, so every worker derives the
+        # same plan at any time.
+        seen = {t.system_attrs.get(KEY) for h, ts in gens.items() if h < g for t in ts}
+        plan: list[_Slot] = []
+
+        def add(role: str, make: Any) -> None:
+            for _ in range(5):  # a few retries to avoid proposing an evaluated candidate again
+                subnet = make()
+                if subnet is None:
+                    continue
+                key = subnet_key(self.space, subnet)
+                if key not in seen:
+                    seen.add(key)
+                    plan.append(_Slot(role, subnet))
+                    return
+
+        if g == 0:
+            for _ in range(self.population_size):
+                add("init", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
+        else:
+            elites = [SubNetwork.from_dict(t.system_attrs[SUBNET]) for t in parents[: self.num_elites]]
+            for _ in range(self.num_offspring):
+                if elites and rng.random() < self.mutation_prob:
+                    add("mutation", lambda: self.space.mutate_in(rng.choice(elites), self.bin, rng,
+                                                                 max_tries=self.max_tries))
+            for _ in range(self.num_offspring):
+                if len(elites) > 1 and rng.random() < self.crossover_prob:
+                    add("crossover", lambda: self._cross(elites, rng))
+            for _ in range(self.num_random):
+                add("random", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
+        if not plan:  # e.g. r = 0 and no slot filled: keep the search moving
+            add("random", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
+        self._plans[memo_key] = plan
+        return plan
+
+    def _cross(self, elites: list[SubNetwork], rng: random.Random) -> SubNetwork | None:
+        # Crossover needs parents of equal depth (paper §2.2).
+        a = rng.choice(elites)
+        depth = a.resolve(self.space.config).layers
+        mates = [b for b in elites if b is not a and len(b.resolve(self.space.config).layers) == len(depth)]
+        if not mates:
+            return None
+        return self.space.crossover_in(a, rng.choice(mates), self.bin, rng, max_tries=self.max_tries)
+
+    def _next(self, study: optuna.Study, trials: Sequence[FrozenTrial], seed: int,
+              trial: FrozenTrial) -> tuple[int, int | None, _Slot]:
+        gens = self._by_generation([t for t in trials if t.number != trial.number])
+        g = max(gens, default=0)
+        while True:
+            plan = self._plan(study, gens, seed, g)
+            taken = {t.system_attrs.get(SLOT) for t in gens.get(g, []) if t.state != TrialState.FAIL}
+            free = [i for i in range(len(plan)) if i not in taken]
+            if free:
+                return g, free[0], plan[free[0]]
+            finished = {t.system_attrs.get(SLOT) for t in gens.get(g, []) if t.state in _DONE}
+            settled = all(t.state in _DONE or t.state == TrialState.FAIL for t in gens.get(g, []))
+            if settled and all(i in finished for i in range(len(plan))) and (self.epochs is None or g < self.epochs):
+                g += 1  # epoch g is evaluated: plan the next one
+                continue
+            # Other workers still evaluate epoch g (or the epochs are used up): explore meanwhile.
+            rng = random.Random(f"subnas-extra-{seed}-{trial.number}")
+            seen = {t.system_attrs.get(KEY) for t in trials}
+            for _ in range(20):
+                subnet = self.space.sample_in(self.bin, rng, max_tries=self.max_tries)
+                if subnet is not None and subnet_key(self.space, subnet) not in seen:
+                    return g, None, _Slot("random", subnet)
+            return g, None, _Slot("random", plan[0].subnet)

@@ -1,0 +1,323 @@
+"""`search`: one Optuna study per parameter bin, in one storage; what ``subnas search`` runs.
+
+Any registered sampler drives a study: ``evolution`` (`BinEvolutionSampler`, which stays inside
+the bin by construction) or any Optuna sampler (``random``, ``tpe``, ``nsga2``, plugins), whose
+proposals are moved into the bin by the space's repair (and pruned, recorded as infeasible, when
+that fails). So every evaluated candidate lies in its bin, whatever the sampler.
+
+Nothing is lost: trials live in the storage (a journal file by default), the results and the best
+sub-networks are rewritten atomically after every trial, and running the same command again
+resumes — trials that a killed run left RUNNING on this machine are marked FAIL and their
+candidates handed out again. Several processes on one storage (``--workers N``, or the same
+command started N times) share the work. A candidate already evaluated in the study is never
+evaluated again: its stored value is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from subnas._io import atomic_write_text
+from subnas.bins import ParameterBin
+from subnas.evolution import KEY, BinEvolutionSampler, subnet_key
+from subnas.subnet import SubNetwork
+
+WORKER = "subnas:worker"
+
+
+def open_storage(storage: str | None, out_dir: Path) -> Any:
+    """A storage for a URL (``sqlite:///…``, ``postgresql://…``), a journal file path, or None
+    (a journal file in ``out_dir``; safe for several processes on one machine)."""
+    if storage is None:
+        storage = str(out_dir / "search.journal")
+    if "://" in storage:
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=120)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(storage))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Mark RUNNING trials of dead processes on this machine as FAIL (a killed run's leftovers)."""
+    host, failed = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.system_attrs.get(WORKER)
+        if worker and worker["host"] == host and not _alive(int(worker["pid"])):
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            failed += 1
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9; stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # other machines: the storage's heartbeat, if any
+    return failed
+
+
+@dataclass
+class BinSearch:
+    """One bin's study and how to run a trial of it."""
+
+    bin: ParameterBin
+    study: optuna.Study
+    space: Any
+    fitness: Any
+    sampler_name: str
+    evaluated: dict[str, float] = field(default_factory=dict)
+
+    def objective(self, trial: optuna.Trial) -> float:
+        trial.storage.set_trial_system_attr(trial._trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
+        subnet = self.space.suggest(trial)
+        count = self.space.count(subnet)
+        if count not in self.bin:
+            # Samplers that know nothing of bins: repair into the bin, deterministically per trial.
+            repaired = self.space.repair(subnet, self.bin, random.Random(trial.number))
+            if repaired is None or self.space.count(repaired) not in self.bin:
+                trial.set_user_attr("infeasible", True)
+                trial.set_user_attr("parameters", count)
+                raise optuna.TrialPruned(f"{count:,} parameters is outside bin {self.bin} and repair failed")
+            trial.set_user_attr("repaired_from", subnet.to_dict())
+            subnet, count = repaired, self.space.count(repaired)
+        key = subnet_key(self.space, subnet)
+        trial.storage.set_trial_system_attr(trial._trial_id, KEY, key)
+        trial.set_user_attr("subnet", subnet.to_dict())
+        trial.set_user_attr("parameters", count)
+        cached = self._evaluated(key)
+        if cached is not None:  # never evaluate the same architecture twice
+            trial.set_user_attr("duplicate", True)
+            return cached
+        value = float(self.fitness(subnet))
+        if math.isnan(value):
+            value = math.inf if self.fitness.direction == "minimize" else -math.inf
+        return value
+
+    def _evaluated(self, key: str) -> float | None:
+        if key not in self.evaluated:
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                k = t.system_attrs.get(KEY)
+                if k is not None and t.value is not None:
+                    self.evaluated.setdefault(k, float(t.value))
+        return self.evaluated.get(key)
+
+
+def make_sampler(name: str, space: Any, bin: ParameterBin, seed: int | None, options: dict[str, Any]) -> Any:
+    if name == "evolution":
+        return BinEvolutionSampler(space, bin, seed=seed, **options)
+    from subnas.plugins import get_sampler
+
+    return get_sampler(name, **({"seed": seed} if seed is not None else {}), **options)
+
+
+def search(
+    model: Any,
+    *,
+    space: str = "coarse-uniform",
+    bins: Sequence[str | ParameterBin | tuple[int, int]] = ("30M-40M",),
+    fitness: str = "perplexity",
+    data: str = "default:validation",
+    seq_len: int = 256,
+    num_seqs: int = 8,
+    sampler: str = "evolution",
+    storage: str | None = None,
+    study_name: str = "subnas",
+    epochs: int | None = None,
+    trials: int | None = None,
+    out_dir: str | os.PathLike[str] = "runs/search",
+    seed: int | None = 0,
+    space_choices: dict[str, Any] | None = None,
+    sampler_options: dict[str, Any] | None = None,
+    fitness_options: dict[str, Any] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Search the best sub-network in each bin; mirrors ``subnas search`` (see its ``--help``).
+
+    Returns the content of ``results.json``: per bin the best sub-network, its fitness, its
+    parameter count and the number of evaluations.
+    """
+    from subnas.plugins import get_fitness, get_search_space
+    from subnas.supernet import Supernet
+
+    if epochs is None and trials is None:
+        raise ValueError("give a budget: --epochs (evolution) or --trials (any sampler)")
+    if epochs is not None and sampler != "evolution":
+        raise ValueError(f"--epochs applies to the evolution sampler; give --trials for {sampler!r}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bars say it better
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if workers > 1:
+        if not isinstance(model, (str, os.PathLike)):
+            raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
+        return _run_workers(workers, locals())
+
+    supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
+    search_space = get_search_space(space, supernet.subnas_config, **(space_choices or {}))
+    fit_kwargs: dict[str, Any] = dict(fitness_options or {})
+    if fitness == "perplexity":
+        fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, **fit_kwargs}
+    score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
+    store = open_storage(storage, out)
+
+    runs = []
+    for i, spec in enumerate(bins):
+        b = spec if isinstance(spec, ParameterBin) else (ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec))
+        opts = dict(sampler_options or {})
+        if sampler == "evolution" and epochs is not None:
+            opts.setdefault("epochs", epochs)
+        smp = make_sampler(sampler, search_space, b, seed, opts)
+        study = optuna.create_study(storage=store, study_name=f"{study_name}-bin{i}-{b.lo}-{b.hi}", sampler=smp,
+                                    direction=score.direction, load_if_exists=True)
+        study.set_user_attr("bin", [b.lo, b.hi])
+        study.set_user_attr("space", space)
+        fail_dead_trials(study)
+        runs.append(BinSearch(b, study, search_space, score, sampler))
+
+    for i, run in enumerate(runs):
+        _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
+                  on_trial=lambda: _write_results(runs, out))
+    return _write_results(runs, out, plot=True)
+
+
+def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progress: bool, label: str,
+              on_trial: Any) -> None:
+    from tqdm.auto import tqdm
+
+    sampler = run.study.sampler
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def done() -> int:
+        return len(run.study.get_trials(deepcopy=False, states=counted))
+
+    def finished() -> bool:
+        if isinstance(sampler, BinEvolutionSampler) and epochs is not None:
+            return sampler.is_finished(run.study)
+        return trials is not None and done() >= trials
+
+    total = trials if trials is not None else None
+    bar = tqdm(total=total, initial=done(), desc=label, unit="eval", disable=None if progress else True)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        best = _best(study)
+        if best is not None:
+            bar.set_postfix(best=f"{best.value:.4g}")
+        on_trial()
+        if finished():
+            study.stop()
+
+    try:
+        while not finished():
+            run.study.optimize(run.objective, n_trials=1, callbacks=[callback], catch=())
+    finally:
+        bar.close()
+
+
+def _best(study: optuna.Study) -> Any:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> dict[str, Any]:
+    results: dict[str, Any] = {"bins": []}
+    for i, run in enumerate(runs):
+        best = _best(run.study)
+        complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        entry = {"bin": [run.bin.lo, run.bin.hi], "study": run.study.study_name, "sampler": run.sampler_name,
+                 "evaluations": len(complete), "direction": run.fitness.direction}
+        if best is not None:
+            entry.update(best_fitness=best.value, best_parameters=best.user_attrs.get("parameters"),
+                         best_subnet=best.user_attrs.get("subnet"), best_trial=best.number,
+                         best_subnet_file=str(out / f"bin{i}_best_subnet.json"))
+            SubNetwork.from_dict(best.user_attrs["subnet"]).save(out / f"bin{i}_best_subnet.json")
+        results["bins"].append(entry)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    if plot:
+        _plot_trajectory(runs, out / "trajectory.png")
+        results["plot"] = str(out / "trajectory.png")
+    return results
+
+
+def _plot_trajectory(runs: Sequence[BinSearch], path: Path) -> None:
+    """Best fitness so far vs evaluations, one line per bin (paper Figure 14)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is optional: pip install matplotlib
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        trials = sorted(run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+        best, ys = None, []
+        for t in trials:
+            v = float(t.value)  # type: ignore[arg-type]
+            better = best is None or (v < best if run.fitness.direction == "minimize" else v > best)
+            best = v if better else best
+            ys.append(best)
+        ax.plot(range(1, len(ys) + 1), ys, label=f"bin {run.bin}")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("best fitness so far")
+    if runs and runs[0].fitness.direction == "minimize":
+        ax.set_yscale("log")  # perplexities of untrained sub-networks span orders of magnitude
+    ax.set_title("search trajectory")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _run_workers(workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``workers`` processes on one storage: this one plus workers - 1 spawned copies."""
+    import multiprocessing as mp
+
+    kwargs = {k: v for k, v in kwargs.items() if k in _SEARCH_ARGS}
+    kwargs["workers"] = 1
+    if kwargs.get("storage") is None:
+        kwargs["storage"] = str(Path(kwargs["out_dir"]) / "search.journal")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, kwargs={**kwargs, "progress": False}) for _ in range(workers - 1)]
+    for p in procs:
+        p.start()
+    try:
+        result = search(**kwargs)
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise RuntimeError(f"{len(bad)} search worker(s) failed (exit codes {bad}); rerun the command to resume")
+    # Rewrite results now that every worker has finished.
+    return search(**{**kwargs, "progress": False})
+
+
+_SEARCH_ARGS = ("model", "space", "bins", "fitness", "data", "seq_len", "num_seqs", "sampler", "storage",
+                "study_name", "epochs", "trials", "out_dir", "seed", "space_choices", "sampler_options",
+                "fitness_options", "progress")
+
+
+def _worker(**kwargs: Any) -> None:
+    search(**kwargs)

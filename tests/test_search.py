@@ -1,0 +1,225 @@
+"""BinEvolutionSampler (Algorithm 1) and the search driver: bookkeeping, determinism, resume, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import subnas
+from subnas import SubnasConfig
+from subnas.bins import InfeasibleBinError, ParameterBin
+from subnas.evolution import GEN, KEY, ROLE, SLOT, BinEvolutionSampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CONFIG = SubnasConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=8, num_attention_heads=8,
+                      num_key_value_heads=4, head_dim=16, intermediate_size=512)
+
+
+def space_and_bin() -> tuple[object, ParameterBin]:
+    space = subnas.get_search_space("coarse-layerwise", CONFIG)
+    lo, hi = space.bounds()
+    return space, ParameterBin(lo + (hi - lo) // 5, lo + (hi - lo) // 2)
+
+
+def synthetic(space: object, subnet: subnas.SubNetwork) -> float:
+    """A cheap, deterministic, architecture-dependent fitness (lower is better)."""
+    r = subnet.resolve(CONFIG)
+    return sum((s.intermediate_size - 300) ** 2 + 50 * (s.num_heads - 5) ** 2 for s in r.layers) / 1e4 + len(r.embd) / 64
+
+
+def run_study(seed: int, trials: int, **kw: object) -> tuple[optuna.Study, BinEvolutionSampler]:
+    space, b = space_and_bin()
+    sampler = BinEvolutionSampler(space, b, seed=seed, **kw)  # type: ignore[arg-type]
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: synthetic(space, space.suggest(t)), n_trials=trials)  # type: ignore[attr-defined]
+    return study, sampler
+
+
+def test_algorithm_1_bookkeeping() -> None:
+    N, k = 8, 3
+    study, sampler = run_study(0, 60, population_size=N, num_elites=k, num_offspring=8, num_random=2,
+                               mutation_prob=0.5, crossover_prob=0.5)
+    space, b = sampler.space, sampler.bin
+    trials = study.get_trials()
+    gens = sampler._by_generation(trials)
+    assert [t.system_attrs[ROLE] for t in gens[0]] == ["init"] * N
+    assert len(gens) >= 3
+    for t in trials:  # every candidate legal and in its bin
+        subnet = sampler.space.suggest  # noqa: F841 - the candidate is stored with the trial
+        s = subnas.SubNetwork.from_dict(t.system_attrs["subnas:subnet"])
+        assert space.count(s) in b  # type: ignore[attr-defined]
+    for g in sorted(gens)[1:]:
+        roles = {t.system_attrs[ROLE] for t in gens[g]}
+        assert roles <= {"mutation", "crossover", "random"}
+        assert sum(t.system_attrs[ROLE] == "random" for t in gens[g] if t.system_attrs[SLOT] is not None) == 2
+        previous = sampler.population(study, g - 1)
+        assert len(previous) <= N
+        # P(g) = best N of elites(P(g-1)) and epoch g.
+        pool = {t.number: t for t in previous[:k] + [t for t in gens[g] if t.state == TrialState.COMPLETE]}
+        expected = sorted(pool.values(), key=lambda t: (t.value, t.number))[:N]
+        if all(t.state == TrialState.COMPLETE for t in gens[g]):
+            assert [t.number for t in sampler.population(study, g)] == [t.number for t in expected]
+    # The best found is never worse than the best of the initial population.
+    assert study.best_value <= min(t.value for t in gens[0])
+    keys = [t.system_attrs[KEY] for t in trials]
+    assert len(keys) == len(set(keys)), "a candidate was proposed twice"
+
+
+def test_mutants_descend_from_elites() -> None:
+    study, sampler = run_study(1, 40, population_size=6, num_elites=2, num_offspring=6, num_random=0,
+                               mutation_prob=1.0, crossover_prob=0.0)
+    gens = sampler._by_generation(study.get_trials())
+    for g in sorted(gens)[1:]:
+        assert {t.system_attrs[ROLE] for t in gens[g]} == {"mutation"}
+
+
+def test_same_seed_same_trajectory() -> None:
+    a, _ = run_study(7, 30, population_size=6, num_elites=2)
+    b, _ = run_study(7, 30, population_size=6, num_elites=2)
+    c, _ = run_study(8, 30, population_size=6, num_elites=2)
+    keys = lambda s: [t.system_attrs[KEY] for t in s.get_trials()]  # noqa: E731
+    assert keys(a) == keys(b)
+    assert keys(a) != keys(c)
+
+
+def test_plain_optuna_objective_with_other_params() -> None:
+    space, b = space_and_bin()
+    sampler = BinEvolutionSampler(space, b, population_size=4, num_elites=2, seed=0)
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        subnet = space.suggest(trial)  # type: ignore[attr-defined]
+        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        steps = trial.suggest_int("steps", 1, 10)
+        opt = trial.suggest_categorical("optimizer", ["adam", "sgd"])
+        assert space.count(subnet) in b  # type: ignore[attr-defined]
+        return synthetic(space, subnet) + lr + steps / 100 + (opt == "sgd")
+
+    study.optimize(objective, n_trials=10)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    # A study with no subnas space at all: every parameter goes to the inner sampler.
+    other = optuna.create_study(sampler=BinEvolutionSampler(space, b, seed=0))
+    other.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2 + t.suggest_int("n", 0, 3), n_trials=5)
+    assert len(other.trials) == 5
+
+
+def test_params_match_the_candidate() -> None:
+    """The dashboard's params are the candidate's sizes (the sampler answers them from the genome)."""
+    study, sampler = run_study(3, 12, population_size=4, num_elites=2)
+    for t in study.trials:
+        s = subnas.SubNetwork.from_dict(t.system_attrs["subnas:subnet"]).resolve(CONFIG)
+        assert t.params["n_layers"] == len(s.layers)
+        assert t.params["n_embd"] == len(s.embd)
+
+
+def test_unreachable_bin_is_rejected_up_front() -> None:
+    space, _ = space_and_bin()
+    lo, hi = space.bounds()  # type: ignore[attr-defined]
+    with pytest.raises(InfeasibleBinError, match=f"{lo:,}"):
+        BinEvolutionSampler(space, (hi + 1, hi + 10))
+
+
+# --------------------------------------------------------------------------- the driver
+WORKER_SCRIPT = """
+import sys, time, optuna, subnas
+sys.path.insert(0, {root!r})
+from tests.test_search import space_and_bin, synthetic
+from subnas.evolution import BinEvolutionSampler
+from subnas.search import BinSearch, open_storage, fail_dead_trials, _optimize
+from pathlib import Path
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+space, b = space_and_bin()
+
+class Fit:
+    direction = "minimize"
+    def __call__(self, subnet):
+        time.sleep({delay})
+        return synthetic(space, subnet)
+
+storage = open_storage({storage!r}, Path({storage!r}).parent)
+study = optuna.create_study(storage=storage, study_name="s", load_if_exists=True,
+                            sampler=BinEvolutionSampler(space, b, population_size=6, num_elites=2, seed=0))
+fail_dead_trials(study)
+run = BinSearch(b, study, space, Fit(), "evolution")
+_optimize(run, epochs=None, trials={trials}, progress=False, label="t", on_trial=lambda: None)
+"""
+
+
+def _worker(tmp_path: Path, trials: int, delay: float) -> subprocess.Popen[bytes]:
+    root = str(Path(__file__).resolve().parents[1])
+    script = WORKER_SCRIPT.format(root=root, storage=str(tmp_path / "s.journal"), trials=trials, delay=delay)
+    return subprocess.Popen([sys.executable, "-c", script], cwd=root)
+
+
+def _load(tmp_path: Path) -> optuna.Study:
+    from subnas.search import open_storage
+
+    return optuna.load_study(study_name="s", storage=open_storage(str(tmp_path / "s.journal"), tmp_path))
+
+
+def test_kill_and_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    proc = _worker(tmp_path, trials=14, delay=0.3)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (tmp_path / "s.journal").exists() and len(_load(tmp_path).get_trials(states=(TrialState.COMPLETE,))) >= 5:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.system_attrs[KEY] for t in _load(tmp_path).get_trials(states=(TrialState.COMPLETE,))}
+    assert len(before) >= 5
+    assert _worker(tmp_path, trials=14, delay=0.0).wait() == 0
+    after = _load(tmp_path).get_trials()
+    complete = [t for t in after if t.state == TrialState.COMPLETE]
+    assert len(complete) == 14
+    assert {t.number: t.system_attrs[KEY] for t in complete if t.number in before} == before  # nothing lost
+    keys = [t.system_attrs[KEY] for t in complete]
+    assert len(keys) == len(set(keys))  # nothing evaluated twice
+    assert all(t.state != TrialState.RUNNING for t in after)
+
+
+def test_two_processes_share_one_study(tmp_path: Path) -> None:
+    procs = [_worker(tmp_path, trials=16, delay=0.2) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    trials = _load(tmp_path).get_trials(states=(TrialState.COMPLETE,))
+    assert 16 <= len(trials) <= 17  # the budget, plus at most one trial in flight when it was reached
+    keys = [t.system_attrs[KEY] for t in trials]
+    assert len(keys) == len(set(keys)), "two workers evaluated the same candidate"
+    slots = [(t.system_attrs[GEN], t.system_attrs[SLOT]) for t in trials if t.system_attrs[SLOT] is not None]
+    assert len(slots) == len(set(slots)), "two workers took the same slot"
+
+
+def test_search_driver_end_to_end(tmp_path: Path, tiny_models: dict) -> None:
+    """`subnas.search` with the importance fitness (no data needed) on a tiny supernet; rerun resumes."""
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    space = subnas.get_search_space("coarse-uniform", supernet.subnas_config)
+    lo, hi = space.bounds()
+    bins = [(lo + (hi - lo) // 10, lo + (hi - lo) // 3), (lo + (hi - lo) // 2, hi)]
+    kwargs = dict(space="coarse-uniform", bins=bins, fitness="importance", fitness_options={"method": "magnitude"},
+                  sampler="evolution", epochs=2, out_dir=tmp_path, seed=0,
+                  sampler_options={"population_size": 4, "num_elites": 2}, progress=False)
+    result = subnas.search(supernet, **kwargs)
+    assert len(result["bins"]) == 2
+    for i, entry in enumerate(result["bins"]):
+        assert entry["bin"][0] <= entry["best_parameters"] <= entry["bin"][1]
+        saved = subnas.SubNetwork.load(tmp_path / f"bin{i}_best_subnet.json")
+        assert subnas.count_parameters(supernet, saved) == entry["best_parameters"]
+    assert json.loads((tmp_path / "results.json").read_text()) == {k: v for k, v in result.items() if k != "plot"}
+    assert (tmp_path / "trajectory.png").stat().st_size > 0
+    again = subnas.search(supernet, **kwargs)  # resumes: nothing left to do
+    assert [b["evaluations"] for b in again["bins"]] == [b["evaluations"] for b in result["bins"]]
+    # Random search through the same driver: every evaluated candidate is repaired into the bin.
+    rnd = subnas.search(supernet, **{**kwargs, "sampler": "random", "epochs": None, "trials": 6,
+                                     "study_name": "rnd", "sampler_options": {}})
+    for entry in rnd["bins"]:
+        assert entry["bin"][0] <= entry["best_parameters"] <= entry["bin"][1]
