@@ -1,0 +1,58 @@
+"""Integration tests on the real SmolLM2-135M (offline GGUF -> cached safetensors) and real text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from subnas import SubNetwork, count_parameters, extract
+from subnas.assets import default_model_dir
+from subnas.cli import main
+
+pytestmark = pytest.mark.integration
+
+IDS = torch.tensor([[1, 504, 3458, 282, 4649, 314, 7042, 30, 378, 3249, 3458, 282, 3066, 314, 1345, 2]])
+
+
+def test_full_supernet_is_smollm2(smollm2) -> None:
+    assert count_parameters("default") == 134_515_008 == count_parameters(smollm2)
+    stock = AutoModelForCausalLM.from_pretrained(default_model_dir(), dtype=torch.float32).eval()
+    smollm2.reset()
+    with torch.no_grad():
+        torch.testing.assert_close(smollm2(IDS).logits, stock(IDS).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("subnet,fmt", [
+    (SubNetwork(n_layers=20, n_embd=384, num_heads=6, head_size=48, intermediate_size=1024), "stock"),
+    (SubNetwork(layer_indices=[0, 3, 7, 11, 15, 19, 23, 27, 29], num_heads=[9, 6, 3, 3, 3, 3, 6, 6, 9],
+                intermediate_indices=list(range(0, 1536, 3))), "subnas"),
+])
+def test_evaluated_equals_exported_on_smollm2(smollm2, tmp_path: Path, subnet: SubNetwork, fmt: str) -> None:
+    with torch.no_grad(), smollm2.sub_network(subnet):
+        evaluated = smollm2(IDS).logits
+    result = extract(smollm2, subnet, tmp_path / "m")
+    assert result.format == fmt, result.reason
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32)
+    with torch.no_grad():
+        exported = model(IDS).logits
+    torch.testing.assert_close(exported, evaluated, rtol=2e-4, atol=2e-4)
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(smollm2, subnet) == result.num_parameters
+    assert (tmp_path / "m" / "tokenizer.json").is_file()
+
+
+def test_cli_evaluate_matches_exported_model(smollm2, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    subnet = SubNetwork(n_layers=24, intermediate_size=1024)
+    subnet.save(tmp_path / "s.json")
+    args = ["--data", "default:validation", "--seq-len", "64", "--num-seqs", "2", "--json"]
+    assert main(["evaluate", "default", "--subnet", str(tmp_path / "s.json"), *args]) == 0
+    in_place = json.loads(capsys.readouterr().out)
+    assert main(["extract", "default", "--subnet", str(tmp_path / "s.json"), "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "m"), *args]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert in_place["parameters"] == exported["parameters"]
+    assert exported["perplexity"] == pytest.approx(in_place["perplexity"], rel=1e-4)
