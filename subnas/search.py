@@ -299,7 +299,13 @@ def _run_workers(workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     if kwargs.get("storage") is None:
         kwargs["storage"] = str(Path(kwargs["out_dir"]) / "search.journal")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, kwargs={**kwargs, "progress": False}) for _ in range(workers - 1)]
+    # Share the cores instead of oversubscribing them: each process gets its slice of threads.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    procs = [ctx.Process(target=_worker, kwargs={**kwargs, "progress": False, "threads": threads})
+             for _ in range(workers - 1)]
+    import torch
+
+    torch.set_num_threads(threads)
     for p in procs:
         p.start()
     try:
@@ -319,5 +325,8 @@ _SEARCH_ARGS = ("model", "space", "bins", "fitness", "data", "seq_len", "num_seq
                 "fitness_options", "progress")
 
 
-def _worker(**kwargs: Any) -> None:
+def _worker(*, threads: int, **kwargs: Any) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
     search(**kwargs)
