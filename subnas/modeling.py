@@ -315,6 +315,10 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
             if padded:
                 assert attention_mask is not None
                 allowed = allowed & attention_mask.bool()[:, None, None, :]
+                # A padding query may see no key at all; a fully masked row gives NaN, and NaN
+                # values would leak into real tokens' outputs (0 * NaN) in the next layer. Let
+                # every position see itself: real tokens already do.
+                allowed = allowed | torch.eye(T, dtype=torch.bool, device=device)
             out[sliding] = allowed
         return out
 

@@ -113,3 +113,19 @@ def test_count_matches_instantiated_model(n_layers: int, n_embd: int) -> None:
     resolved = SubNetwork(n_layers=n_layers, n_embd=n_embd).resolve(cfg)
     model = SubnasForCausalLM(sub_config(cfg, resolved))
     assert count_parameters(cfg, resolved) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "gpt_neox", "gemma3"])
+def test_left_padding_matches_transformers_and_stays_finite(tiny_models: dict, name: str) -> None:
+    hf = tiny_models[name]
+    supernet = supernet_for(tiny_models, name)
+    supernet.reset()
+    ids = tokens(hf.config.vocab_size, seed=3)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0  # left padding: the first queries of row 0 see no real key
+    with torch.no_grad():
+        ours = supernet(ids, attention_mask=mask).logits
+        theirs = hf(ids, attention_mask=mask).logits
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours[0, 5:], theirs[0, 5:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[1], theirs[1], rtol=1e-5, atol=1e-5)
