@@ -162,7 +162,8 @@ class StructuredSearchSpace(SearchSpace):
         # A sampler that proposes whole architectures (BinEvolutionSampler) hands its candidate
         # over through ``genome_for``; the params are still suggested (the sampler answers them
         # from `encode`), so the trial records the candidate's sizes.
-        genome_for = getattr(trial.study.sampler, "genome_for", None)
+        # (FixedTrial and other BaseTrial implementations have no study.)
+        genome_for = getattr(getattr(getattr(trial, "study", None), "sampler", None), "genome_for", None)
         genome = genome_for(trial) if genome_for is not None else None
         suggested = self._define_by_run(trial)
         return suggested if genome is None else genome
