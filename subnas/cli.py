@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -45,7 +45,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
     p.add_argument("--subnet", type=str, required=True, help="sub-network JSON file")
     p.add_argument("--out", type=str, required=True, help="output folder (created atomically)")
-    p.add_argument("--format", type=str, default="auto", choices=["auto", "stock", "subnas"],
+    p.add_argument("--format", type=Literal["auto", "stock", "subnas"], default="auto",
                    help="stock transformers architecture, subnas flexible format, or auto (stock when possible)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")

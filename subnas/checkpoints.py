@@ -1,0 +1,127 @@
+"""Training checkpoints: written atomically, verified on resume (DESIGN.md §4 invariant 6, §7).
+
+A checkpoint is a folder ``<run>/checkpoints/step-00000012/`` holding
+
+- ``model.safetensors`` — the weights (`safetensors.torch.save_model`: tied tensors stored once);
+- ``optimizer.pt`` — the AdamW state; only tensors, numbers and lists, so it loads with
+  ``torch.load(weights_only=True)`` and nothing in it can run code;
+- ``state.json`` — the step, tokens seen, the run's fingerprint, and whatever the trainer adds.
+
+The learning rate is a pure function of the step and the data order a pure function of
+``(seed, step)`` (`subnas.data.BlockOrder`), and the trainer reseeds torch's RNG from
+``(seed, step, rank)`` at every step, so no scheduler or RNG state needs saving: the step *is*
+that state, on any number of processes.
+
+The folder is built under a temporary name, fsynced and renamed (`subnas._io.atomic_directory`),
+so a kill at any moment leaves either the previous checkpoint or the new one, never half of one;
+the last ``keep`` are kept.
+
+Example:
+    >>> from pathlib import Path
+    >>> latest_checkpoint(Path("/nonexistent/run")) is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from subnas._io import atomic_directory
+
+CHECKPOINTS = "checkpoints"
+_PREFIX = "step-"
+
+
+class CheckpointMismatchError(ValueError):
+    """The run folder's checkpoint was written by a different model, data or configuration."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint folder that cannot be read back."""
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"{_PREFIX}{step:08d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (a folder without ``state.json`` is skipped)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(run_dir: Path, *, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], keep: int = 2) -> Path:
+    """Write the checkpoint of ``step`` atomically and delete all but the newest ``keep``."""
+    target = checkpoint_dir(run_dir, step)
+    with atomic_directory(target, overwrite=True) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1, default=str) + "\n")
+    _prune(Path(run_dir) / CHECKPOINTS, keep)
+    return target
+
+
+def _prune(root: Path, keep: int) -> None:
+    complete = list_checkpoints(root.parent)
+    for old in complete[:max(0, len(complete) - max(keep, 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(f".{_PREFIX}*"):  # temp folders of a write that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = json.loads((Path(folder) / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptCheckpointError(f"cannot read {folder / 'state.json'}: {exc}; delete the folder "
+                                     "to resume from the previous checkpoint") from exc
+    return state
+
+
+def check_fingerprint(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's state, or `CheckpointMismatchError` naming every setting that differs."""
+    state = read_state(folder)
+    found = state.get("fingerprint", {})
+    # Round-trip through JSON so tuples/lists and ints/floats compare as they were stored.
+    expected = json.loads(json.dumps(expected, default=str))
+    diffs = [f"{key}: checkpoint has {found.get(key)!r}, this run has {expected.get(key)!r}"
+             for key in sorted(set(found) | set(expected)) if found.get(key) != expected.get(key)]
+    if diffs:
+        raise CheckpointMismatchError(
+            f"the run folder {str(folder.parent.parent)!r} holds a checkpoint of a different run ("
+            + "; ".join(diffs) + "). Resume with the original settings, or choose a new output folder.")
+    return state
+
+
+def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Verify ``fingerprint``, then load weights and optimizer state in place; returns the state."""
+    state = check_fingerprint(folder, fingerprint)
+    device = next(model.parameters()).device
+    try:
+        missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False, device=str(device))
+        opt_state = torch.load(folder / "optimizer.pt", map_location=device, weights_only=True)
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        raise CorruptCheckpointError(f"cannot load checkpoint {folder}: {exc}; delete it to resume from the "
+                                     "previous one") from exc
+    if missing or unexpected:
+        raise CheckpointMismatchError(f"checkpoint {folder} does not fit the model: missing {sorted(missing)[:5]}, "
+                                      f"unexpected {sorted(unexpected)[:5]}")
+    optimizer.load_state_dict(opt_state)
+    return state

@@ -1,0 +1,351 @@
+"""Training losses: next-token cross-entropy and knowledge distillation (paper §2.3, DESIGN.md §2).
+
+``L = α·CE(y, s) + β·D(p_t, p_s)`` (paper eq. 2) with ``D`` the forward KL ``KL(p_t ‖ p_s)``
+(eq. 3) or the reverse KL ``KL(p_s ‖ p_t)``, both distributions softened by the same temperature
+``T`` (eq. 1). Paper defaults: α = 0.2, β = 0.8, T = 0.9, top-1024 teacher logits (§4.4).
+
+**No T² factor.** Hinton et al. multiply the KD term by T² so its gradients keep their size as T
+grows; the paper's eq. 2–3 have no such factor, and we follow the paper. With T = 0.9 it would
+only scale β by 0.81; pass ``beta * T**2`` to get Hinton's weighting.
+
+**Top-k with a tail bucket.** The teacher is reduced to its k largest logits (`teacher_topk`).
+Instead of renormalising over those k tokens (which would tell the student that every other token
+is impossible) the remaining probability mass is kept as one extra bucket: the teacher's tail is
+``1 − Σ_top-k p_t`` and the student's is ``1 − Σ_top-k p_s`` on the *teacher's* indices. Both tails
+are computed as a log-sum-exp over the vocabulary with the top-k entries masked out, which is
+exact in log space and never suffers the cancellation of ``log(1 − Σp)`` when Σp ≈ 1. The KL is
+then taken over k + 1 buckets; for k ≥ V it equals the full-logit KL.
+
+**Memory and speed.** Every loss is computed in chunks of positions: float32 upcasts, softmaxes
+and masked copies exist for one chunk at a time. The gradient with respect to the logits has a
+closed form, so each chunk writes its gradient during the forward pass (one logits-sized tensor,
+which backward needs anyway) and autograd keeps none of the vocabulary-sized intermediates:
+one pass over the logits instead of forward + backward through a dozen elementwise ops.
+Nothing depends on the vocabulary size.
+
+Example:
+    >>> import torch
+    >>> s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    >>> y = torch.randint(0, 11, (2, 5))
+    >>> full = distillation_loss(s, y, t, alpha=0.0, beta=1.0, temperature=1.0)
+    >>> topk = distillation_loss(s, y, teacher_topk(t, k=11, temperature=1.0), alpha=0.0, beta=1.0,
+    ...                          temperature=1.0)
+    >>> torch.allclose(full.kd, topk.kd, atol=1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+KLKind = Literal["forward", "reverse"]
+KL_KINDS = ("forward", "reverse")
+# Elements of float32 work per chunk, whatever the vocabulary size. On CPU 4M (16 MB per temporary)
+# keeps a chunk's dozen passes near the caches (measured ~25% faster than 16M at V = 49152); on GPU
+# 32M (128 MB) keeps kernel launches few.
+_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
+
+
+@dataclass(frozen=True)
+class TeacherTopK:
+    """The teacher's k most likely tokens per position, at one temperature, plus the tail mass.
+
+    Attributes:
+        logprobs: ``[..., k]`` float32 ``log softmax(z_t / T)`` of the top-k tokens (normalised over
+            the whole vocabulary, not over the k tokens).
+        indices: ``[..., k]`` int64 token ids.
+        tail: ``[...]`` float32 log of the probability mass outside the top k (``-inf`` if none).
+        temperature: the ``T`` these were computed at; the loss checks it matches its own.
+    """
+
+    logprobs: torch.Tensor
+    indices: torch.Tensor
+    tail: torch.Tensor
+    temperature: float
+
+    def __getitem__(self, item: object) -> TeacherTopK:
+        """Index the leading (position) dimensions alike, e.g. ``topk[b, s:e]``."""
+        i: Any = item
+        return TeacherTopK(self.logprobs[i], self.indices[i], self.tail[i], self.temperature)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.logprobs.shape
+
+
+class LossParts(NamedTuple):
+    """The total loss and its two terms (each a mean over predicted tokens)."""
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    kd: torch.Tensor
+
+
+def _rows_per_chunk(vocab: int, chunk_size: int | None, device: torch.device) -> int:
+    elements = _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cuda"])
+    return chunk_size if chunk_size else max(1, elements // max(vocab, 1))
+
+
+@torch.no_grad()
+def teacher_topk(logits: torch.Tensor, k: int, temperature: float, *, chunk_size: int | None = None) -> TeacherTopK:
+    """Reduce teacher logits ``[..., V]`` to a `TeacherTopK` (computed chunk by chunk, float32).
+
+    Args:
+        logits: teacher logits, any leading shape.
+        k: tokens to keep; ``k >= V`` keeps all of them (tail ``-inf``).
+        temperature: ``T`` of the softened distribution (paper eq. 1).
+        chunk_size: positions per chunk (default: ~4M float32 elements per chunk on CPU, 32M on GPU).
+
+    Example:
+        >>> import torch
+        >>> top = teacher_topk(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), k=2, temperature=1.0)
+        >>> top.indices.tolist(), round(float(top.logprobs.exp().sum() + top.tail.exp()), 6)
+        ([[0, 1]], 1.0)
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if k < 1:
+        raise ValueError(f"top-k needs k >= 1, got {k}")
+    V = logits.shape[-1]
+    k = min(k, V)
+    flat = logits.reshape(-1, V)
+    rows = _rows_per_chunk(V, chunk_size, logits.device)
+    out_lp = torch.empty(flat.shape[0], k, dtype=torch.float32, device=logits.device)
+    out_ix = torch.empty(flat.shape[0], k, dtype=torch.long, device=logits.device)
+    out_tail = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+    for s in range(0, flat.shape[0], rows):
+        z = flat[s:s + rows].float() / temperature
+        lse = torch.logsumexp(z, dim=-1)
+        values, idx = z.topk(k, dim=-1)
+        out_lp[s:s + rows] = values - lse[:, None]
+        out_ix[s:s + rows] = idx
+        out_tail[s:s + rows] = torch.logsumexp(z.scatter(-1, idx, float("-inf")), dim=-1) - lse
+    lead = logits.shape[:-1]
+    return TeacherTopK(out_lp.view(*lead, k), out_ix.view(*lead, k), out_tail.view(lead), float(temperature))
+
+
+def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """``Σ p (log p − log q)`` over the last dim; terms with p = 0 are 0 (not NaN)."""
+    # Fill masked entries *before* the arithmetic: a NaN in the unused branch of `where` would
+    # still poison the gradient (0 * NaN).
+    mask = logp > float("-inf")
+    lp, lq = logp.masked_fill(~mask, 0.0), logq.masked_fill(~mask, 0.0)
+    return (lp.exp() * (lp - lq) * mask).sum(-1)
+
+
+def _student_buckets(z: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student log-probs on the teacher's top-k indices and of its own tail (log-sum-exp, masked)."""
+    lse = torch.logsumexp(z, dim=-1)
+    top = z.gather(-1, indices) - lse[:, None]
+    tail = torch.logsumexp(z.scatter(-1, indices, float("-inf")), dim=-1) - lse
+    return top, tail
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher: torch.Tensor | TeacherTopK, *, temperature: float,
+                  kind: KLKind = "forward") -> torch.Tensor:
+    """Per-position KL between softened teacher and student distributions over rows ``[N, V]``.
+
+    Args:
+        student_logits: ``[N, V]``.
+        teacher: ``[N, V]`` logits, or a `TeacherTopK` with ``[N, k]`` entries (k + 1 buckets).
+        temperature: ``T``, applied to both.
+        kind: ``"forward"`` = KL(p_t ‖ p_s) (paper eq. 3), ``"reverse"`` = KL(p_s ‖ p_t).
+
+    Returns:
+        ``[N]`` float32 divergences (nats).
+    """
+    z = student_logits.float() / temperature
+    if isinstance(teacher, TeacherTopK):
+        if abs(teacher.temperature - temperature) > 1e-12:
+            raise ValueError(f"teacher top-k was computed at temperature {teacher.temperature}, "
+                             f"the loss uses {temperature}")
+        if teacher.indices.shape[-1] >= z.shape[-1]:  # k = V: no tail bucket, the plain full KL
+            logq = torch.log_softmax(z, dim=-1).gather(-1, teacher.indices)
+            logp = teacher.logprobs.float()
+        else:
+            top, tail = _student_buckets(z, teacher.indices)
+            logq = torch.cat([top, tail[:, None]], dim=-1)
+            logp = torch.cat([teacher.logprobs.float(), teacher.tail.float()[:, None]], dim=-1)
+    else:
+        if teacher.shape != student_logits.shape:
+            raise ValueError(f"teacher logits {tuple(teacher.shape)} and student logits "
+                             f"{tuple(student_logits.shape)} differ in shape (same vocabulary needed)")
+        logq = F.log_softmax(z, dim=-1)
+        logp = F.log_softmax(teacher.float() / temperature, dim=-1)
+    if kind == "forward":
+        return _kl(logp, logq)
+    if kind == "reverse":
+        return _kl(logq, logp)
+    raise ValueError(f"kind={kind!r} is not one of {KL_KINDS}")
+
+
+def _chunk(s: torch.Tensor, y: torch.Tensor, t: torch.Tensor | TeacherTopK | None, alpha: float, beta: float,
+           temperature: float, kind: KLKind, ignore_index: int,
+           want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """CE sum, KL sum and (optionally) ``d(α·CE_sum + β·KL_sum)/d s`` for rows ``s`` ``[n, V]``.
+
+    The gradients are closed forms (``q`` = student softmax at T, buckets b = teacher top-k
+    singletons plus the tail, ``P_b``/``Q_b`` their teacher/student mass):
+
+    - CE: ``softmax(s) − onehot(y)``;
+    - forward KL: ``(q_j − P_b(j) · q_j / Q_b(j)) / T``, i.e. ``(q_j − p_j)/T`` on the top-k;
+    - reverse KL: ``q_j (log Q_b(j) − log P_b(j) − KL) / T``.
+
+    One pass computes value and gradient, instead of autograd's forward, saved tensors and
+    backward over several vocabulary-sized intermediates. `kl_divergence` is the reference these
+    are tested against.
+    """
+    valid = y != ignore_index
+    z = s.float()
+    zero = torch.zeros((), dtype=torch.float32, device=s.device)
+    ce_sum, kd_sum, grad = zero, zero, None
+    if alpha != 0 or t is None:
+        safe_y = y.masked_fill(~valid, 0)[:, None]
+        lse1 = torch.logsumexp(z, dim=-1, keepdim=True)
+        ce_sum = ((lse1 - z.gather(-1, safe_y)).squeeze(-1) * valid).sum()
+        if want_grad:
+            grad = (z - lse1).exp_()
+            grad.scatter_add_(-1, safe_y, torch.full_like(safe_y, -1, dtype=grad.dtype))
+            grad.mul_((alpha if t is not None else 1.0) * valid[:, None])
+    if t is None or beta == 0:
+        return ce_sum, kd_sum, grad
+    g: torch.Tensor | None = None
+    zt = z / temperature
+    lse = torch.logsumexp(zt, dim=-1, keepdim=True)
+    logq = zt - lse
+    q = logq.exp()
+    if isinstance(t, TeacherTopK):
+        if abs(t.temperature - temperature) > 1e-12:
+            raise ValueError(f"teacher top-k was computed at temperature {t.temperature}, the loss uses {temperature}")
+        idx, logp_top = t.indices, t.logprobs.float()
+        logq_top = logq.gather(-1, idx)
+        has_tail = idx.shape[-1] < z.shape[-1]
+        if has_tail:  # tail mass as a masked log-sum-exp: exact, no 1 − Σq cancellation
+            lse_tail = torch.logsumexp(zt.scatter(-1, idx, float("-inf")), dim=-1)  # unnormalised
+            logp_b = torch.cat([logp_top, t.tail.float()[:, None]], dim=-1)
+            logq_b = torch.cat([logq_top, (lse_tail - lse.squeeze(-1))[:, None]], dim=-1)
+        else:
+            logp_b, logq_b = logp_top, logq_top
+        if kind == "forward":
+            kl = _kl(logp_b, logq_b)
+            if want_grad:
+                g = q - (zt - lse_tail[:, None] + t.tail.float()[:, None]).exp() if has_tail else torch.zeros_like(q)
+                g.scatter_(-1, idx, logq_top.exp() - logp_top.exp())
+        else:
+            kl = _kl(logq_b, logp_b)
+            if want_grad:
+                if has_tail:
+                    g = q * (logq_b[:, -1] - logp_b[:, -1] - kl)[:, None]
+                else:
+                    g = torch.zeros_like(q)
+                g.scatter_(-1, idx, logq_top.exp() * (logq_top - logp_top - kl[:, None]))
+    else:
+        logp = F.log_softmax(t.float() / temperature, dim=-1)
+        if kind == "forward":
+            kl = _kl(logp, logq)
+            g = (q - logp.exp()) if want_grad else None
+        else:
+            kl = _kl(logq, logp)
+            g = q * (logq - logp - kl[:, None]) if want_grad else None
+    kd_sum = (kl * valid).sum()
+    if g is not None:
+        g.mul_((beta / temperature) * valid[:, None])
+        grad = g if grad is None else grad.add_(g)
+    return ce_sum, kd_sum, grad
+
+
+def _total(logits: torch.Tensor, labels: torch.Tensor, teacher: Any, alpha: float, beta: float, temperature: float,
+           kind: KLKind, rows: int, ignore_index: int,
+           want_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(loss, ce, kd, d loss / d logits)`` over all chunks (the gradient only if ``want_grad``)."""
+    B, T, _ = logits.shape
+    n = (labels[:, 1:] != ignore_index).sum().clamp(min=1)
+    grad = torch.zeros_like(logits) if want_grad else None  # the last position predicts nothing: stays 0
+    sums = torch.zeros(2, dtype=torch.float32, device=logits.device)
+    for b in range(B):  # per sequence: logits[b, s:e] is a contiguous view, never a copy of the batch
+        for s in range(0, T - 1, rows):
+            e = min(s + rows, T - 1)
+            ce, kd, g = _chunk(logits[b, s:e], labels[b, s + 1:e + 1], None if teacher is None else teacher[b, s:e],
+                               alpha, beta, temperature, kind, ignore_index, want_grad)
+            sums += torch.stack([ce, kd])
+            if grad is not None and g is not None:
+                grad[b, s:e] = g / n
+    ce_mean, kd_mean = sums[0] / n, sums[1] / n
+    loss = ce_mean if teacher is None else alpha * ce_mean + beta * kd_mean
+    return loss, ce_mean, kd_mean, grad
+
+
+class _FusedLoss(torch.autograd.Function):
+    """``α·CE + β·KL`` whose gradient is computed chunk by chunk during the forward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor, teacher: Any, alpha: float, beta: float,
+                temperature: float, kind: KLKind, rows: int, ignore_index: int) -> tuple[torch.Tensor, ...]:
+        loss, ce, kd, grad = _total(logits, labels, teacher, alpha, beta, temperature, kind, rows, ignore_index,
+                                    want_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(ce, kd)
+        return loss.clone(), ce, kd  # a clone: for plain CE `loss` is `ce`, which is non-differentiable
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_loss.to(grad.dtype),) + (None,) * 8
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor | TeacherTopK | None = None,
+    *,
+    alpha: float = 0.2,
+    beta: float = 0.8,
+    temperature: float = 0.9,
+    kind: KLKind = "forward",
+    chunk_size: int | None = None,
+    ignore_index: int = -100,
+) -> LossParts:
+    """``α·CE + β·KL`` for causal LM logits, shifted: position i predicts token i + 1.
+
+    With ``teacher=None`` only the CE term is computed (plain pretraining; ``kd`` is 0). Only
+    ``loss`` carries a gradient; ``ce`` and ``kd`` are for logging.
+
+    Args:
+        student_logits: ``[B, T, V]``.
+        labels: ``[B, T]`` target ids (usually the input ids); ``ignore_index`` entries are skipped.
+        teacher: ``[B, T, V]`` logits or a `TeacherTopK` of ``[B, T, k]`` (see `teacher_topk`).
+        alpha: weight of the cross-entropy with the data (paper: 0.2).
+        beta: weight of the KL term (paper: 0.8). No T² factor (see the module docstring).
+        temperature: softmax temperature of the KL term (paper: 0.9); CE always uses T = 1.
+        kind: ``"forward"`` (paper) or ``"reverse"`` KL.
+        chunk_size: positions per chunk (default: ~4M float32 elements per chunk on CPU, 32M on GPU).
+        ignore_index: label value that marks positions without a target.
+
+    Returns:
+        `LossParts` ``(loss, ce, kd)``, each a float32 mean over predicted tokens.
+    """
+    if student_logits.dim() != 3 or labels.shape != student_logits.shape[:2]:
+        raise ValueError(f"need logits [B, T, V] and labels [B, T], got {tuple(student_logits.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if teacher is not None:
+        if tuple(teacher.shape[:2]) != tuple(labels.shape):
+            raise ValueError(f"teacher covers positions {tuple(teacher.shape[:2])}, the batch is {tuple(labels.shape)}")
+        if isinstance(teacher, torch.Tensor) and teacher.shape != student_logits.shape:
+            raise ValueError(f"teacher logits {tuple(teacher.shape)} and student logits {tuple(student_logits.shape)} "
+                             "differ in shape (same vocabulary needed)")
+    if kind not in KL_KINDS:
+        raise ValueError(f"kind={kind!r} is not one of {KL_KINDS}")
+    rows = _rows_per_chunk(student_logits.shape[-1], chunk_size, student_logits.device)
+    labels = labels.to(student_logits.device)
+    if torch.is_grad_enabled() and student_logits.requires_grad:
+        loss, ce, kd = _FusedLoss.apply(student_logits, labels, teacher, alpha, beta,  # type: ignore[no-untyped-call]
+                                        temperature, kind, rows, ignore_index)
+        return LossParts(loss, ce, kd)
+    with torch.no_grad():
+        loss, ce, kd, _ = _total(student_logits, labels, teacher, alpha, beta, temperature, kind, rows, ignore_index,
+                                 want_grad=False)
+    return LossParts(loss, ce, kd)

@@ -1,0 +1,305 @@
+"""Training an extracted small LM: `pretrain` (cross-entropy) and `distill` (from the teacher).
+
+Paper §2.3: the extracted sub-network is a dense model trained with token-level cross-entropy, or
+with ``α·CE + β·KL(teacher ‖ student)`` (`subnas.losses`). Its baseline is the same architecture
+from random init. Both entry points take plain keyword arguments (the CLI calls them directly),
+write everything into one run folder, and resume from it when called again with the same
+arguments:
+
+    <out_dir>/run.json            the call: sources, `TrainConfig`, fingerprint
+    <out_dir>/init/               the student's starting weights, when extracted from a sub-network
+    <out_dir>/checkpoints/step-N/ the last ``keep_checkpoints`` checkpoints (`subnas.checkpoints`)
+    <out_dir>/log.csv             one row per step (+ tensorboard/ when installed)
+    <out_dir>/training_curve.png  loss and validation perplexity over tokens
+    <out_dir>/model/              the trained model: safetensors + config + tokenizer
+    <out_dir>/summary.json        what `pretrain`/`distill` return
+
+Under ``torchrun`` the same calls run data-parallel (`subnas.distributed`).
+
+Example:
+    >>> from subnas.train import distill
+    >>> distill("default", "default", "runs/kd", subnet={"n_layers": 12},
+    ...         max_tokens=2_000_000, seq_len=512, batch_size=8)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from subnas.subnet import SubNetwork
+
+Init = Literal["pretrained", "random"]
+INITS = ("pretrained", "random")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Hyperparameters of a training run; defaults are the paper's (Appendix C, §4.4).
+
+    Batches are counted in sequences of ``seq_len`` tokens: ``batch_size`` is the global batch per
+    optimizer step; each process runs ``micro_batch_size`` sequences per forward pass and
+    accumulates gradients over ``batch_size / (micro_batch_size · processes)`` passes.
+    """
+
+    seq_len: int = 512
+    batch_size: int = 8
+    micro_batch_size: int | None = None  # default: the whole per-process share in one pass
+    max_tokens: int = 1_000_000  # token budget; steps = max_tokens // (batch_size · seq_len)
+    max_steps: int | None = None  # overrides max_tokens
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # <= 0: no clipping
+    seed: int = 42
+    # distillation (paper §4.4)
+    alpha: float = 0.2
+    beta: float = 0.8
+    temperature: float = 0.9
+    top_k: int | None = 1024  # None: full logits
+    kl: str = "forward"  # "forward" KL(teacher‖student) or "reverse"
+    loss_chunk_size: int | None = None  # positions per loss chunk; default ~4M (CPU) or 32M (GPU) floats
+    # data
+    streaming: bool = False
+    # bookkeeping (free to change between a run and its resume)
+    eval_every: int = 100  # steps; 0: only at the start and the end
+    eval_seqs: int = 16
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    device: str | None = None  # default: cuda (this process's GPU) if available, else cpu
+    bf16: bool = True  # bf16 autocast, on CUDA only
+    progress: bool = True
+    tensorboard: bool = True
+
+    #: Fields that do not change the training trajectory: a resume may change them.
+    RESUMABLE_CHANGES = frozenset({"micro_batch_size", "eval_every", "eval_seqs", "checkpoint_every",
+                                   "keep_checkpoints", "device", "progress", "tensorboard"})
+
+    def __post_init__(self) -> None:
+        checks = [("seq_len", self.seq_len >= 2), ("batch_size", self.batch_size >= 1),
+                  ("micro_batch_size", self.micro_batch_size is None or self.micro_batch_size >= 1),
+                  ("max_tokens", self.max_tokens >= 1), ("max_steps", self.max_steps is None or self.max_steps >= 1),
+                  ("lr", self.lr > 0), ("min_lr", 0 <= self.min_lr <= self.lr),
+                  ("warmup_steps", self.warmup_steps >= 0),
+                  ("temperature", self.temperature > 0), ("top_k", self.top_k is None or self.top_k >= 1),
+                  ("kl", self.kl in ("forward", "reverse")), ("alpha", self.alpha >= 0), ("beta", self.beta >= 0),
+                  ("checkpoint_every", self.checkpoint_every >= 1), ("eval_every", self.eval_every >= 0)]
+        bad = [name for name, ok in checks if not ok]
+        if bad:
+            raise ValueError("invalid TrainConfig: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a checkpoint must agree on to be resumed."""
+        return {k: v for k, v in asdict(self).items() if k not in self.RESUMABLE_CHANGES}
+
+    def total_steps(self) -> int:
+        return self.max_steps or max(1, self.max_tokens // (self.batch_size * self.seq_len))
+
+
+def make_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
+    """``config`` (default `TrainConfig()`) with keyword overrides; unknown names are an error."""
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown training option(s) {unknown}; the options are {sorted(names)}")
+    return replace(config or TrainConfig(), **overrides)
+
+
+class VocabularyMismatchError(ValueError):
+    """Teacher and student do not share one vocabulary, so their logits cannot be compared."""
+
+
+# ---------------------------------------------------------------------------- public entry points
+def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir: str | os.PathLike[str], *,
+             subnet: SubNetwork | dict[str, Any] | str | None = None, init: Init = "pretrained",
+             val_data: str | None = "auto", tokenizer: Any = None, config: TrainConfig | None = None,
+             on_step: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Train a model with next-token cross-entropy (paper §2.3, "pretraining").
+
+    Args:
+        model: a model folder (e.g. from ``subnas extract``), ``"default"``, a hub name, or a loaded
+            `transformers` causal LM.
+        data: training text (`subnas.data.load_token_blocks`: ``default``, files, dataset names).
+        out_dir: the run folder; calling again with the same arguments resumes from it.
+        subnet: train this sub-network of ``model`` (a `SubNetwork`, its dict, or a JSON file): it is
+            extracted into ``out_dir/init`` first.
+        init: ``"pretrained"`` (the weights) or ``"random"`` (same architecture, fresh init seeded
+            by ``seed``: the paper's baseline).
+        val_data: held-out text for validation perplexity; ``"auto"`` = ``default:validation`` when
+            training on ``default``, else none.
+        tokenizer: needed only when ``model`` is an object without a tokenizer folder.
+        config: a `TrainConfig`; ``**options`` override its fields (e.g. ``max_tokens=10_000``).
+        on_step: called after every optimizer step with ``{"step", "loss", "model", ...}``.
+
+    Returns:
+        The run summary (also in ``out_dir/summary.json``): ``model_dir``, ``steps``, ``tokens``,
+        ``final_loss``, ``val_perplexity``, ``tokens_per_s``, ...
+    """
+    from subnas.trainer import run_training
+
+    cfg = make_config(config, **options)
+    student, tok, described = _student(model, subnet, init, out_dir, cfg, tokenizer)
+    sources = {"model": _name(model), **described, "data": data, "val_data": _val_spec(data, val_data)}
+    return run_training("pretrain", student=student, tokenizer=tok, teacher=None, sources=sources,
+                        out_dir=Path(out_dir), config=cfg, on_step=on_step)
+
+
+def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
+            student: str | os.PathLike[str] | PreTrainedModel | None = None,
+            subnet: SubNetwork | dict[str, Any] | str | None = None,
+            teacher_subnet: SubNetwork | dict[str, Any] | str | None = None, init: Init = "pretrained",
+            val_data: str | None = "auto", tokenizer: Any = None, config: TrainConfig | None = None,
+            on_step: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> dict[str, Any]:
+    """Train a student by knowledge distillation from ``teacher`` (paper §2.3, eq. 2–4).
+
+    Args:
+        teacher: a `subnas.Supernet`, a model folder / ``"default"`` / hub name, or any loaded
+            causal LM with the student's vocabulary.
+        data, out_dir, init, val_data, tokenizer, config, on_step, options: as in `pretrain`.
+        student: the student (a model folder or a loaded model), or ``None`` with ``subnet``.
+        subnet: a sub-network of the teacher to extract as the student (paper: the teacher is the
+            model the sub-network came from).
+        teacher_subnet: run the teacher with this sub-network active (default: the full model).
+
+    Returns:
+        The run summary, as `pretrain`.
+    """
+    from subnas.supernet import Supernet
+    from subnas.trainer import run_training
+
+    cfg = make_config(config, **options)
+    if (student is None) == (subnet is None):
+        raise ValueError("distill needs exactly one of student= (a model) or subnet= (a sub-network of the teacher)")
+    supernet: Supernet | None = teacher if isinstance(teacher, Supernet) else None
+    if supernet is None and (subnet is not None or teacher_subnet is not None):
+        supernet = (Supernet.from_model(teacher, tokenizer=tokenizer) if isinstance(teacher, PreTrainedModel)
+                    else Supernet.from_pretrained(teacher))
+    teacher_model: Any
+    if supernet is not None:
+        if teacher_subnet is not None:
+            supernet.set_sub_network(_subnet(teacher_subnet))
+        teacher_model, teacher_tok = supernet.model, supernet.tokenizer
+    else:
+        teacher_model, teacher_tok = _load_model(teacher, tokenizer)
+    stud, tok, described = _student(supernet if subnet is not None else student, subnet, init, out_dir, cfg,
+                                    tokenizer or teacher_tok)
+    check_same_vocabulary(teacher_model, stud, teacher_tok, tok)
+    sources = {"teacher": _name(teacher), "teacher_subnet": _subnet_dict(teacher_subnet),
+               "student": _name(student) if student is not None else None, **described, "data": data,
+               "val_data": _val_spec(data, val_data)}
+    return run_training("distill", student=stud, tokenizer=tok or teacher_tok, teacher=teacher_model,
+                        sources=sources, out_dir=Path(out_dir), config=cfg, on_step=on_step)
+
+
+def check_same_vocabulary(teacher: Any, student: Any, teacher_tokenizer: Any = None,
+                          student_tokenizer: Any = None) -> None:
+    """Raise `VocabularyMismatchError` unless both models emit logits over the same token ids."""
+    tv, sv = _vocab_size(teacher), _vocab_size(student)
+    if tv != sv:
+        raise VocabularyMismatchError(
+            f"the teacher has a vocabulary of {tv:,} tokens, the student {sv:,}; distillation compares their "
+            "logits token by token, so both must use the same tokenizer (extract the student from the teacher)")
+    if teacher_tokenizer is not None and student_tokenizer is not None and hasattr(teacher_tokenizer, "get_vocab"):
+        if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+            raise VocabularyMismatchError("teacher and student tokenizers map tokens to different ids; "
+                                          "distillation needs one shared tokenizer")
+
+
+# ---------------------------------------------------------------------------- loading the student
+def _vocab_size(model: Any) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+
+
+def _name(source: Any) -> str | None:
+    if source is None or isinstance(source, (str, os.PathLike)):
+        return None if source is None else str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _val_spec(data: str, val_data: str | None) -> str | None:
+    if val_data == "auto":
+        return "default:validation" if str(data).split(":")[0] == "default" else None
+    return val_data
+
+
+def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str]) -> SubNetwork:
+    if isinstance(subnet, SubNetwork):
+        return subnet
+    if isinstance(subnet, dict):
+        return SubNetwork.from_dict(subnet)
+    return SubNetwork.load(subnet)
+
+
+def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
+    return None if subnet is None else _subnet(subnet).to_dict()
+
+
+def _model_path(source: str | os.PathLike[str]) -> str:
+    if str(source) == "default":
+        from subnas.assets import default_model_dir
+
+        return str(default_model_dir())
+    return str(source)
+
+
+def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, Any]:
+    """A float32 causal LM and its tokenizer (``None`` if it has none) from a folder, name or object."""
+    if isinstance(source, PreTrainedModel):
+        return source, tokenizer
+    import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
+
+    path = _model_path(source)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, TypeError):
+            tokenizer = None
+    return model, tokenizer
+
+
+def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfig,
+             tokenizer: Any) -> tuple[PreTrainedModel, Any, dict[str, Any]]:
+    """The student: ``source`` itself, or its ``subnet`` extracted into ``out_dir/init``; then
+    re-initialised at random when ``init == "random"``."""
+    from subnas import distributed
+    from subnas.extract import extract
+    from subnas.supernet import Supernet
+
+    if init not in INITS:
+        raise ValueError(f"init={init!r} is not one of {INITS}")
+    described: dict[str, Any] = {"subnet": _subnet_dict(subnet), "init": init}
+    if subnet is not None:
+        sub = _subnet(subnet)
+        init_dir = Path(out_dir) / "init"
+        info = distributed.setup(cfg.device)
+        if info.is_main and not (init_dir / "config.json").is_file():
+            supernet = source if isinstance(source, Supernet) else (
+                Supernet.from_model(source, tokenizer=tokenizer) if isinstance(source, PreTrainedModel)
+                else Supernet.from_pretrained(_model_path(source)))
+            tokenizer = tokenizer or supernet.tokenizer
+            extract(supernet, sub, init_dir, overwrite=True)
+            if tokenizer is not None and not (init_dir / "tokenizer_config.json").is_file():
+                tokenizer.save_pretrained(init_dir)
+        distributed.barrier()
+        described["init_dir"] = str(init_dir)
+        source = init_dir
+    elif isinstance(source, Supernet):
+        source, tokenizer = source.model, tokenizer or source.tokenizer
+    model, tokenizer = _load_model(source, tokenizer)
+    if init == "random":
+        # Paper baseline: the same architecture from scratch. Seeded, so every rank and every
+        # resume builds the same starting point (the checkpoint then overrides it anyway).
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    return model, tokenizer, described

@@ -1,0 +1,253 @@
+"""The training loop behind `subnas.train.pretrain` and `subnas.train.distill`.
+
+One loop serves both modes and any number of processes. Per optimizer step ``s`` (1-based):
+
+1. torch's RNG is reseeded from ``(seed, s, rank)`` and the learning rate is set from ``s``
+   (linear warmup, then cosine from ``lr`` to ``min_lr``, paper Appendix C);
+2. the global batch ``BlockOrder.batch(s − 1)`` is split into this rank's shard and micro-batches;
+3. per micro-batch: teacher logits (no grad; reduced to top-k at once when asked), student
+   forward under bf16 autocast on CUDA, the chunked loss (`subnas.losses`), backward (DDP
+   synchronises on the last micro-batch only);
+4. the loss is averaged over ranks and checked: NaN/inf stops the run naming the step, before
+   the weights are touched; gradients are clipped and AdamW steps;
+5. rank 0 logs, evaluates and checkpoints on schedule.
+
+Everything that decides step ``s`` is a function of ``s`` and the checkpointed weights and
+optimizer state, which is why a resumed run is bit-for-bit the uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from subnas import distributed
+from subnas._io import atomic_directory, atomic_write_text
+from subnas.assets import DataSourceError, resolve_text_source
+from subnas.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from subnas.data import BlockOrder, load_token_blocks, shard
+from subnas.evaluate import check_sequence_length, perplexity, requires_bos, tokenize_for_eval
+from subnas.losses import distillation_loss, teacher_topk
+from subnas.train import TrainConfig
+from subnas.training_log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss (or gradient norm) became NaN or infinite; the message names the step."""
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
+    """Learning rate of the ``step``-th update (1-based): linear warmup, then cosine to ``min_lr``.
+
+    Example:
+        >>> cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=2)
+        >>> [round(lr_at(s, cfg, 5), 3) for s in range(1, 6)]
+        [0.5, 1.0, 1.0, 0.55, 0.1]
+    """
+    if step <= cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps - 1) / max(1, total - cfg.warmup_steps - 1)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _device(cfg: TrainConfig, info: distributed.DistInfo) -> torch.device:
+    if cfg.device is not None:
+        return torch.device(cfg.device)
+    return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+
+
+def _model_fingerprint(model: Any) -> str:
+    h = hashlib.sha256(type(model).__name__.encode())
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, p in model.state_dict().items():
+        h.update(f"{name}:{tuple(p.shape)};".encode())
+    return h.hexdigest()[:16]
+
+
+def _micro_batching(cfg: TrainConfig, world: int) -> tuple[int, int]:
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes")
+    per_rank = cfg.batch_size // world
+    micro = min(cfg.micro_batch_size or per_rank, per_rank)
+    if per_rank % micro:
+        raise ValueError(f"each process's share of {per_rank} sequences is not a multiple of "
+                         f"micro_batch_size {micro}")
+    return micro, per_rank // micro
+
+
+def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sources: dict[str, Any],
+                 out_dir: Path, config: TrainConfig,
+                 on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train ``student`` (in place) and write the run folder; see `subnas.train` for the layout."""
+    cfg = config
+    info = distributed.setup(cfg.device)
+    device = _device(cfg, info)
+    if tokenizer is None:
+        raise ValueError("training needs a tokenizer: the model folder has none; pass tokenizer=")
+    check_sequence_length(student, cfg.seq_len)
+    if teacher is not None:
+        check_sequence_length(teacher, cfg.seq_len)
+    student.to(device)
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    total = cfg.total_steps()
+    micro, accum = _micro_batching(cfg, info.world_size)
+
+    # Rank 0 tokenizes first (it writes the cache); the others then read the cache.
+    # A streamed corpus is read only as far as the token budget needs.
+    cap = total * cfg.batch_size * cfg.seq_len + cfg.seq_len if cfg.streaming else None
+
+    def blocks_() -> Any:
+        return load_token_blocks(sources["data"], tokenizer, seq_len=cfg.seq_len, add_bos=requires_bos(student),
+                                 streaming=cfg.streaming, max_tokens=cap)
+    blocks = blocks_() if info.is_main else None
+    distributed.barrier()
+    if blocks is None:
+        blocks = blocks_()
+    if len(blocks) < cfg.batch_size:
+        raise DataSourceError(f"the training data {sources['data']!r} holds {len(blocks)} sequence(s) of "
+                              f"{cfg.seq_len} tokens, fewer than one batch of {cfg.batch_size}; give more text or "
+                              "a smaller --batch-size / --seq-len")
+    order = BlockOrder(len(blocks), batch_size=cfg.batch_size, seed=cfg.seed)
+    val_tokens = None
+    if sources.get("val_data") and info.is_main:
+        val_tokens = tokenize_for_eval(resolve_text_source(sources["val_data"]), tokenizer, seq_len=cfg.seq_len,
+                                       num_seqs=cfg.eval_seqs, add_bos=requires_bos(student))
+
+    fingerprint = {"mode": mode, "model": _model_fingerprint(student), "init": sources.get("init"),
+                   "subnet": sources.get("subnet"),
+                   "teacher": _model_fingerprint(teacher) if teacher is not None else None,
+                   "teacher_subnet": sources.get("teacher_subnet"), "data": blocks.key, **cfg.identity()}
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  weight_decay=cfg.weight_decay)
+    start, tokens_seen, resumed_from = 0, 0, None
+    last: dict[str, Any] = {}
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model=student, optimizer=optimizer, fingerprint=fingerprint)
+        start, tokens_seen, resumed_from = state["step"], state["tokens"], str(ckpt)
+        last = {"step": start, "loss": state.get("loss")}
+        summary_path = out_dir / "summary.json"
+        if start >= total and summary_path.is_file() and (out_dir / "model" / "config.json").is_file():
+            done: dict[str, Any] = json.loads(summary_path.read_text())
+            return done  # already finished: the same call is a no-op
+    elif info.is_main:
+        atomic_write_text(out_dir / "run.json", json.dumps(
+            {"mode": mode, "sources": sources, "config": asdict(cfg), "fingerprint": fingerprint,
+             "world_size": info.world_size}, indent=2, default=str) + "\n")
+    log = TrainingLog(out_dir, enabled=info.is_main, resume_step=start if ckpt else None, tensorboard=cfg.tensorboard)
+
+    model = student
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.bf16 \
+        else contextlib.nullcontext
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    began = time.perf_counter()
+
+    def evaluate(step: int) -> dict[str, Any]:
+        if val_tokens is None:
+            return {}
+        ppl = perplexity(student, val_tokens, batch_size=micro, device=device, progress=False)  # bf16 on CUDA
+        return {"val_perplexity": ppl, "val_loss": math.log(ppl) if 0 < ppl < math.inf else ppl}
+
+    if start == 0 and val_tokens is not None:
+        row = {"step": 0, "tokens": 0, **evaluate(0)}
+        log.write(row)
+        last.update(row)
+
+    bar = tqdm(total=total, initial=start, desc=mode, unit="step", disable=not (cfg.progress and info.is_main) or None)
+    student.train()
+    try:
+        for step in range(start + 1, total + 1):
+            t0 = time.perf_counter()
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * 1009 + info.rank)  # dropout etc.: a function of the step
+            lr = lr_at(step, cfg, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            mine = shard(order.batch(step - 1), info.rank, info.world_size)
+            sums = torch.zeros(3, dtype=torch.float64)
+            for i in range(accum):
+                ids = blocks.batch(mine[i * micro:(i + 1) * micro]).to(device)
+                target = None
+                if teacher is not None:
+                    with torch.no_grad(), autocast():
+                        t_logits = teacher(ids, use_cache=False).logits
+                    target = teacher_topk(t_logits, cfg.top_k, cfg.temperature, chunk_size=cfg.loss_chunk_size) \
+                        if cfg.top_k else t_logits
+                    del t_logits  # top-k: the full teacher logits are gone before the student runs
+                sync = contextlib.nullcontext() if (not info.enabled or i == accum - 1) else model.no_sync()
+                with sync:
+                    with autocast():
+                        logits = model(ids, use_cache=False).logits
+                    parts = distillation_loss(logits, ids, target, alpha=cfg.alpha, beta=cfg.beta,
+                                              temperature=cfg.temperature, kind=cfg.kl,  # type: ignore[arg-type]
+                                              chunk_size=cfg.loss_chunk_size)
+                    (parts.loss / accum).backward()  # type: ignore[no-untyped-call]
+                sums += torch.stack([parts.loss.detach(), parts.ce.detach(), parts.kd.detach()]).double().cpu()
+            loss, ce, kd = (distributed.mean_across_ranks(sums / accum)).tolist()
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), max_norm))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm} (loss {loss:.4g})"
+                raise NonFiniteLossError(
+                    f"training stopped: {what} at step {step} of {total} ({tokens_seen:,} tokens seen); the "
+                    f"weights were not updated. Last checkpoint: {latest_checkpoint(out_dir) or 'none'}. "
+                    "Try a lower --lr, more warmup, or check the data.")
+            optimizer.step()
+            tokens_seen += tokens_per_step
+            elapsed = time.perf_counter() - t0
+            row = {"step": step, "tokens": tokens_seen, "loss": loss, "ce": ce,
+                   "kd": kd if teacher is not None else None,
+                   "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / max(elapsed, 1e-9),
+                   "elapsed_s": time.perf_counter() - began}
+            if info.is_main and (step == total or (cfg.eval_every and step % cfg.eval_every == 0)):
+                row.update(evaluate(step))
+                student.train()
+            log.write(row)
+            last = row
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if step % cfg.checkpoint_every == 0 or step == total:
+                if info.is_main:
+                    save_checkpoint(out_dir, step=step, model=student, optimizer=optimizer, keep=cfg.keep_checkpoints,
+                                    state={"tokens": tokens_seen, "loss": loss, "fingerprint": fingerprint})
+                distributed.barrier()
+            if on_step is not None:
+                on_step({**row, "model": student, "optimizer": optimizer, "rank": info.rank})
+    finally:
+        bar.close()
+        log.close()
+
+    summary = {"mode": mode, "out_dir": str(out_dir), "model_dir": str(out_dir / "model"), "steps": total,
+               "tokens": tokens_seen, "final_loss": last.get("loss"), "val_perplexity": last.get("val_perplexity"),
+               "tokens_per_s": (tokens_seen - start * tokens_per_step) / max(time.perf_counter() - began, 1e-9),
+               "resumed_from": resumed_from, "world_size": info.world_size, "log": str(out_dir / LOG_FILE),
+               "plot": None, "sources": sources}
+    if info.is_main:
+        with atomic_directory(out_dir / "model", overwrite=True) as tmp:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the model is meant to be shared
+            student.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        png = plot_training_curve(out_dir / LOG_FILE, out_dir / PLOT_FILE, title=f"{mode}: {out_dir.name}")
+        summary["plot"] = str(png) if png else None
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    distributed.barrier()
+    return summary
