@@ -4,6 +4,8 @@
 ``subnas extract``  -> `subnas.extract`
 ``subnas evaluate`` -> `subnas.evaluate.evaluate`
 ``subnas search``   -> `subnas.search`
+``subnas pretrain`` -> `subnas.train.pretrain`
+``subnas distill``  -> `subnas.train.distill`
 ``subnas plugins``  -> `subnas.plugins.plugins_report`
 ``subnas demo``     -> `subnas.demo.demo` (the README's main job)
 
@@ -87,17 +89,62 @@ def _parser() -> ArgumentParser:
     p.add_argument("--fitness-options", type=dict, default=None, help='fitness keyword options, JSON')
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = verb("demo", "The main job on the built-in default: real SmolLM2-135M, real Wikipedia text.")
-    p.add_argument("--out", type=str, default="runs/demo", help="folder for the summary and the extracted model")
+    p = verb("pretrain", "Train a model or sub-network with cross-entropy (resumes when rerun with the same --out).")
+    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
+    p.add_argument("--subnet", type=str, default=None, help="sub-network of MODEL to extract and train")
+    p.add_argument("--init", type=Literal["pretrained", "random"], default="pretrained",
+                   help="start from the model's weights, or from random init of the same architecture")
+    _training_arguments(p)
+
+    p = verb("distill", "Distill a student from a teacher: alpha*CE + beta*KL (resumes when rerun with the same --out).")
+    p.add_argument("teacher", type=str, help="teacher: " + MODEL_HELP.replace(" or a config.json", ""))
+    p.add_argument("--student", type=str, default=None, help="student model folder (or give --subnet)")
+    p.add_argument("--subnet", type=str, default=None, help="sub-network of the teacher to extract as the student")
+    p.add_argument("--init", type=Literal["pretrained", "random"], default="pretrained",
+                   help="student weights: pretrained (its own / the teacher's slice) or random init")
+    _training_arguments(p)
+
+    p = verb("demo", "The main job on the built-in default: search -> extract -> distill/pretrain -> evaluate.")
+    p.add_argument("--out", type=str, default="runs/demo", help="run folder (rerun to resume)")
     p.add_argument("--model", type=str, default="default", help=MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--data", type=str, default="default:validation", help="held-out text (see `evaluate --data`)")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence")
-    p.add_argument("--num-seqs", type=int, default=8, help="number of sequences")
+    p.add_argument("--data", type=str, default="default", help="training text; validation: its held-out split")
+    p.add_argument("--bin", type=str, default="60M-75M", help="parameter bin of the searched sub-network")
+    p.add_argument("--epochs", type=int, default=2, help="evolution epochs")
+    p.add_argument("--population", type=int, default=6, help="evolution population size")
+    p.add_argument("--train-tokens", type=int, default=16_384, help="training tokens per run (equal for all)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    p.add_argument("--batch-size", type=int, default=4, help="sequences per step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = verb("plugins", "List installed plugins and what each registers.")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def _training_arguments(p: ArgumentParser) -> None:
+    """--data/--out plus one flag per `subnas.train.TrainConfig` field (``lr`` -> ``--lr``)."""
+    import dataclasses
+    import typing
+
+    from subnas.train import TrainConfig
+
+    p.add_argument("--data", type=str, default="default", help="training text (see `evaluate --data`)")
+    p.add_argument("--val-data", type=str, default="auto", help="validation text ('auto': default:validation "
+                   "when training on default, else none)")
+    p.add_argument("--out", type=str, required=True, help="run folder: checkpoints, log, plot, final model")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=hints[f.name], default=f.default,
+                       help=f"TrainConfig.{f.name}")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _train_options(args: Any) -> dict[str, Any]:
+    import dataclasses
+
+    from subnas.train import TrainConfig
+
+    return {f.name: args[f.name] for f in dataclasses.fields(TrainConfig)}
 
 
 def _version() -> str:
@@ -168,10 +215,35 @@ def cmd_search(args: Any) -> dict[str, Any]:
     return {**result, "_text": "\n".join(lines)}
 
 
+def _train_text(result: dict[str, Any]) -> str:
+    ppl = result.get("val_perplexity")
+    return (f"trained {result['steps']} steps, {result['tokens']:,} tokens ({result['tokens_per_s']:.0f} tok/s), "
+            f"final loss {result['final_loss']:.4f}" + ("" if ppl is None else f", validation perplexity {ppl:.2f}")
+            + f"\nmodel: {result['model_dir']}")
+
+
+def cmd_pretrain(args: Any) -> dict[str, Any]:
+    from subnas.train import pretrain
+
+    result = pretrain(args.model, args.data, args.out, subnet=_load_subnet(args.subnet), init=args.init,
+                      val_data=args.val_data, **_train_options(args))
+    return {**result, "_text": _train_text(result)}
+
+
+def cmd_distill(args: Any) -> dict[str, Any]:
+    from subnas.train import distill
+
+    result = distill(args.teacher, args.data, args.out, student=args.student, subnet=_load_subnet(args.subnet),
+                     init=args.init, val_data=args.val_data, **_train_options(args))
+    return {**result, "_text": _train_text(result)}
+
+
 def cmd_demo(args: Any) -> dict[str, Any]:
     from subnas.demo import demo, format_summary
 
-    summary = demo(args.out, seq_len=args.seq_len, num_seqs=args.num_seqs, model=args.model, data=args.data)
+    summary = demo(args.out, model=args.model, data=args.data, bin=args.bin, epochs=args.epochs,
+                   population=args.population, train_tokens=args.train_tokens, seq_len=args.seq_len,
+                   batch_size=args.batch_size)
     return {**summary, "_text": format_summary(summary)}
 
 
@@ -192,13 +264,17 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "extract": cmd_extract,
     "evaluate": cmd_evaluate,
     "search": cmd_search,
+    "pretrain": cmd_pretrain,
+    "distill": cmd_distill,
     "demo": cmd_demo,
     "plugins": cmd_plugins,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    from subnas.checkpoints import CorruptCheckpointError
     from subnas.families import NotExpressible
+    from subnas.plugins import PluginError
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -209,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("subnas: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, NotExpressible) as exc:
+    except (ValueError, OSError, NotExpressible, PluginError, FloatingPointError, CorruptCheckpointError) as exc:
         # Our errors name the problem and the fix; show them without a traceback.
         print(f"subnas: error: {exc}", file=sys.stderr)
         return 2

@@ -1,81 +1,130 @@
 """The main job on the built-in default (README command 1): real SmolLM2-135M, real Wikipedia text.
 
-Until search and training land (issues 4 and 5) it shows the supernet core end to end: perplexity of
-the full model and of sub-networks evaluated in place, the extraction of one of them, and the check
-that the exported model — loaded by stock `transformers` — scores exactly what was evaluated.
+search -> extract -> train -> evaluate, for a small budget, and the paper's comparison at equal
+training tokens (Table 14 / Figure 16 in miniature):
+
+(a) the searched sub-network, initialised from the supernet, **distilled** from the full model;
+(b) the same sub-network, initialised from the supernet, trained with **cross-entropy**;
+(c) the same architecture from **random init**, trained with cross-entropy (the paper's baseline).
+
+Every stage writes into ``out_dir`` and resumes when the job is run again (the search from its
+Optuna storage, each training run from its last checkpoint).
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from subnas._io import atomic_write_text
-from subnas.subnet import SubNetwork
-
-#: Sub-networks of SmolLM2-135M (30 layers, 576 wide, 9 heads in 3 groups, MLP 1536).
-DEMO_SUBNETS: dict[str, SubNetwork] = {
-    "full model": SubNetwork(),
-    "coarse: 24 layers": SubNetwork(n_layers=24),
-    "coarse: 24 layers, MLP 1024": SubNetwork(n_layers=24, intermediate_size=1024),
-    "coarse: 20 layers, 6 heads, MLP 1024": SubNetwork(n_layers=20, num_heads=6, intermediate_size=1024),
-    "layer-wise: MLP 1536 early, 768 late": SubNetwork(n_layers=24, intermediate_size=[1536] * 12 + [768] * 12),
-    "fine: drop every 5th layer": SubNetwork(layer_indices=[i for i in range(30) if i % 5 != 4]),
-}
 
 
-def demo(out_dir: str | Path = "runs/demo", *, seq_len: int = 256, num_seqs: int = 8, batch_size: int = 4,
-         model: str = "default", data: str = "default:validation") -> dict[str, Any]:
-    """Evaluate `DEMO_SUBNETS` in place, extract the best smaller one, re-check it from disk."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def _say(message: str) -> None:
+    print(f"[subnas demo] {message}", file=sys.stderr, flush=True)
 
-    from subnas.assets import resolve_text_source
-    from subnas.evaluate import perplexity, requires_bos, tokenize_for_eval
+
+def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str = "default",
+         bin: str = "60M-75M", epochs: int = 2, population: int = 6, train_tokens: int = 16_384,
+         seq_len: int = 128, batch_size: int = 4, eval_seqs: int = 8, seed: int = 0) -> dict[str, Any]:
+    """Run the main job; returns (and writes to ``out_dir/summary.json``) the comparison table."""
+    from subnas.evaluate import evaluate
     from subnas.extract import extract
+    from subnas.search import search
+    from subnas.subnet import SubNetwork
     from subnas.supernet import Supernet
+    from subnas.train import distill, pretrain
 
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     supernet = Supernet.from_pretrained(model)
-    tokens = tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len=seq_len, num_seqs=num_seqs,
-                               add_bos=requires_bos(supernet.subnas_config))
-    rows = []
-    for name, subnet in DEMO_SUBNETS.items():
-        supernet.set_sub_network(subnet)
-        t0 = time.perf_counter()
-        ppl = perplexity(supernet.model, tokens, batch_size=batch_size)
-        rows.append({"subnet": name, "parameters": supernet.count_parameters(subnet), "perplexity": ppl,
-                     "seconds": time.perf_counter() - t0, "definition": subnet.to_dict()})
-    supernet.reset()
+    val = "default:validation" if data == "default" else data
 
-    smaller = [r for r in rows if r["subnet"] != "full model"]
-    best = min(smaller, key=lambda r: r["perplexity"])
-    subnet = DEMO_SUBNETS[best["subnet"]]
-    subnet.save(out / "best_subnet.json")
-    result = extract(supernet, subnet, out / "model", overwrite=True)
-    exported = AutoModelForCausalLM.from_pretrained(result.path, dtype=torch.float32)
-    exported_ppl = perplexity(exported, tokens, batch_size=batch_size)
-    summary = {"model": supernet.source, "tokens": tokens.numel(), "rows": rows, "best": best["subnet"],
-               "export": {"path": result.path, "format": result.format, "architecture": result.architecture,
-                          "parameters": result.num_parameters, "perplexity": exported_ppl,
-                          "matches_in_place": abs(exported_ppl - best["perplexity"]) <= 1e-3 * best["perplexity"]},
-               "seconds": time.perf_counter() - start}
+    _say(f"1/5 search: coarse-uniform space, bin {bin}, perplexity fitness, evolution for {epochs} epochs")
+    found = search(supernet, space="coarse-uniform", bins=[bin], fitness="perplexity", data=val, seq_len=seq_len,
+                   num_seqs=4, sampler="evolution", epochs=epochs, out_dir=out / "search", seed=seed,
+                   sampler_options={"population_size": population, "num_elites": max(2, population // 3)})
+    best = found["bins"][0]
+    subnet = SubNetwork.from_dict(best["best_subnet"])
+
+    _say(f"2/5 extract the best sub-network ({best['best_parameters']:,} parameters)")
+    extracted = extract(supernet, subnet, out / "subnet", overwrite=True)
+
+    options = dict(seq_len=seq_len, batch_size=batch_size, max_tokens=train_tokens, eval_seqs=eval_seqs,
+                   eval_every=max(1, train_tokens // (seq_len * batch_size) // 4), checkpoint_every=10,
+                   warmup_steps=2, seed=seed)
+    runs: dict[str, dict[str, Any]] = {}
+    _say(f"3/5 (a) distill the sub-network from the full model, {train_tokens:,} tokens")
+    runs["distilled"] = distill(supernet, data, out / "distill", student=extracted.path, val_data=val, **options)
+    _say(f"4/5 (b) train the sub-network with cross-entropy, {train_tokens:,} tokens")
+    runs["cross-entropy"] = pretrain(extracted.path, data, out / "ce", val_data=val, **options)
+    _say(f"5/5 (c) the same architecture from random init, cross-entropy, {train_tokens:,} tokens")
+    runs["random init"] = pretrain(extracted.path, data, out / "random", init="random", val_data=val, **options)
+
+    teacher = evaluate(supernet, data=val, seq_len=seq_len, num_seqs=eval_seqs, progress=False)
+    rows = []
+    for name, run in runs.items():
+        curve = _curve(Path(run["log"]))
+        rows.append({"run": name, "init": "random" if name == "random init" else "supernet",
+                     "loss": "distillation" if name == "distilled" else "cross-entropy",
+                     "tokens": run["tokens"], "start_perplexity": curve[0][1] if curve else None,
+                     "val_perplexity": run["val_perplexity"], "tokens_per_s": run["tokens_per_s"],
+                     "model_dir": run["model_dir"], "curve": curve})
+    summary = {"model": supernet.source, "bin": best["bin"], "subnet": subnet.to_dict(),
+               "parameters": extracted.num_parameters, "export_format": extracted.format,
+               "search": {"evaluations": best["evaluations"], "best_perplexity_untrained": best["best_fitness"]},
+               "teacher_perplexity": teacher["perplexity"], "runs": rows, "seconds": time.perf_counter() - start}
+    summary["plot"] = _plot(rows, out / "comparison.png")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
+def _curve(log: Path) -> list[tuple[int, float]]:
+    """(tokens, validation perplexity) points of a training log."""
+    if not log.is_file():
+        return []
+    with open(log, newline="") as f:
+        return [(int(r["tokens"]), float(r["val_perplexity"])) for r in csv.DictReader(f) if r.get("val_perplexity")]
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        if row["curve"]:
+            xs, ys = zip(*row["curve"])
+            ax.plot(xs, ys, marker="o", label=f"{row['run']} ({row['init']} init)")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation perplexity")
+    ax.set_yscale("log")
+    ax.set_title("same sub-network, equal tokens")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"SmolLM2 supernet, perplexity on {summary['tokens']:,} held-out Wikipedia tokens", "",
-             f"{'sub-network':<40}{'parameters':>14}{'perplexity':>12}{'s':>7}"]
-    for r in summary["rows"]:
-        lines.append(f"{r['subnet']:<40}{r['parameters']:>14,}{r['perplexity']:>12.2f}{r['seconds']:>7.1f}")
-    e = summary["export"]
-    lines += ["", f"best smaller sub-network: {summary['best']}",
-              f"exported to {e['path']} as {e['architecture']} ({e['format']} format, {e['parameters']:,} parameters)",
-              f"perplexity of the exported model in stock transformers: {e['perplexity']:.2f} "
-              f"({'matches' if e['matches_in_place'] else 'DOES NOT MATCH'} the in-place evaluation)",
-              f"total {summary['seconds']:.0f} s"]
+    lines = [f"searched sub-network in bin {summary['bin'][0]:,}-{summary['bin'][1]:,}: "
+             f"{summary['parameters']:,} parameters ({summary['export_format']} export), "
+             f"{json.dumps(summary['subnet'])}",
+             f"untrained perplexity {summary['search']['best_perplexity_untrained']:.4g} after "
+             f"{summary['search']['evaluations']} evaluations; teacher perplexity {summary['teacher_perplexity']:.2f}",
+             "", f"{'run':<15}{'init':<10}{'loss':<15}{'tokens':>8}{'ppl start':>12}{'ppl end':>12}{'tok/s':>8}"]
+    for r in summary["runs"]:
+        start = "" if r["start_perplexity"] is None else f"{r['start_perplexity']:.4g}"
+        lines.append(f"{r['run']:<15}{r['init']:<10}{r['loss']:<15}{r['tokens']:>8,}{start:>12}"
+                     f"{r['val_perplexity']:>12.4g}{r['tokens_per_s']:>8.0f}")
+    lines += ["", f"plot: {summary['plot']}", f"total {summary['seconds']:.0f} s"]
     return "\n".join(lines)
