@@ -82,6 +82,7 @@ class BinSearch:
     space: Any
     fitness: Any
     sampler_name: str
+    seed: int | None = None
     evaluated: dict[str, float] = field(default_factory=dict)
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -89,8 +90,10 @@ class BinSearch:
         subnet = self.space.suggest(trial)
         count = self.space.count(subnet)
         if count not in self.bin:
-            # Samplers that know nothing of bins: repair into the bin, deterministically per trial.
-            repaired = self.space.repair(subnet, self.bin, random.Random(trial.number))
+            # Samplers that know nothing of bins: repair into the bin, deterministically per (seed,
+            # trial) — seeding by the trial number alone made every seed repair alike.
+            rng = random.Random(f"subnas-repair-{self.seed}-{self.study.study_name}-{trial.number}")
+            repaired = self.space.repair(subnet, self.bin, rng)
             if repaired is None or self.space.count(repaired) not in self.bin:
                 trial.set_user_attr("infeasible", True)
                 trial.set_user_attr("parameters", count)
@@ -189,7 +192,7 @@ def search(
         study.set_user_attr("bin", [b.lo, b.hi])
         study.set_user_attr("space", space)
         fail_dead_trials(study)
-        runs.append(BinSearch(b, study, search_space, score, sampler))
+        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed))
 
     for i, run in enumerate(runs):
         _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
