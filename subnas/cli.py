@@ -6,6 +6,7 @@
 ``subnas search``   -> `subnas.search`
 ``subnas pretrain`` -> `subnas.train.pretrain`
 ``subnas distill``  -> `subnas.train.distill`
+``subnas benchmark`` -> `subnas.benchmark.benchmark_samplers`
 ``subnas plugins``  -> `subnas.plugins.plugins_report`
 ``subnas demo``     -> `subnas.demo.demo` (the README's main job)
 
@@ -103,6 +104,23 @@ def _parser() -> ArgumentParser:
     p.add_argument("--init", type=Literal["pretrained", "random"], default="pretrained",
                    help="student weights: pretrained (its own / the teacher's slice) or random init")
     _training_arguments(p)
+
+    p = verb("benchmark", "Compare samplers on one space, bins and fitness with seeds and an equal budget.")
+    p.add_argument("--model", type=str, default=None,
+                   help="model (default: the one recorded in a replay/surrogate table)")
+    p.add_argument("--space", type=str, default="coarse-uniform", help="search space")
+    p.add_argument("--bins", type=str, nargs="+", default=["60M-80M"], help="parameter bins")
+    p.add_argument("--fitness", type=str, default="replay", help="replay, surrogate, perplexity, importance, ...")
+    p.add_argument("--table", type=str, default=None,
+                   help="recorded table for replay/surrogate (default: the shipped SmolLM2 coarse table)")
+    p.add_argument("--samplers", type=str, nargs="+", default=["evolution", "random", "tpe"],
+                   help="samplers to compare (random search is always included)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per sampler")
+    p.add_argument("--evaluations", type=int, default=None, help="budget: trials per (sampler, seed, bin)")
+    p.add_argument("--seconds", type=float, default=None, help="budget: wall seconds per (sampler, seed, bin)")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel")
+    p.add_argument("--out", type=str, default="runs/benchmark", help="folder for logs, plots and the table")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = verb("demo", "The main job on the built-in default: search -> extract -> distill/pretrain -> evaluate.")
     p.add_argument("--out", type=str, default="runs/demo", help="run folder (rerun to resume)")
@@ -238,6 +256,23 @@ def cmd_distill(args: Any) -> dict[str, Any]:
     return {**result, "_text": _train_text(result)}
 
 
+def cmd_benchmark(args: Any) -> dict[str, Any]:
+    from subnas._benchmark_report import markdown_table
+    from subnas.benchmark import benchmark_samplers
+
+    options: dict[str, Any] = {}
+    if args.fitness in ("replay", "surrogate"):
+        options["table"] = args.table or str(Path(__file__).resolve().parents[1] / "benchmarks" / "tables"
+                                             / "smollm2_coarse.json")
+    if args.evaluations is None and args.seconds is None:
+        raise ValueError("give a budget: --evaluations N or --seconds S")
+    result = benchmark_samplers(args.model, space=args.space, bins=args.bins, fitness=args.fitness,
+                                samplers=tuple(args.samplers), seeds=tuple(args.seeds),
+                                budget_evals=args.evaluations, budget_seconds=args.seconds, out_dir=args.out,
+                                fitness_options=options, workers=args.workers)
+    return {**result, "_text": markdown_table(result["table"]) + f"\nfiles in {args.out}"}
+
+
 def cmd_demo(args: Any) -> dict[str, Any]:
     from subnas.demo import demo, format_summary
 
@@ -266,6 +301,7 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "search": cmd_search,
     "pretrain": cmd_pretrain,
     "distill": cmd_distill,
+    "benchmark": cmd_benchmark,
     "demo": cmd_demo,
     "plugins": cmd_plugins,
 }

@@ -54,10 +54,26 @@ SEED = "subnas:evolution_seed"
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+_KEYS: dict[tuple[int, SubNetwork], tuple[Any, str]] = {}
+
+
 def subnet_key(space: Any, subnet: SubNetwork) -> str:
-    """Canonical identity of a sub-network: equal keys <=> the same selected units."""
+    """Canonical identity of a sub-network: equal keys <=> the same selected units.
+
+    The hash of the resolved selection (every index explicit), so a coarse and a fine-grained
+    description of the same units share a key. Memoised per model config: the sampler and the
+    driver ask for the key of the same candidate several times per trial.
+    """
+    memo = (id(space.config), subnet)
+    hit = _KEYS.get(memo)
+    if hit is not None and hit[0] is space.config:  # the entry holds its config: ids are never reused
+        return hit[1]
     resolved = subnet.resolve(space.config)
-    return hashlib.sha1(resolved.to_subnetwork().to_json().encode()).hexdigest()
+    key = hashlib.sha1(resolved.to_subnetwork().to_json().encode()).hexdigest()
+    if len(_KEYS) > 8192:
+        _KEYS.clear()
+    _KEYS[memo] = (space.config, key)
+    return key
 
 
 @dataclass(frozen=True)

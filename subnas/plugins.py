@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from subnas.interfaces import Extractor, Fitness, SearchSpace
 
 BUILTIN_PLUGINS = ("subnas_plugins.spaces", "subnas_plugins.samplers", "subnas_plugins.evolution",
-                   "subnas_plugins.fitness", "subnas_plugins.extractors")
+                   "subnas_plugins.fitness", "subnas_plugins.extractors", "subnas_plugins.benchmark_fitness")
 KINDS = {"search_spaces": "search space", "samplers": "sampler", "fitness": "fitness function",
          "extractors": "extractor", "model_families": "model family"}
 
