@@ -8,22 +8,11 @@ candidate with a few index sums.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Fitness
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
-
-
-def _tokens(supernet: Any, data: str, seq_len: int, num_seqs: int) -> Any:
-    from subnas.assets import resolve_text_source
-    from subnas.evaluate import check_sequence_length, requires_bos, tokenize_for_eval
-
-    if supernet.tokenizer is None:
-        raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; a data-driven fitness needs one")
-    check_sequence_length(supernet.model, seq_len)
-    return tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
-                             add_bos=requires_bos(supernet.subnas_config))
 
 
 class PerplexityFitness(Fitness):
@@ -31,7 +20,8 @@ class PerplexityFitness(Fitness):
 
     Args:
         supernet: the `subnas.Supernet` whose sub-networks are scored.
-        data: held-out text, a ``--data`` value (default: the offline Wikipedia validation split).
+        data: held-out text, a ``--data`` value (default: the offline Wikipedia *search* split, so
+            the validation split that reports the winner stays unseen; DESIGN.md §12).
         seq_len: tokens per sequence (paper: 512).
         num_seqs: sequences (paper: 1000; the offline validation split holds ~89 x 512).
         batch_size: sequences per forward pass.
@@ -40,16 +30,29 @@ class PerplexityFitness(Fitness):
 
     direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
 
-    def __init__(self, supernet: Any, *, data: str = "default:validation", seq_len: int = 256, num_seqs: int = 16,
+    def __init__(self, supernet: Any, *, data: str = "default:search", seq_len: int = 256, num_seqs: int = 16,
                  batch_size: int = 4, progress: bool = False) -> None:
-        self.supernet, self.batch_size, self.progress = supernet, batch_size, progress
-        self.tokens = _tokens(supernet, data, seq_len, num_seqs)
+        from subnas.evaluate import supernet_tokens
+
+        self.supernet, self.batch_size, self.progress, self.data = supernet, batch_size, progress, data
+        self.tokens = supernet_tokens(supernet, data, seq_len, num_seqs)
 
     def __call__(self, subnet: SubNetwork | ResolvedSubNetwork) -> float:
-        from subnas.evaluate import perplexity
+        value = float("nan")
+        for _, value in self.steps(subnet):
+            pass
+        return value
+
+    def steps(self, subnet: SubNetwork | ResolvedSubNetwork) -> Iterator[tuple[int, float]]:
+        """Running perplexity after every batch: ``(tokens scored, perplexity so far)``."""
+        import math
+
+        from subnas.evaluate import running_nll
 
         with self.supernet.sub_network(subnet):
-            return perplexity(self.supernet.model, self.tokens, batch_size=self.batch_size, progress=self.progress)
+            for scored, nll in running_nll(self.supernet.model, self.tokens, batch_size=self.batch_size,
+                                           progress=self.progress):
+                yield scored, (math.exp(nll) if nll < 700 else math.inf)
 
 
 class ImportanceFitness(Fitness):
@@ -58,18 +61,20 @@ class ImportanceFitness(Fitness):
     Args:
         supernet: the `subnas.Supernet` whose sub-networks are scored.
         method: ``"activation"`` (one calibration pass over ``data``) or ``"magnitude"`` (weights only).
-        data: calibration text for ``"activation"`` (default: the offline Wikipedia *train* split,
-            so the held-out split stays unseen).
+        data: calibration text for ``"activation"`` (default: the offline Wikipedia *calibration*
+            split, the one the importance order is computed on; validation stays unseen).
         seq_len, num_seqs, batch_size: size of the calibration pass.
     """
 
     direction: ClassVar[Literal["minimize", "maximize"]] = "maximize"
 
-    def __init__(self, supernet: Any, *, method: str = "activation", data: str = "default:train", seq_len: int = 256,
-                 num_seqs: int = 16, batch_size: int = 4) -> None:
+    def __init__(self, supernet: Any, *, method: str = "activation", data: str = "default:calibration",
+                 seq_len: int = 256, num_seqs: int = 16, batch_size: int = 4) -> None:
+        from subnas.evaluate import supernet_tokens
         from subnas.importance import ImportanceScorer, cached_scores
 
-        tokens = _tokens(supernet, data, seq_len, num_seqs) if method == "activation" else None
+        self.data = data if method == "activation" else "weights"
+        tokens = supernet_tokens(supernet, data, seq_len, num_seqs) if method == "activation" else None
         previous = supernet.active
         try:
             scores = cached_scores(supernet.model, method, tokens=tokens, source=str(supernet.source),

@@ -17,6 +17,7 @@ import numpy as np
 
 from subnas.choices import ModelShape, SearchSpaceError
 from subnas.config import SubnasConfig
+from subnas.ordering import UnitOrder
 from subnas.subnet import INDEX_FIELDS, SubNetwork
 
 
@@ -70,8 +71,14 @@ def _raw(value: Any, j: int) -> tuple[int, ...] | None:
 class ArchCodec:
     """`Arch` <-> `SubNetwork` for one model and one kind of space."""
 
-    def __init__(self, config: SubnasConfig, shape: ModelShape, *, fine: bool, layerwise: bool, name: str) -> None:
+    def __init__(self, config: SubnasConfig, shape: ModelShape, *, fine: bool, layerwise: bool, name: str,
+                 order: UnitOrder | None = None) -> None:
         self.config, self.shape, self.fine, self.layerwise, self.name = config, shape, fine, layerwise, name
+        # Coarse spaces in importance order: "the first n" of every component is "the n most
+        # important" (`UnitOrder`), and a coarse Arch lists its layers by importance rank, so that
+        # dropping the last layer drops the least important one. None: the natural (paper) order.
+        self.order = None if order is None or order.is_natural else order
+        self._rank = {layer: r for r, layer in enumerate(order.layers)} if self.order is not None else {}
         # id(subnet) -> Arch for every emitted SubNetwork still alive, so operators on it skip parsing.
         # The Arch shares the SubNetwork's index tuples; the entry goes when the SubNetwork does.
         self._emitted: dict[int, Arch] = {}
@@ -121,6 +128,15 @@ class ArchCodec:
         def per(f: Callable[[Layer], Any]) -> Any:  # layer-wise: one value per kept layer
             return tuple(f(x) for x in arch.layers) if self.layerwise else f(arch.layers[0])
 
+        if self.order is not None and not self.fine:
+            subnet = self.order.subnetwork(
+                n_layers=len(arch.layers), n_embd=arch.embd, num_heads=[x.heads for x in arch.layers],
+                query_groups=[x.groups for x in arch.layers], head_size=[x.head_size for x in arch.layers],
+                intermediate_size=[x.inter for x in arch.layers])
+            self._emitted[id(subnet)] = arch
+            weakref.finalize(subnet, self._emitted.pop, id(subnet), None)
+            return subnet
+
         kw: dict[str, Any] = dict(n_layers=len(arch.layers), n_embd=arch.embd, num_heads=per(lambda x: x.heads),
                                   query_groups=per(lambda x: x.groups), head_size=per(lambda x: x.head_size),
                                   intermediate_size=per(lambda x: x.inter))
@@ -146,11 +162,14 @@ class ArchCodec:
         resolved = subnet.resolve(self.config)
         sel, s = resolved.layers, self.shape
         if not self.fine:
+            if self.order is not None:  # layers by importance rank (see __init__)
+                sel = tuple(sorted(sel, key=lambda x: self._rank[x.layer]))
             layers = tuple(Layer(x.num_heads, x.query_groups, x.head_size, x.intermediate_size) for x in sel)
             arch = Arch(len(resolved.embd), layers, tuple(range(len(sel))))
-            if (any(getattr(subnet, f) is not None for f in INDEX_FIELDS)
+            if ((self.order is not None or any(getattr(subnet, f) is not None for f in INDEX_FIELDS))
                     and self.emit(arch, random.Random(0)).resolve(self.config) != resolved):
-                raise SearchSpaceError(f"not a member of {self.name}: it keeps units other than the first n")
+                which = "most important" if self.order is not None else "first"
+                raise SearchSpaceError(f"not a member of {self.name}: it keeps units other than the {which} n")
         else:
             layers = []
             for j, x in enumerate(sel):  # index order as written, so "drop the last" means the same

@@ -59,8 +59,13 @@ GENSIM_PACKAGE = "gensim"
 GENSIM_INSTALL = "pip install --no-deps gensim"
 WIKI_DUMP = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Bump when the cleaning or the split changes: the cached JSON carries this number.
-CORPUS_VERSION = 2
-VALIDATION_BUCKETS = 10  # 1 in 10 articles (by title hash) is validation
+CORPUS_VERSION = 3
+# Articles go to splits by title hash modulo 10, so a split never depends on order or on other
+# articles: validation (reported numbers), search (search fitness) and calibration (importance
+# order) never share an article, so nothing is selected and reported on the same tokens (DESIGN.md
+# §12); train (training) is the rest.
+SPLIT_BUCKETS = {0: "validation", 1: "search", 2: "calibration"}
+BUCKETS = 10
 
 TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 DEFAULT_COLUMN = "text"
@@ -200,14 +205,20 @@ def _is_complete_checkpoint(folder: Path) -> bool:
 # ---------------------------------------------------------------------------- default corpus
 @dataclass(frozen=True)
 class Corpus:
-    """Article texts split by article; ``corpus["train"]`` and ``corpus["validation"]`` work too."""
+    """Article texts split by article; ``corpus["train"]`` etc. work too.
+
+    Splits: ``train`` (training), ``validation`` (every reported number), ``search`` (the search
+    fitness) and ``calibration`` (importance scores and the importance order); no two share an
+    article.
+    """
 
     train: list[str]
     validation: list[str]
-    train_titles: list[str]
-    validation_titles: list[str]
+    search: list[str]
+    calibration: list[str]
+    titles: dict[str, list[str]]
 
-    SPLITS = ("train", "validation")
+    SPLITS = ("train", "validation", "search", "calibration")
 
     def __getitem__(self, split: str) -> list[str]:
         if split not in self.SPLITS:
@@ -220,8 +231,8 @@ def default_corpus() -> Corpus:
     """The offline default corpus: the Wikipedia excerpt from the ``gensim`` wheel, markup stripped.
 
     Redirects, non-article pages and stubs (< `MIN_ARTICLE_CHARS` characters after cleaning) are
-    skipped. An article goes to validation when the SHA-256 of its title is 0 modulo
-    `VALIDATION_BUCKETS`, so the split never depends on order or on other articles. The result is
+    skipped. An article's split follows the SHA-256 of its title modulo `BUCKETS` (`SPLIT_BUCKETS`),
+    so the split never depends on order or on other articles. The result is
     cached as JSON under `cache_root()` (parsing takes a few seconds; a cached load, well under 1 s).
 
     Raises:
@@ -238,7 +249,7 @@ def default_corpus() -> Corpus:
             return corpus
         articles = read_wiki_articles(dump)
         data: dict[str, Any] = {"version": CORPUS_VERSION, "source": f"gensim/{WIKI_DUMP}",
-                                 "train": [], "validation": []}
+                                 **{split: [] for split in Corpus.SPLITS}}
         for title, text in articles:
             data[_split_of(title)].append({"title": title, "text": text})
         atomic_write_text(target, json.dumps(data, ensure_ascii=False))
@@ -252,16 +263,15 @@ def _load_corpus(path: Path) -> Corpus | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["version"] != CORPUS_VERSION:
             return None
-        return Corpus(train=[a["text"] for a in data["train"]], validation=[a["text"] for a in data["validation"]],
-                      train_titles=[a["title"] for a in data["train"]],
-                      validation_titles=[a["title"] for a in data["validation"]])
+        return Corpus(**{split: [a["text"] for a in data[split]] for split in Corpus.SPLITS},
+                      titles={split: [a["title"] for a in data[split]] for split in Corpus.SPLITS})
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing or unreadable: rebuild
 
 
 def _split_of(title: str) -> str:
     digest = int.from_bytes(hashlib.sha256(title.encode("utf-8")).digest()[:8], "big")
-    return "validation" if digest % VALIDATION_BUCKETS == 0 else "train"
+    return SPLIT_BUCKETS.get(digest % BUCKETS, "train")
 
 
 def corpus_statistics(corpus: Corpus, tokenizer: Any | None = None) -> dict[str, dict[str, int]]:

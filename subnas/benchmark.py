@@ -95,7 +95,7 @@ def _model_name(model: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- the benchmark
-class _Probe:
+class _Probe(Fitness):
     """Wraps the fitness to see what one evaluation did: replay lookups and simulated seconds."""
 
     def __init__(self, inner: Fitness) -> None:

@@ -33,6 +33,10 @@ class InfeasibleBinError(ValueError):
     """No member of the search space has a parameter count inside the bin."""
 
 
+class BinExhaustedError(InfeasibleBinError):
+    """Every member of the bin that the space's operators reach has been evaluated: nothing new to try."""
+
+
 def parse_count(text: str) -> int:
     """``"135M"`` -> 135000000; accepts K, M, B (or G), T suffixes, commas, underscores and ``e``."""
     m = re.fullmatch(_COUNT, text, flags=re.IGNORECASE)

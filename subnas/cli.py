@@ -64,16 +64,30 @@ def _parser() -> ArgumentParser:
     p.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = verb("search", "Search the best sub-network in each parameter bin (one Optuna study per bin).")
+    p = verb("search", "Search the best sub-network in each parameter bin (one Optuna study per bin). "
+                       "Cost: one fitness evaluation per trial; on SmolLM2-135M with the defaults "
+                       "(8 x 256 tokens) ~2-4 s each on 2 CPU cores, so --trials 40 takes ~2-3 min per bin, "
+                       "plus a one-time ~15 s calibration pass for the importance order.")
     p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
     p.add_argument("--space", type=str, default="coarse-uniform",
                    help="coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space")
-    p.add_argument("--bins", type=str, nargs="+", default=["30M-40M"],
+    p.add_argument("--bins", type=str, nargs="+", default=["85M-100M"],
                    help="parameter bins, e.g. 30M-40M 60M-70M or 135M±5%% (one study each)")
-    p.add_argument("--fitness", type=str, default="perplexity", help="perplexity, importance or a plugin's")
-    p.add_argument("--data", type=str, default="default:validation", help="held-out text for perplexity")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (perplexity)")
-    p.add_argument("--num-seqs", type=int, default=8, help="sequences (perplexity)")
+    p.add_argument("--fitness", type=str, default="perplexity",
+                   help="perplexity (a forward pass per candidate), importance (microseconds per candidate "
+                        "after one calibration pass; ranks worse, see docs/benchmarks/search.md) or a plugin's")
+    p.add_argument("--data", type=str, default="default:search",
+                   help="text the fitness scores on (default: the corpus's search split, never the validation split)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (perplexity); cost grows linearly")
+    p.add_argument("--num-seqs", type=int, default=8, help="sequences (perplexity); cost grows linearly")
+    p.add_argument("--order", type=Literal["importance", "natural"], default="importance",
+                   help="which units 'the first n' keeps: the n most important (one calibration pass, cached) "
+                        "or the paper's natural first n (for reproducing it; far worse on real models)")
+    p.add_argument("--calibration", type=str, default="default:calibration",
+                   help="text for the importance order's calibration pass (default: the corpus's calibration "
+                        "split), or 'weights' for a data-free weight-magnitude order")
+    p.add_argument("--pruner", type=Literal["none", "median", "successive-halving", "hyperband"], default="none",
+                   help="multi-fidelity: stop hopeless candidates after a fraction of their tokens (Optuna pruners)")
     p.add_argument("--sampler", type=str, default="evolution", help="evolution, random, tpe, nsga2 or a plugin's")
     p.add_argument("--storage", type=str, default=None,
                    help="Optuna storage URL (sqlite:///x.db, postgresql://...) or journal file; default OUT/search.journal")
@@ -220,7 +234,8 @@ def cmd_search(args: Any) -> dict[str, Any]:
     from subnas.search import search
 
     result = search(args.model, space=args.space, bins=args.bins, fitness=args.fitness, data=args.data,
-                    seq_len=args.seq_len, num_seqs=args.num_seqs, sampler=args.sampler, storage=args.storage,
+                    seq_len=args.seq_len, num_seqs=args.num_seqs, order=args.order, calibration=args.calibration,
+                    pruner=args.pruner, sampler=args.sampler, storage=args.storage,
                     study_name=args.study_name, epochs=args.epochs, trials=args.trials, out_dir=args.out,
                     seed=args.seed, workers=args.workers, space_choices=args.space_choices,
                     sampler_options=args.sampler_options, fitness_options=args.fitness_options)

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import logging
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -196,6 +196,25 @@ def mean_token_nll(
         device: where batches go; default: the device of the model's first parameter.
         progress: show a progress bar (only on a terminal).
     """
+    nll = math.nan
+    for _, nll in running_nll(model, tokens, batch_size=batch_size, device=device, progress=progress):
+        pass
+    return nll
+
+
+def running_nll(
+    model: Callable[..., Any],
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[int, float]]:
+    """`mean_token_nll` batch by batch: yields ``(tokens scored so far, mean NLL so far)``.
+
+    What multi-fidelity search reports to Optuna's pruners after every batch, so a hopeless
+    candidate stops after a fraction of its tokens; the last value equals `mean_token_nll`.
+    """
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [num_seqs, seq_len >= 2], got shape {tuple(tokens.shape)}")
     check_sequence_length(model, tokens.shape[1])
@@ -207,19 +226,20 @@ def mean_token_nll(
     if was_training:
         model.eval()  # type: ignore[attr-defined]
     total = torch.zeros((), dtype=torch.float64, device=dev)
+    scored = 0
     try:
-        with torch.no_grad(), autocast:
-            batches = tokens.split(batch_size)
-            for batch in tqdm(batches, desc="perplexity", unit="batch", leave=False,
-                              disable=None if progress else True):
+        batches = tokens.split(batch_size)
+        for batch in tqdm(batches, desc="perplexity", unit="batch", leave=False, disable=None if progress else True):
+            with torch.no_grad(), autocast:
                 ids = batch.to(dev, non_blocking=True)
                 out = model(ids, **kwargs)
                 logits = out if isinstance(out, torch.Tensor) else out.logits
                 total += _nll_sum(logits, ids)
+            scored += batch.shape[0] * (batch.shape[1] - 1)
+            yield scored, float(total.item()) / scored
     finally:
         if was_training:
             model.train()  # type: ignore[attr-defined]
-    return float(total.item()) / (tokens.shape[0] * (tokens.shape[1] - 1))
 
 
 def _nll_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -306,3 +326,18 @@ def evaluate(
     return {"perplexity": ppl, "nll": nll, "tokens": int(tokens.numel()), "parameters": parameters,
             "seq_len": seq_len, "num_seqs": num_seqs, "data": str(data),
             "subnet": None if subnet is None else subnet.to_dict()}
+
+
+def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int) -> torch.Tensor:
+    """``[num_seqs, seq_len]`` evaluation tokens of ``data`` for ``supernet`` (tokenized once, cached).
+
+    What every data-driven fitness and the importance order read; raises a clear error when the
+    model has no tokenizer or ``seq_len`` exceeds its context.
+    """
+    from subnas.assets import resolve_text_source
+
+    if supernet.tokenizer is None:
+        raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; a data-driven fitness needs one")
+    check_sequence_length(supernet.model, seq_len)
+    return tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
+                             add_bos=requires_bos(supernet.subnas_config))

@@ -46,7 +46,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from subnas.bins import InfeasibleBinError, ParameterBin
+from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin
 from subnas.subnet import SubNetwork
 
 GEN, SLOT, ROLE, SUBNET, KEY = ("subnas:generation", "subnas:slot", "subnas:role", "subnas:subnet", "subnas:key")
@@ -100,12 +100,15 @@ class BinEvolutionSampler(BaseSampler):
         inner_sampler: answers parameters the space does not own (default: RandomSampler(seed)).
         seed: makes the search deterministic with one worker; stored in the study so that all
             workers of a study plan alike.
+        seed_one_shot: start the initial population from the space's one-shot prunes of the bin
+            (`SearchSpace.one_shot`); False gives the paper's purely random initial population.
     """
 
     def __init__(self, space: Any, bin: tuple[int, int] | ParameterBin, *, population_size: int = 20,
                  num_elites: int = 5, num_offspring: int | None = None, num_random: int = 5,
                  mutation_prob: float = 0.2, crossover_prob: float = 0.2, epochs: int | None = None,
-                 max_tries: int = 100, inner_sampler: BaseSampler | None = None, seed: int | None = None) -> None:
+                 max_tries: int = 100, inner_sampler: BaseSampler | None = None, seed: int | None = None,
+                 seed_one_shot: bool = True) -> None:
         if not 1 <= num_elites <= population_size:
             raise ValueError(f"need 1 <= num_elites ({num_elites}) <= population_size ({population_size})")
         for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
@@ -120,7 +123,7 @@ class BinEvolutionSampler(BaseSampler):
         self.population_size, self.num_elites = population_size, num_elites
         self.num_offspring = population_size if num_offspring is None else num_offspring
         self.num_random, self.mutation_prob, self.crossover_prob = num_random, mutation_prob, crossover_prob
-        self.epochs, self.max_tries = epochs, max_tries
+        self.epochs, self.max_tries, self.seed_one_shot = epochs, max_tries, seed_one_shot
         self._seed = random.Random().randrange(2**31) if seed is None else seed
         self._inner = inner_sampler or RandomSampler(seed=seed)
         self._genomes: dict[int, SubNetwork] = {}  # trial id -> candidate, for this process's own trials
@@ -147,8 +150,7 @@ class BinEvolutionSampler(BaseSampler):
                            (KEY, subnet_key(self.space, entry.subnet))):
             storage.set_trial_system_attr(tid, key, value)
         self._genomes[tid] = entry.subnet
-        encode = getattr(self.space, "encode", None)
-        self._params[tid] = encode(entry.subnet) if encode is not None else {}
+        self._params[tid] = self.space.encode(entry.subnet)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -248,7 +250,14 @@ class BinEvolutionSampler(BaseSampler):
                     return
 
         if g == 0:
-            for _ in range(self.population_size):
+            # Seeded evolution: the initial population starts from the bin's one-shot prunes (the
+            # depth × width grid in the space's order), so the search never ends below the simple
+            # baseline; all of them, even beyond N (P(0) keeps the best N). Random members of the
+            # bin fill the rest (Algorithm 1's initial sample).
+            seeds = self.space.one_shot(self.bin) if self.seed_one_shot else []
+            for subnet in seeds:
+                add("one-shot", lambda subnet=subnet: subnet)
+            for _ in range(self.population_size - len(plan)):
                 add("init", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
         else:
             elites = [SubNetwork.from_dict(t.system_attrs[SUBNET]) for t in parents[: self.num_elites]]
@@ -281,6 +290,14 @@ class BinEvolutionSampler(BaseSampler):
         g = max(gens, default=0)
         while True:
             plan = self._plan(study, gens, seed, g)
+            if not plan:
+                # Not even a random member of the bin is new: the bin is used up. Planning the next
+                # epoch would find nothing either (and recursing through empty epochs used to end
+                # in RecursionError), so say so.
+                raise BinExhaustedError(
+                    f"bin {self.bin}: every member the search reaches has been evaluated "
+                    f"({len([t for t in trials if t.state in _DONE])} trials); the study is complete — "
+                    f"widen the bin or the space's choices to search further")
             taken = {t.system_attrs.get(SLOT) for t in gens.get(g, []) if t.state != TrialState.FAIL}
             free = [i for i in range(len(plan)) if i not in taken]
             if free:

@@ -8,12 +8,13 @@ One calibration pass of the full model records, per unit,
 * head dimension: mean |attention output| of that dimension over all heads;
 * block: 1 − mean cosine similarity between a block's input and output;
 
-or, without data, weight magnitudes (L2 norms of the weights each unit owns). Scores are
-softmax-normalised per component (within each layer for per-layer components) after
-standardisation, because raw activation scales differ by orders of magnitude and a bare softmax
-would put all mass on one unit. A sub-network's score is the mean over components of the
-importance mass it keeps: 1.0 for the full model, higher is better. Scoring a candidate is a few
-index sums over precomputed arrays — microseconds — and never touches the model.
+or, without data, weight magnitudes (L2 norms of the weights each unit owns). Scores become unit
+weights per component (within each layer for per-layer components) by ``log1p(score / median)``,
+which keeps their order but not the outliers' dominance; a sub-network's score is the
+importance-weighted share of parameters it keeps (`ImportanceScorer`): 1.0 for the full model,
+higher is better. Scoring a candidate is a few index sums over precomputed arrays — microseconds —
+and never touches the model. The same scores order the units of the search spaces
+(`subnas.ordering.UnitOrder`).
 """
 
 from __future__ import annotations
@@ -116,16 +117,29 @@ def magnitude_scores(model: Any) -> ImportanceScores:
 
 
 def _normalise(scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax of standardised scores, and its prefix sums (for O(1) coarse lookups)."""
-    s = scores.double()
-    std = s.std() if s.numel() > 1 else torch.tensor(1.0, dtype=torch.float64)
-    z = (s - s.mean()) / (std if std > 0 else 1.0)
-    values = torch.softmax(z, dim=0).numpy()
+    """Unit weights summing to 1, and their prefix sums (for O(1) coarse lookups).
+
+    ``log1p(score / median)``: monotone in the score, so the order is kept, but compressive, so
+    the handful of outlier units that real LLMs have (massive-activation channels, layer 0's
+    block influence) cannot take all the mass — a softmax of standardised scores did, and every
+    candidate of a bin then scored ~1.0 (no ranking at all).
+    """
+    s = scores.double().clamp(min=0)
+    median = float(s.median()) if s.numel() else 0.0
+    w = torch.log1p(s / median) if median > 0 else torch.ones_like(s)
+    total = float(w.sum())
+    values = (w / total if total > 0 else torch.full_like(w, 1.0 / max(1, w.numel()))).numpy()
     return values, np.concatenate([[0.0], np.cumsum(values)])
 
 
 class ImportanceScorer:
     """Scores sub-networks from precomputed `ImportanceScores` in microseconds.
+
+    A sub-network's score is the importance-weighted fraction of the model's parameters it keeps:
+    the embedding counts with its share of the parameters times the channel weight it keeps; each
+    layer counts with its block weight (block influence) times its parameters, of which attention
+    keeps (head weight kept × head-dim weight kept) and the MLP keeps its neuron weight. 1.0 for
+    the full model, higher is better, and candidates of one bin spread out (see `_normalise`).
 
     Example:
         >>> import torch
@@ -144,16 +158,25 @@ class ImportanceScorer:
         self.heads = [_normalise(t) for t in scores.heads]
         self.head_dims = [_normalise(t) for t in scores.head_dims]
         self.neurons = [_normalise(t) for t in scores.neurons]
+        E, matrices = config.hidden_size, 3 if config.mlp_type == "gated" else 2
+        self.attn_params = [2 * E * config.head_dim[i] * (config.num_attention_heads[i] + config.num_key_value_heads[i])
+                            for i in range(config.num_hidden_layers)]
+        self.mlp_params = [matrices * E * d for d in config.intermediate_size]
+        layers = sum(self.attn_params) + sum(self.mlp_params)
+        embedding = config.vocab_size * E * (1 if config.tie_word_embeddings else 2)
+        self.embd_share, self.layer_share = embedding / (embedding + layers), layers / (embedding + layers)
 
     def __call__(self, subnet: SubNetwork | ResolvedSubNetwork) -> float:
         r = subnet.resolve(self.config) if isinstance(subnet, SubNetwork) else subnet
-        L = self.config.num_hidden_layers
-        embd = _mass(self.embd, r.embd)
-        blocks = _mass(self.blocks, tuple(s.layer for s in r.layers))
-        heads = sum(_mass(self.heads[s.layer], s.heads) for s in r.layers) / L
-        dims = sum(_mass(self.head_dims[s.layer], s.head_dims, ascending=False) for s in r.layers) / L
-        neurons = sum(_mass(self.neurons[s.layer], s.neurons) for s in r.layers) / L
-        return round((embd + blocks + heads + dims + neurons) / 5.0, 12)
+        block_weights = self.blocks[0]
+        layers = 0.0
+        for s in r.layers:
+            i = s.layer
+            attn = _mass(self.heads[i], s.heads) * _mass(self.head_dims[i], s.head_dims, ascending=False)
+            mlp = _mass(self.neurons[i], s.neurons)
+            layers += block_weights[i] * (self.attn_params[i] * attn + self.mlp_params[i] * mlp) / (
+                self.attn_params[i] + self.mlp_params[i])
+        return round(self.embd_share * _mass(self.embd, r.embd) + self.layer_share * layers, 12)
 
 
 def _mass(weights: tuple[np.ndarray, np.ndarray], idx: tuple[int, ...], *, ascending: bool = True) -> float:

@@ -12,7 +12,7 @@ import os
 import random
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal
 
 from subnas.config import SubnasConfig
 from subnas.subnet import SubNetwork
@@ -61,7 +61,19 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def suggest(self, trial: optuna.Trial) -> SubNetwork:
-        """The member an Optuna trial picks, define-by-run, so any Optuna sampler can search it."""
+        """The member an Optuna trial picks, define-by-run, so any Optuna sampler can search it.
+
+        Contract with samplers that breed whole sub-networks (`BinEvolutionSampler`): when
+        ``self.bred(trial)`` is not None, return it (after suggesting the params as usual, which
+        that sampler answers from `encode`). The search driver checks this.
+        """
+
+    @staticmethod
+    def bred(trial: Any) -> SubNetwork | None:
+        """The sub-network the study's sampler chose for ``trial`` as a whole, if it did so."""
+        # FixedTrial and other BaseTrial implementations have no study.
+        genome_for = getattr(getattr(getattr(trial, "study", None), "sampler", None), "genome_for", None)
+        return genome_for(trial) if genome_for is not None else None
 
     @abstractmethod
     def size(self) -> int:
@@ -84,6 +96,34 @@ class SearchSpace(ABC):
     def repair(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random) -> SubNetwork | None:
         """A member near ``subnet`` inside ``bin``, or None (default: no repair, rejection only)."""
         return None
+
+    def one_shot(self, bin: ParameterBin) -> list[SubNetwork]:
+        """Members of ``bin`` a one-pass heuristic would pick (default: none).
+
+        `BinEvolutionSampler` puts them into its initial population, so a search never ends
+        below them; the built-in spaces return a depth × width grid in importance order.
+        """
+        return []
+
+    def encode(self, subnet: SubNetwork) -> dict[str, Any]:
+        """The Optuna params `suggest` records for ``subnet`` (default: none).
+
+        A sampler that proposes whole sub-networks (`BinEvolutionSampler`) answers the params
+        that `suggest` asks for from this, so the study shows the candidate's sizes; it hands the
+        sub-network itself over through ``study.sampler.genome_for(trial)``, which `suggest`
+        must return when it is not None (see `StructuredSearchSpace.suggest`).
+        """
+        return {}
+
+    def contains(self, subnet: SubNetwork) -> bool:
+        """Whether ``subnet`` is a member (default: it is legal for the model)."""
+        from subnas.subnet import SubNetworkError
+
+        try:
+            subnet.resolve(self.config)
+        except SubNetworkError:
+            return False
+        return True
 
     # Bin-constrained operators (paper §2.2): bounded rejection, then `repair` of the closest
     # proposal; None when both fail. Spaces may override them with something faster.
@@ -129,9 +169,18 @@ class Fitness(ABC):
 
     direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
 
+    #: Which data the scores come from (e.g. ``"default:search"``), written beside every result.
+    data: str = ""
+
     @abstractmethod
     def __call__(self, subnet: SubNetwork) -> float:
         """The sub-network's score."""
+
+    def steps(self, subnet: SubNetwork) -> Iterator[tuple[int, float]]:
+        """The score at increasing fidelity: ``(budget used, score so far)`` pairs, the last one the
+        final score. Multi-fidelity search reports each to Optuna's pruner (``--pruner``), which
+        may stop a hopeless candidate early. Default: one step, the full score."""
+        yield 1, self(subnet)
 
 
 class Extractor(ABC):

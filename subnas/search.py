@@ -29,7 +29,8 @@ import optuna
 from optuna.trial import TrialState
 
 from subnas._io import atomic_write_text
-from subnas.bins import ParameterBin
+from subnas.bins import BinExhaustedError, ParameterBin
+from subnas.choices import SearchSpaceError
 from subnas.evolution import KEY, BinEvolutionSampler, subnet_key
 from subnas.subnet import SubNetwork
 
@@ -83,11 +84,18 @@ class BinSearch:
     fitness: Any
     sampler_name: str
     seed: int | None = None
+    pruning: bool = False
+    exhausted: str | None = None
     evaluated: dict[str, float] = field(default_factory=dict)
 
     def objective(self, trial: optuna.Trial) -> float:
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
         subnet = self.space.suggest(trial)
+        bred = self.space.bred(trial)
+        if bred is not None and subnet_key(self.space, subnet) != subnet_key(self.space, bred):
+            raise SearchSpaceError(
+                f"search space {type(self.space).__name__}.suggest() returned a sub-network other than the one the "
+                f"sampler bred; suggest() must return `self.bred(trial)` when it is not None (docs/plugins.md)")
         count = self.space.count(subnet)
         if count not in self.bin:
             # Samplers that know nothing of bins: repair into the bin, deterministically per (seed,
@@ -108,7 +116,17 @@ class BinSearch:
         if cached is not None:  # never evaluate the same architecture twice
             trial.set_user_attr("duplicate", True)
             return cached
-        value = float(self.fitness(subnet))
+        # Multi-fidelity: the fitness reports its running value after each chunk (for perplexity,
+        # each batch of tokens) and Optuna's pruner may stop a hopeless candidate early.
+        value, used = math.nan, 0
+        for used, value in self.fitness.steps(subnet):
+            if self.pruning:
+                trial.report(value, used)
+                if trial.should_prune():
+                    trial.set_user_attr("budget_used", used)
+                    raise optuna.TrialPruned(f"stopped by the pruner after {used:,} of the fitness budget")
+        trial.set_user_attr("budget_used", used)
+        value = float(value)
         if math.isnan(value):
             value = math.inf if self.fitness.direction == "minimize" else -math.inf
         return value
@@ -122,9 +140,34 @@ class BinSearch:
         return self.evaluated.get(key)
 
 
+PRUNERS = ("none", "median", "successive-halving", "hyperband")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """Optuna's own pruner for ``--pruner`` (multi-fidelity search over the fitness's steps)."""
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        # Compare against the median of earlier candidates at the same number of tokens, after a
+        # few complete ones, from the second chunk on (one chunk is too noisy to judge).
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+
+
+#: What `subnas search` runs by default with the evolution sampler: Algorithm 1 sized for budgets
+#: of ~40 evaluations (the paper's N=20, k=5, m=c=0.2, r=5 is sized for 5,050). Measured in
+#: docs/benchmarks/search.md; pass ``sampler_options`` to override any of them.
+EVOLUTION_DEFAULTS = {"population_size": 16, "num_elites": 4, "num_offspring": 16, "mutation_prob": 0.5,
+                      "crossover_prob": 0.25, "num_random": 2}
+
+
 def make_sampler(name: str, space: Any, bin: ParameterBin, seed: int | None, options: dict[str, Any]) -> Any:
     if name == "evolution":
-        return BinEvolutionSampler(space, bin, seed=seed, **options)
+        return BinEvolutionSampler(space, bin, seed=seed, **{**EVOLUTION_DEFAULTS, **options})
     from subnas.plugins import get_sampler
 
     return get_sampler(name, **({"seed": seed} if seed is not None else {}), **options)
@@ -134,11 +177,14 @@ def search(
     model: Any,
     *,
     space: str = "coarse-uniform",
-    bins: Sequence[str | ParameterBin | tuple[int, int]] = ("30M-40M",),
+    bins: Sequence[str | ParameterBin | tuple[int, int]] = ("85M-100M",),
     fitness: str = "perplexity",
-    data: str = "default:validation",
+    data: str = "default:search",
     seq_len: int = 256,
     num_seqs: int = 8,
+    order: str = "importance",
+    calibration: str = "default:calibration",
+    pruner: str = "none",
     sampler: str = "evolution",
     storage: str | None = None,
     study_name: str = "subnas",
@@ -154,8 +200,13 @@ def search(
 ) -> dict[str, Any]:
     """Search the best sub-network in each bin; mirrors ``subnas search`` (see its ``--help``).
 
+    ``order`` ("importance" or "natural") decides what the space's "first n" units are; the
+    importance order comes from one pass over ``calibration`` text. The fitness reads ``data``
+    (default: the offline corpus's *search* split), so neither touches the validation split on
+    which winners are reported. ``pruner`` enables multi-fidelity search (see `make_pruner`).
+
     Returns the content of ``results.json``: per bin the best sub-network, its fitness, its
-    parameter count and the number of evaluations.
+    parameter count and the number of evaluations, and which data produced each number.
     """
     from subnas.plugins import get_fitness, get_search_space
     from subnas.supernet import Supernet
@@ -172,8 +223,11 @@ def search(
             raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
         return _run_workers(workers, locals())
 
+    if pruner not in PRUNERS:
+        raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
-    search_space = get_search_space(space, supernet.subnas_config, **(space_choices or {}))
+    search_space = make_space(space, supernet, order=order, calibration=calibration,
+                              choices=space_choices or {})
     fit_kwargs: dict[str, Any] = dict(fitness_options or {})
     if fitness == "perplexity":
         fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, **fit_kwargs}
@@ -188,16 +242,32 @@ def search(
             opts.setdefault("epochs", epochs)
         smp = make_sampler(sampler, search_space, b, seed, opts)
         study = optuna.create_study(storage=store, study_name=f"{study_name}-bin{i}-{b.lo}-{b.hi}", sampler=smp,
-                                    direction=score.direction, load_if_exists=True)
+                                    direction=score.direction, load_if_exists=True, pruner=make_pruner(pruner))
         study.set_user_attr("bin", [b.lo, b.hi])
         study.set_user_attr("space", space)
         fail_dead_trials(study)
-        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed))
+        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none"))
 
     for i, run in enumerate(runs):
         _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
                   on_trial=lambda: _write_results(runs, out))
     return _write_results(runs, out, plot=True)
+
+
+def make_space(name: str, supernet: Any, *, order: str, calibration: str, choices: dict[str, Any]) -> Any:
+    """The search space ``name`` over ``supernet`` in ``order`` (importance from ``calibration``)."""
+    import inspect
+
+    from subnas.ordering import importance_order
+    from subnas.plugins import get_search_space, registry
+
+    takes_order = "order" in inspect.signature(registry("search_spaces")[name]).parameters
+    if not takes_order:  # a plugin space with no notion of unit order
+        return get_search_space(name, supernet.subnas_config, **choices)
+    if order not in ("importance", "natural"):
+        raise ValueError(f"unknown order {order!r}; choose 'importance' or 'natural'")
+    unit_order = importance_order(supernet, data=calibration) if order == "importance" else "natural"
+    return get_search_space(name, supernet.subnas_config, order=unit_order, **choices)
 
 
 def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progress: bool, label: str,
@@ -230,6 +300,9 @@ def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progres
     try:
         while not finished():
             run.study.optimize(run.objective, n_trials=1, callbacks=[callback], catch=())
+    except BinExhaustedError as exc:  # a small bin fully searched: done, not failed
+        run.exhausted = str(exc)
+        bar.write(f"{label}: {exc}")
     finally:
         bar.close()
 
@@ -242,12 +315,24 @@ def _best(study: optuna.Study) -> Any:
 
 
 def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> dict[str, Any]:
-    results: dict[str, Any] = {"bins": []}
+    first = runs[0] if runs else None
+    order = getattr(first.space, "order", None) if first else None
+    results: dict[str, Any] = {
+        # Which data produced each number (DESIGN.md §12: never select and report on the same tokens).
+        "fitness_data": getattr(first.fitness, "data", "") if first else "",
+        "order": None if order is None else order.source,
+        "bins": []}
     for i, run in enumerate(runs):
         best = _best(run.study)
         complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        pruned = run.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
         entry = {"bin": [run.bin.lo, run.bin.hi], "study": run.study.study_name, "sampler": run.sampler_name,
-                 "evaluations": len(complete), "direction": run.fitness.direction}
+                 "evaluations": len(complete), "pruned": len([t for t in pruned if not t.user_attrs.get("infeasible")]),
+                 "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
+                                    if not t.user_attrs.get("duplicate")),
+                 "direction": run.fitness.direction}
+        if run.exhausted:
+            entry["exhausted"] = run.exhausted
         if best is not None:
             entry.update(best_fitness=best.value, best_parameters=best.user_attrs.get("parameters"),
                          best_subnet=best.user_attrs.get("subnet"), best_trial=best.number,
@@ -323,7 +408,8 @@ def _run_workers(workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     return search(**{**kwargs, "progress": False})
 
 
-_SEARCH_ARGS = ("model", "space", "bins", "fitness", "data", "seq_len", "num_seqs", "sampler", "storage",
+_SEARCH_ARGS = ("model", "space", "bins", "fitness", "data", "seq_len", "num_seqs", "order", "calibration", "pruner",
+                "sampler", "storage",
                 "study_name", "epochs", "trials", "out_dir", "seed", "space_choices", "sampler_options",
                 "fitness_options", "progress")
 

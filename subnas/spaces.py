@@ -25,6 +25,7 @@ from subnas._arch import Arch, ArchCodec, Layer
 from subnas.bins import ParameterBin, constrain
 from subnas.choices import Choices, ModelShape, SearchSpaceError
 from subnas.interfaces import SearchSpace
+from subnas.ordering import UnitOrder
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 
@@ -49,6 +50,11 @@ class StructuredSearchSpace(SearchSpace):
 
     Args:
         model_or_config: anything `subnas.families.load_config` accepts.
+        order: which units "the first n" keeps: ``"importance"`` (the n most important, after one
+            calibration pass; needs a `subnas.Supernet`), ``"natural"`` (the paper's first n), or a
+            `subnas.UnitOrder`. Default: importance when ``model_or_config`` is a Supernet (it has
+            weights to rank), natural for a bare config. Fine-grained spaces choose arbitrary
+            index sets either way; there the order only shapes `one_shot`'s seeds.
         **choices: per-dimension choices keyed by SubNetwork field name (``n_layers``, ``n_embd``,
             ``num_heads``, ``query_groups``, ``head_size``, ``intermediate_size``), in any form
             `subnas.choices.parse_choices` reads; defaults are the paper's ranges with steps of
@@ -67,11 +73,13 @@ class StructuredSearchSpace(SearchSpace):
     fine: ClassVar[bool] = False
     layerwise: ClassVar[bool] = False
 
-    def __init__(self, model_or_config: Any, **choices: Any) -> None:
+    def __init__(self, model_or_config: Any, *, order: str | UnitOrder | None = None, **choices: Any) -> None:
         super().__init__(model_or_config)
         self.shape = ModelShape.of(self.config)
         self.choices = Choices.for_model(self.shape, fine=self.fine, **choices)
-        self._codec = ArchCodec(self.config, self.shape, fine=self.fine, layerwise=self.layerwise, name=self.name)
+        self.order = resolve_order(order, model_or_config, self.config, self.name)
+        self._codec = ArchCodec(self.config, self.shape, fine=self.fine, layerwise=self.layerwise, name=self.name,
+                                order=self.order)
         self._emit, self._parse = self._codec.emit, self._codec.parse
         self._counts: dict[Any, int] = {}
         self._bounds: tuple[int, int] | None = None
@@ -155,6 +163,52 @@ class StructuredSearchSpace(SearchSpace):
             self._bounds = (min(extreme(min)), max(extreme(max)))  # counts grow with every dimension
         return self._bounds
 
+    def one_shot(self, bin: ParameterBin, *, depths: int = 6) -> list[SubNetwork]:
+        """The one-shot prunes of ``bin``: a depth × width grid in this space's order (DESIGN.md §12).
+
+        For up to ``depths`` evenly spaced depths that can reach the bin, three width recipes —
+        shrink the MLP, shrink the embedding, shrink both by the same fraction — each at the widest
+        setting inside the bin; heads and head size stay whole (Minitron: width pruning of heads
+        hurts most). In importance order these are Minitron's sort-then-slice candidates: the n
+        most influential layers with the most active neurons and channels. Members of this space
+        only (fine-uniform shares one index set across layers, so per-layer importance orders are
+        members there only for single-layer seeds). The seeds `BinEvolutionSampler` starts from.
+        """
+        c, s = self.choices, self.shape
+        full_attn = max(c.attention)
+        hs = max(c.head_size)
+
+        def arch(n: int, e: int, d: int) -> Arch:
+            return self._uniform(n, e, Layer(full_attn[0], full_attn[1], hs, d))
+
+        feasible = [n for n in c.n_layers if self._count(arch(n, min(c.n_embd), min(c.intermediate_size))) <= bin.hi
+                    and self._count(arch(n, max(c.n_embd), max(c.intermediate_size))) >= bin.lo]
+        if len(feasible) > depths:  # evenly spaced, both ends included
+            feasible = sorted({feasible[round(i * (len(feasible) - 1) / (depths - 1))] for i in range(depths)})
+        out: list[SubNetwork] = []
+        seen: set[tuple[int, int, int]] = set()
+        for n in feasible:
+            recipes = [[(max(c.n_embd), d) for d in c.intermediate_size],
+                       [(e, max(c.intermediate_size)) for e in c.n_embd],
+                       [(_nearest(c.n_embd, f * s.embd), _nearest(c.intermediate_size, f * s.inter))
+                        for f in (i / 64 for i in range(1, 65))]]
+            for widths in recipes:
+                inside = [(self._count(arch(n, e, d)), e, d) for e, d in widths
+                          if self._count(arch(n, e, d)) in bin]
+                if inside:
+                    _, e, d = max(inside)  # the widest that fits: the most of the model kept
+                    if (n, e, d) not in seen:
+                        seen.add((n, e, d))
+                        out.append(self._seed(arch(n, e, d)))
+        return [x for x in out if self.contains(x)]
+
+    def _seed(self, arch: Arch) -> SubNetwork:
+        if not self.fine:
+            return self._emit(arch, random.Random(0))
+        x = arch.layers[0]
+        return self.order.subnetwork(n_layers=len(arch.layers), n_embd=arch.embd, num_heads=x.heads,
+                                     query_groups=x.groups, head_size=x.head_size, intermediate_size=x.inter)
+
     def suggest(self, trial: optuna.Trial) -> SubNetwork:
         # Define-by-run: sizes are Optuna params (per kept layer in layer-wise spaces, so Optuna
         # sees conditional params); fine-grained index sets, far too large for params, are drawn
@@ -162,9 +216,7 @@ class StructuredSearchSpace(SearchSpace):
         # A sampler that proposes whole architectures (BinEvolutionSampler) hands its candidate
         # over through ``genome_for``; the params are still suggested (the sampler answers them
         # from `encode`), so the trial records the candidate's sizes.
-        # (FixedTrial and other BaseTrial implementations have no study.)
-        genome_for = getattr(getattr(getattr(trial, "study", None), "sampler", None), "genome_for", None)
-        genome = genome_for(trial) if genome_for is not None else None
+        genome = self.bred(trial)
         suggested = self._define_by_run(trial)
         return suggested if genome is None else genome
 
@@ -422,6 +474,31 @@ class StructuredSearchSpace(SearchSpace):
             trial.set_user_attr(f"num_heads{suffix}", h)
         return Layer(h, g, _suggest(trial, f"head_size{suffix}", c.head_size),
                       _suggest(trial, f"intermediate_size{suffix}", c.intermediate_size))
+
+
+def _nearest(values: tuple[int, ...], target: float) -> int:
+    """The largest of ``values`` at most ``target`` (the smallest value if none is)."""
+    below = [v for v in values if v <= target]
+    return max(below) if below else min(values)
+
+
+def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space: str) -> UnitOrder:
+    """The `UnitOrder` a space uses for ``order`` (see `StructuredSearchSpace`)."""
+    if isinstance(order, UnitOrder):
+        return order
+    has_weights = hasattr(model, "subnas_config") and hasattr(model, "model")
+    if order is None:
+        order = "importance" if has_weights else "natural"
+    if order == "natural":
+        return UnitOrder.natural(config)
+    if order != "importance":
+        raise SearchSpaceError(f"{space}: order={order!r} is not one of 'importance', 'natural' (or a UnitOrder)")
+    if not has_weights:
+        raise SearchSpaceError(f"{space}: order='importance' ranks units by one calibration pass, which needs the "
+                               f"model's weights: pass a subnas.Supernet (or order='natural' for a bare config)")
+    from subnas.ordering import importance_order
+
+    return importance_order(model)
 
 
 def _suggest(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:

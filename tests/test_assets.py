@@ -144,15 +144,17 @@ def test_read_wiki_articles_skips_redirects_other_namespaces_and_stubs(tmp_path:
 def test_default_corpus_is_split_by_article_and_cached() -> None:
     """Uses the shared cache: the first run in a fresh cache parses the dump (~10 s)."""
     corpus = default_corpus()
-    assert len(corpus.train) == len(corpus.train_titles) and len(corpus.validation) == len(corpus.validation_titles)
-    assert not set(corpus.train_titles) & set(corpus.validation_titles)
-    assert 90 <= len(corpus.train) + len(corpus.validation) <= 110  # DESIGN.md §5: ~106 articles
-    assert len(corpus.validation) >= 5
+    titles = corpus.titles
+    assert all(len(corpus[s]) == len(titles[s]) for s in Corpus.SPLITS)
+    # No two splits share an article: calibration, search fitness and validation never share tokens.
+    every = [t for s in Corpus.SPLITS for t in titles[s]]
+    assert len(every) == len(set(every))
+    assert 90 <= len(every) <= 110  # DESIGN.md §5: ~106 articles
+    assert len(corpus.validation) >= 5 and len(corpus.search) >= 5 and len(corpus.calibration) >= 5
     assert all(len(t) >= assets.MIN_ARTICLE_CHARS and "{{" not in t and "<ref" not in t
-               for t in corpus.train + corpus.validation)
+               for s in Corpus.SPLITS for t in corpus[s])
     # The split is a function of the title alone.
-    assert all(assets._split_of(t) == "validation" for t in corpus.validation_titles)
-    assert all(assets._split_of(t) == "train" for t in corpus.train_titles)
+    assert all(assets._split_of(t) == s for s in Corpus.SPLITS for t in titles[s])
     start = time.perf_counter()
     again = default_corpus()
     assert time.perf_counter() - start < 1.0
@@ -168,14 +170,15 @@ def test_unreadable_corpus_cache_is_rebuilt(isolated_cache: Path, monkeypatch: p
     monkeypatch.setattr(assets, "read_wiki_articles",
                         lambda path: [("Autism", "a" * 600), ("Anarchism", "b" * 600)])
     corpus = default_corpus()
-    assert corpus.validation_titles == ["Autism"] and corpus.train_titles == ["Anarchism"]
+    assert corpus.titles["validation"] == ["Autism"] and corpus.titles["train"] == ["Anarchism"]
     assert json.loads(target.read_text())["version"] == assets.CORPUS_VERSION
 
 
 # ---------------------------------------------------------------------------- resolve_text_source
 @pytest.fixture
 def tiny_corpus(monkeypatch: pytest.MonkeyPatch) -> Corpus:
-    corpus = Corpus(train=["t1", "t2"], validation=["v1", ""], train_titles=["A", "B"], validation_titles=["C", "D"])
+    corpus = Corpus(train=["t1", "t2"], validation=["v1", ""], search=["s1"], calibration=["c1"],
+                    titles={"train": ["A", "B"], "validation": ["C", "D"], "search": ["E"], "calibration": ["F"]})
     monkeypatch.setattr(assets, "default_corpus", lambda: corpus)
     return corpus
 

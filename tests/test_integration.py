@@ -56,3 +56,22 @@ def test_cli_evaluate_matches_exported_model(smollm2, tmp_path: Path, capsys: py
     exported = json.loads(capsys.readouterr().out)
     assert in_place["parameters"] == exported["parameters"]
     assert exported["perplexity"] == pytest.approx(in_place["perplexity"], rel=1e-4)
+
+
+def test_search_winner_file_reproduces_its_number(smollm2, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`subnas search` (importance order) writes explicit original indices: `subnas evaluate` with the
+    original model and the same data gives the search's number, and the kept layers are the most
+    influential ones, not the first n."""
+    data = ["--data", "default:search", "--seq-len", "64", "--num-seqs", "2"]
+    assert main(["search", "default", "--bins", "85M-100M", "--trials", "2", "--out", str(tmp_path), *data,
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    entry = result["bins"][0]
+    assert result["fitness_data"] == "default:search" and result["order"].startswith("importance:default:calibration")
+    best = SubNetwork.load(entry["best_subnet_file"])
+    assert 85_000_000 <= count_parameters(smollm2, best) <= 100_000_000
+    layers = [s.layer for s in best.resolve(smollm2.subnas_config).layers]
+    assert layers != list(range(len(layers))) and 29 in layers  # SmolLM2's last layer matters (DESIGN.md §12)
+    assert main(["evaluate", "default", "--subnet", entry["best_subnet_file"], *data, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["perplexity"] == pytest.approx(entry["best_fitness"], rel=1e-6)

@@ -57,7 +57,13 @@ class DepthOnlySpace(SearchSpace):
         return a if rng.random() < 0.5 else b
 
     def suggest(self, trial: optuna.Trial) -> subnas.SubNetwork:
-        return subnas.SubNetwork(n_layers=trial.suggest_categorical("n_layers", list(self.depths)))
+        suggested = subnas.SubNetwork(n_layers=trial.suggest_categorical("n_layers", list(self.depths)))
+        # A sampler that breeds whole sub-networks (subnas' evolution) hands its choice over here.
+        return self.bred(trial) or suggested
+
+    def encode(self, subnet: subnas.SubNetwork) -> dict[str, Any]:
+        # The params suggest() records for a member, so the evolution sampler can answer them.
+        return {"n_layers": self._depth(subnet)}
 
     def size(self) -> int:
         return len(self.depths)

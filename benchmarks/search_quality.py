@@ -1,0 +1,314 @@
+"""Which search finds the best sub-network? Real SmolLM2-135M, equal budgets, held-out validation.
+
+    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 40 evaluations
+    python benchmarks/search_quality.py --bins 85M-100M --seeds 0 # one bin, one seed (~15 min on 2 cores)
+    python benchmarks/search_quality.py --report                  # table + plots from the JSON only
+
+Arms, per bin and seed, each with ``--budget`` fitness evaluations at most (DESIGN.md §12):
+
+* ``one-shot``: the practitioner's baseline — the bin's depth × width grid in importance order
+  (`SearchSpace.one_shot`: the n most influential layers, the most active neurons / channels),
+  every point evaluated, the best kept; deterministic, so the same for every seed;
+* ``paper``: the paper's protocol — natural ("first n") order, coarse-uniform, bin-constrained
+  evolution with the paper's N=20, k=5, m=c=0.2, r=5 and a random initial population;
+* ``default``: what ``subnas search`` runs by default — importance order, coarse-uniform, evolution
+  seeded with the one-shot grid (`subnas.search.EVOLUTION_DEFAULTS`);
+* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin;
+* ``importance``: the default search with the importance fitness instead of perplexity (its
+  candidates cost microseconds; only its winner is run);
+* ``default+median``: the default search with Optuna's MedianPruner over chunks of evaluation
+  tokens (multi-fidelity): the tokens it spent against ``default``'s, and its winner.
+
+Selection uses the corpus's *search* split (``--seq-len`` x ``--num-seqs``); every reported
+perplexity is on the *validation* split (``--val-seqs`` sequences), which no arm ever saw; the
+importance order comes from the *calibration* split. One evaluation cache is shared by the arms
+(the fitness is deterministic, so sharing changes no result, only the wall time); a pruned arm
+replays cached per-chunk values, so its token count is what it would have spent alone. Results
+are merged into ``--json`` after every run (rerunning resumes), and ``--report`` draws the
+anytime curves and the validation bars and prints the markdown table of docs/benchmarks/search.md.
+It also reports the Spearman correlation between the importance fitness and perplexity over every
+perplexity-evaluated in-bin candidate of the importance-ordered coarse-uniform space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import optuna
+import torch
+
+import subnas
+from subnas._io import atomic_write_text
+from subnas.bins import ParameterBin
+from subnas.evaluate import running_nll, supernet_tokens
+from subnas.evolution import subnet_key
+from subnas.interfaces import Fitness
+from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space
+
+ARMS = ("one-shot", "default", "default+median", "importance", "paper", "random")
+PAPER_EVOLUTION = {"population_size": 20, "num_elites": 5, "mutation_prob": 0.2, "crossover_prob": 0.2,
+                   "num_random": 5, "seed_one_shot": False}
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parent / "docs" / "benchmarks"
+
+
+class CachedPerplexity(Fitness):
+    """Perplexity on fixed tokens, chunk by chunk, memoised by the sub-network's canonical key."""
+
+    direction = "minimize"
+
+    def __init__(self, supernet: Any, tokens: torch.Tensor, space: Any, cache: dict[str, Any],
+                 data: str, batch_size: int) -> None:
+        self.supernet, self.tokens, self.space, self.cache, self.data = supernet, tokens, space, cache, data
+        self.batch_size = batch_size
+        self.spent = 0  # tokens actually run (cache misses), for the wall-time story only
+
+    def __call__(self, subnet: subnas.SubNetwork) -> float:
+        value = math.nan
+        for _, value in self.steps(subnet):
+            pass
+        return value
+
+    def steps(self, subnet: subnas.SubNetwork) -> Iterator[tuple[int, float]]:
+        key = subnet_key(self.space, subnet)
+        if key not in self.cache:
+            trace = []
+            with self.supernet.sub_network(subnet):
+                for used, nll in running_nll(self.supernet.model, self.tokens, batch_size=self.batch_size):
+                    trace.append((used, math.exp(nll) if nll < 700 else math.inf))
+            self.cache[key] = (subnet, trace)
+            self.spent += trace[-1][0]
+        yield from self.cache[key][1]
+
+
+def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, seed: int, budget: int,
+            fitness: Fitness, importance: Fitness | None) -> list[dict[str, Any]]:
+    """One arm's search; returns its trials in order: sub-network, value, tokens used, pruned."""
+    space = spaces["natural" if arm == "paper" else "importance"]
+    if arm == "one-shot":
+        out = []
+        for subnet in space.one_shot(b)[:budget]:
+            value, used = math.nan, 0
+            for used, value in fitness.steps(subnet):
+                pass
+            out.append({"subnet": subnet.to_dict(), "value": value, "tokens": used, "pruned": False})
+        return out
+    sampler_name = "random" if arm == "random" else "evolution"
+    options = PAPER_EVOLUTION if arm == "paper" else {}
+    smp = make_sampler(sampler_name, space, b, seed, dict(options))
+    pruner = "median" if arm == "default+median" else "none"
+    score = importance if arm == "importance" else fitness
+    study = optuna.create_study(sampler=smp, direction=score.direction, pruner=make_pruner(pruner))
+    run = BinSearch(b, study, space, score, sampler_name, seed=seed, pruning=pruner != "none")
+    _optimize(run, epochs=None, trials=budget, progress=False, label=arm, on_trial=lambda: None)
+    out = []
+    for t in sorted(study.trials, key=lambda t: t.number):
+        if t.user_attrs.get("infeasible") or "subnet" not in t.user_attrs:
+            continue
+        out.append({"subnet": t.user_attrs["subnet"], "value": t.value,
+                    "tokens": 0 if t.user_attrs.get("duplicate") else int(t.user_attrs.get("budget_used", 0)),
+                    "pruned": t.state == optuna.trial.TrialState.PRUNED})
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = Path(args.json)
+    results = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    done = {(r["bin"], r["seed"], r["arm"]) for r in results["runs"]}
+    supernet = subnas.Supernet.from_pretrained("default")
+    search_tokens = supernet_tokens(supernet, "default:search", args.seq_len, args.num_seqs)
+    val_tokens = supernet_tokens(supernet, "default:validation", args.seq_len, args.val_seqs)
+    spaces = {order: make_space(args.space, supernet, order=order, calibration="default:calibration", choices={})
+              for order in ("importance", "natural")}
+    cache: dict[str, Any] = {}  # key -> (sub-network, [(tokens, perplexity so far), ...])
+    val_cache: dict[str, float] = {}
+    results["setup"] = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)", "space": args.space,
+                        "budget": args.budget, "search_tokens": f"default:search {args.num_seqs}x{args.seq_len}",
+                        "validation_tokens": f"default:validation {args.val_seqs}x{args.seq_len}",
+                        "calibration": "default:calibration 16x256", "threads": args.threads,
+                        "full_model_validation_perplexity": _validate(supernet, None, val_tokens, val_cache, spaces)}
+    cache_path = path.with_suffix(".evaluations.json")
+    if cache_path.is_file():  # evaluations survive a restart (the fitness is deterministic)
+        saved = json.loads(cache_path.read_text())
+        cache.update({k: (subnas.SubNetwork.from_dict(v["subnet"]), [tuple(x) for x in v["trace"]])
+                      for k, v in saved.items()})
+    for seed in args.seeds:  # every bin with one seed before the next seed: partial runs stay balanced
+        for bin_text in args.bins:
+            b = ParameterBin.parse(bin_text)
+            for arm in args.arms:
+                if (bin_text, seed, arm) in done:
+                    continue
+                space = spaces["natural" if arm == "paper" else "importance"]
+                fitness = CachedPerplexity(supernet, search_tokens, space, cache, "default:search", args.batch_size)
+                importance = subnas.get_fitness("importance", supernet=supernet) if arm == "importance" else None
+                start = time.perf_counter()
+                trials = _search(arm, supernet, spaces, b, seed, args.budget, fitness, importance)
+                seconds = time.perf_counter() - start
+                scored = [t for t in trials if t["value"] is not None and not t["pruned"]]
+                best = (max if arm == "importance" else min)(scored, key=lambda t: t["value"])
+                winner = subnas.SubNetwork.from_dict(best["subnet"])
+                row = {"bin": bin_text, "seed": seed, "arm": arm, "evaluations": len(trials),
+                       "tokens": sum(t["tokens"] for t in trials), "seconds": round(seconds, 1),
+                       "best_search_value": best["value"], "parameters": space.count(winner),
+                       "val_perplexity": _validate(supernet, winner, val_tokens, val_cache, spaces),
+                       "winner": best["subnet"], "values": [t["value"] for t in trials],
+                       "pruned": [t["pruned"] for t in trials]}
+                results["runs"].append(row)
+                atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+                atomic_write_text(cache_path, json.dumps({k: {"subnet": v[0].to_dict(), "trace": v[1]}
+                                                          for k, v in cache.items()}) + "\n")
+                print(f"{bin_text} seed {seed} {arm:>15}: val ppl {row['val_perplexity']:.1f} "
+                      f"({row['parameters'] / 1e6:.1f}M, {row['evaluations']} evals, {seconds:.0f} s)", flush=True)
+    results["importance_correlation"] = _correlation(supernet, spaces["importance"], cache, args)
+    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+
+
+def _validate(supernet: Any, subnet: Any, tokens: torch.Tensor, cache: dict[str, float], spaces: dict[str, Any]) -> float:
+    key = "full" if subnet is None else subnet_key(spaces["importance"], subnet)
+    if key not in cache:
+        from subnas.evaluate import perplexity
+
+        with supernet.sub_network(subnet):
+            cache[key] = perplexity(supernet.model, tokens, batch_size=4, progress=False)
+    return cache[key]
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _correlation(supernet: Any, space: Any, cache: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Spearman(importance fitness, perplexity) over the perplexity-evaluated in-bin candidates."""
+    scorer = subnas.get_fitness("importance", supernet=supernet)
+    out: dict[str, Any] = {}
+    for bin_text in args.bins:
+        b = ParameterBin.parse(bin_text)
+        pairs = []
+        for subnet, trace in cache.values():
+            if space.contains(subnet) and space.count(subnet) in b:
+                pairs.append((scorer(subnet), trace[-1][1]))
+        if len(pairs) >= 10:
+            # Higher importance should mean lower perplexity: report the correlation with -perplexity.
+            out[bin_text] = {"candidates": len(pairs),
+                             "spearman": _spearman([p[0] for p in pairs], [-p[1] for p in pairs])}
+    return out
+
+
+# ---------------------------------------------------------------------------- report
+def report(args: argparse.Namespace) -> str:
+    results = json.loads(Path(args.json).read_text())
+    runs, setup = results["runs"], results["setup"]
+    bins = list(dict.fromkeys(r["bin"] for r in runs))
+    arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
+    lines = [f"Full model: validation perplexity {setup['full_model_validation_perplexity']:.1f}. "
+             f"Budget {setup['budget']} evaluations per arm; search fitness on {setup['search_tokens']}, "
+             f"reported on {setup['validation_tokens']}.", "",
+             "| bin | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    for b in bins:
+        cells = []
+        for a in arms:
+            vals = [r["val_perplexity"] for r in runs if r["bin"] == b and r["arm"] == a]
+            if not vals:
+                cells.append("—")
+                continue
+            spread = f" ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else ""
+            cells.append(f"{statistics.mean(vals):.1f}{spread} (n={len(vals)})")
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines += ["", "| bin | tokens, default | tokens, default+median | saved | winner val ppl, default | "
+                  "winner val ppl, default+median |", "|---|---|---|---|---|---|"]
+    for b in bins:
+        d = [r for r in runs if r["bin"] == b and r["arm"] == "default"]
+        m = [r for r in runs if r["bin"] == b and r["arm"] == "default+median"]
+        if d and m:
+            td, tm = statistics.mean(r["tokens"] for r in d), statistics.mean(r["tokens"] for r in m)
+            lines.append(f"| {b} | {td:,.0f} | {tm:,.0f} | {1 - tm / td:.0%} | "
+                         f"{statistics.mean(r['val_perplexity'] for r in d):.1f} | "
+                         f"{statistics.mean(r['val_perplexity'] for r in m):.1f} |")
+    corr = results.get("importance_correlation", {})
+    if corr:
+        lines += ["", "| bin | candidates | Spearman(importance, −perplexity) |", "|---|---|---|"]
+        lines += [f"| {b} | {c['candidates']} | {c['spearman']:.2f} |" for b, c in corr.items()]
+    _plot(runs, bins, arms, setup)
+    return "\n".join(lines)
+
+
+def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], setup: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(bins), figsize=(5 * len(bins), 4), squeeze=False)
+    for ax, b in zip(axes[0], bins):
+        for a in arms:
+            if a == "importance":
+                continue  # its values are importance scores, not perplexities
+            curves = []
+            for r in (r for r in runs if r["bin"] == b and r["arm"] == a):
+                best, ys = math.inf, []
+                for v, pruned in zip(r["values"], r["pruned"]):
+                    if v is not None and not pruned:
+                        best = min(best, v)
+                    ys.append(best)
+                curves.append(ys)
+            if curves:
+                n = min(len(c) for c in curves)
+                ax.plot(range(1, n + 1), np.exp(np.mean(np.log([c[:n] for c in curves]), axis=0)), label=a)
+        ax.set_yscale("log")
+        ax.set_title(f"bin {b}")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best search-split perplexity so far")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(DOCS / "search_quality_anytime.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(bins)), 4))
+    width = 0.8 / len(arms)
+    for i, a in enumerate(arms):
+        means = [statistics.mean([r["val_perplexity"] for r in runs if r["bin"] == b and r["arm"] == a] or [math.nan])
+                 for b in bins]
+        ax.bar(np.arange(len(bins)) + i * width, means, width, label=a)
+    ax.axhline(setup["full_model_validation_perplexity"], color="k", ls="--", label="full model")
+    ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, bins)
+    ax.set_yscale("log")
+    ax.set_ylabel("winner's validation perplexity (mean over seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(DOCS / "search_quality_validation.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bins", nargs="+", default=["85M-100M", "55M-65M", "110M-120M"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--budget", type=int, default=40, help="fitness evaluations per arm")
+    p.add_argument("--space", default="coarse-uniform")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--num-seqs", type=int, default=8, help="search-split sequences (subnas search's default)")
+    p.add_argument("--val-seqs", type=int, default=16, help="validation-split sequences for the reported numbers")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--json", default=str(DOCS / "search_quality.json"))
+    p.add_argument("--report", action="store_true", help="only print the table and redraw the plots")
+    args = p.parse_args()
+    if not args.report:
+        run(args)
+    print(report(args))
+
+
+if __name__ == "__main__":
+    main()
