@@ -140,7 +140,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--out", type=str, default="runs/demo", help="run folder (rerun to resume)")
     p.add_argument("--model", type=str, default="default", help=MODEL_HELP.replace(" or a config.json", ""))
     p.add_argument("--data", type=str, default="default", help="training text; validation: its held-out split")
-    p.add_argument("--bin", type=str, default="90M-110M", help="parameter bin of the searched sub-network")
+    p.add_argument("--bin", type=str, default="85M-100M", help="parameter bin of the searched sub-network")
     p.add_argument("--epochs", type=int, default=2, help="evolution epochs")
     p.add_argument("--population", type=int, default=6, help="evolution population size")
     p.add_argument("--train-tokens", type=int, default=8_192, help="training tokens per run (equal for all)")

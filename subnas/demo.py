@@ -28,7 +28,7 @@ def _say(message: str) -> None:
 
 
 def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str = "default",
-         bin: str = "90M-110M", epochs: int = 2, population: int = 6, train_tokens: int = 8_192,
+         bin: str = "85M-100M", epochs: int = 2, population: int = 6, train_tokens: int = 8_192,
          seq_len: int = 128, batch_size: int = 4, eval_seqs: int = 8, seed: int = 0) -> dict[str, Any]:
     """Run the main job; returns (and writes to ``out_dir/summary.json``) the comparison table."""
     from subnas.evaluate import evaluate
@@ -43,9 +43,13 @@ def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str
     start = time.perf_counter()
     supernet = Supernet.from_pretrained(model)
     val = "default:validation" if data == "default" else data
+    # Never select and report on the same tokens (DESIGN.md §12): the search scores candidates on
+    # the corpus's search split; every reported number comes from the validation split.
+    search_data = "default:search" if data == "default" else data
 
-    _say(f"1/5 search: coarse-uniform space, bin {bin}, perplexity fitness, evolution for {epochs} epochs")
-    found = search(supernet, space="coarse-uniform", bins=[bin], fitness="perplexity", data=val, seq_len=seq_len,
+    _say(f"1/5 search: coarse-uniform space in importance order, bin {bin}, perplexity fitness, seeded evolution "
+         f"for {epochs} epochs")
+    found = search(supernet, space="coarse-uniform", bins=[bin], fitness="perplexity", data=search_data, seq_len=seq_len,
                    num_seqs=4, sampler="evolution", epochs=epochs, out_dir=out / "search", seed=seed,
                    sampler_options={"population_size": population, "num_elites": max(2, population // 3)})
     best = found["bins"][0]
