@@ -32,9 +32,21 @@ _COUNT = r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([KMBGT]?)\s*"
 class InfeasibleBinError(ValueError):
     """No member of the search space has a parameter count inside the bin."""
 
+    def __init__(self, message: str, *, trial_id: int | None = None) -> None:
+        super().__init__(message)
+        self.trial_id = trial_id  # the trial that was being set up when the sampler found out, if any
+
 
 class BinExhaustedError(InfeasibleBinError):
     """Every member of the bin that the space's operators reach has been evaluated: nothing new to try."""
+
+
+class SearchFinished(Exception):
+    """Raised by a sampler instead of proposing a trial once its budget (epochs) is used up."""
+
+    def __init__(self, trial_id: int | None = None) -> None:
+        super().__init__("the search's epochs are used up")
+        self.trial_id = trial_id
 
 
 def parse_count(text: str) -> int:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -46,7 +47,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin
+from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.subnet import SubNetwork
 
 GEN, SLOT, ROLE, SUBNET, KEY = ("subnas:generation", "subnas:slot", "subnas:role", "subnas:subnet", "subnas:key")
@@ -102,13 +103,15 @@ class BinEvolutionSampler(BaseSampler):
             workers of a study plan alike.
         seed_one_shot: start the initial population from the space's one-shot prunes of the bin
             (`SearchSpace.one_shot`); False gives the paper's purely random initial population.
+        poll_seconds: how often a worker with no free slot checks whether the other workers have
+            finished the current epoch (several workers on one storage).
     """
 
     def __init__(self, space: Any, bin: tuple[int, int] | ParameterBin, *, population_size: int = 20,
                  num_elites: int = 5, num_offspring: int | None = None, num_random: int = 5,
                  mutation_prob: float = 0.2, crossover_prob: float = 0.2, epochs: int | None = None,
                  max_tries: int = 100, inner_sampler: BaseSampler | None = None, seed: int | None = None,
-                 seed_one_shot: bool = True) -> None:
+                 seed_one_shot: bool = True, poll_seconds: float = 0.2) -> None:
         if not 1 <= num_elites <= population_size:
             raise ValueError(f"need 1 <= num_elites ({num_elites}) <= population_size ({population_size})")
         for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
@@ -124,6 +127,8 @@ class BinEvolutionSampler(BaseSampler):
         self.num_offspring = population_size if num_offspring is None else num_offspring
         self.num_random, self.mutation_prob, self.crossover_prob = num_random, mutation_prob, crossover_prob
         self.epochs, self.max_tries, self.seed_one_shot = epochs, max_tries, seed_one_shot
+        self.poll_seconds = poll_seconds
+        self.on_wait: Any = None  # called (with the study) every ~10 s while a worker waits at a barrier
         self._seed = random.Random().randrange(2**31) if seed is None else seed
         self._inner = inner_sampler or RandomSampler(seed=seed)
         self._genomes: dict[int, SubNetwork] = {}  # trial id -> candidate, for this process's own trials
@@ -143,14 +148,44 @@ class BinEvolutionSampler(BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         seed = self._study_seed(study)
-        trials = study.get_trials(deepcopy=False)
-        generation, slot, entry = self._next(study, trials, seed, trial)
         storage, tid = study._storage, trial._trial_id
-        for key, value in ((GEN, generation), (SLOT, slot), (ROLE, entry.role), (SUBNET, entry.subnet.to_dict()),
-                           (KEY, subnet_key(self.space, entry.subnet))):
-            storage.set_trial_system_attr(tid, key, value)
+        last_check = time.monotonic()
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            found = self._next(study, trials, seed, trial)
+            if found is None:
+                # Other workers still evaluate the current epoch and this one has no slot left:
+                # wait for them rather than spend an evaluation on an extra random sample (that
+                # multiplied the evaluations of N workers). This trial is filed under no epoch
+                # while it waits, so it never holds up the barrier it waits at.
+                if self.epochs is not None and self.is_finished(study):
+                    raise SearchFinished(trial._trial_id)
+                if time.monotonic() - last_check > 10:
+                    last_check = time.monotonic()
+                    if self.on_wait is not None:
+                        self.on_wait(study)  # e.g. fail the trials of dead workers
+                time.sleep(self.poll_seconds)
+                continue
+            generation, slot, entry = found
+            for key, value in ((GEN, generation), (SLOT, slot), (ROLE, entry.role),
+                               (SUBNET, entry.subnet.to_dict()), (KEY, subnet_key(self.space, entry.subnet))):
+                storage.set_trial_system_attr(tid, key, value)
+            if slot is None or not self._lost_claim(study, trial, generation, slot):
+                break
+            # Two workers read the same free slot: the lower trial number keeps it, this one
+            # withdraws (filed under no epoch again) and looks for another.
+            storage.set_trial_system_attr(tid, GEN, None)
+            storage.set_trial_system_attr(tid, SLOT, None)
         self._genomes[tid] = entry.subnet
         self._params[tid] = self.space.encode(entry.subnet)
+
+    @staticmethod
+    def _lost_claim(study: optuna.Study, trial: FrozenTrial, generation: int, slot: int) -> bool:
+        # Every claimant writes before it reads, so of two that claim one slot at least the later
+        # reader sees both claims; trial numbers are assigned atomically by every storage.
+        return any(t.number < trial.number and t.system_attrs.get(GEN) == generation
+                   and t.system_attrs.get(SLOT) == slot and t.state != TrialState.FAIL
+                   for t in study.get_trials(deepcopy=False))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -285,33 +320,42 @@ class BinEvolutionSampler(BaseSampler):
         return self.space.crossover_in(a, rng.choice(mates), self.bin, rng, max_tries=self.max_tries)
 
     def _next(self, study: optuna.Study, trials: Sequence[FrozenTrial], seed: int,
-              trial: FrozenTrial) -> tuple[int, int | None, _Slot]:
+              trial: FrozenTrial) -> tuple[int, int | None, _Slot] | None:
         gens = self._by_generation([t for t in trials if t.number != trial.number])
         g = max(gens, default=0)
         while True:
             plan = self._plan(study, gens, seed, g)
             if not plan:
-                # Not even a random member of the bin is new: the bin is used up. Planning the next
-                # epoch would find nothing either (and recursing through empty epochs used to end
-                # in RecursionError), so say so.
+                # Not even a random member of the bin is new: the bin is used up (or was never
+                # reachable). Planning the next epoch would find nothing either (and recursing
+                # through empty epochs used to end in RecursionError), so say so.
+                done = len([t for t in trials if t.state in _DONE])
+                if not done:
+                    raise InfeasibleBinError(
+                        f"bin {self.bin}: no member of the space was found inside it (random samples and repair "
+                        f"all missed); the space's counts step over it — widen the bin or refine the choices",
+                        trial_id=trial._trial_id)
                 raise BinExhaustedError(
-                    f"bin {self.bin}: every member the search reaches has been evaluated "
-                    f"({len([t for t in trials if t.state in _DONE])} trials); the study is complete — "
-                    f"widen the bin or the space's choices to search further")
+                    f"bin {self.bin}: every member the search reaches has been evaluated ({done} trials); the "
+                    f"study is complete — widen the bin or the space's choices to search further",
+                    trial_id=trial._trial_id)
             taken = {t.system_attrs.get(SLOT) for t in gens.get(g, []) if t.state != TrialState.FAIL}
             free = [i for i in range(len(plan)) if i not in taken]
             if free:
                 return g, free[0], plan[free[0]]
             finished = {t.system_attrs.get(SLOT) for t in gens.get(g, []) if t.state in _DONE}
             settled = all(t.state in _DONE or t.state == TrialState.FAIL for t in gens.get(g, []))
-            if settled and all(i in finished for i in range(len(plan))) and (self.epochs is None or g < self.epochs):
+            if not (settled and all(i in finished for i in range(len(plan)))):
+                return None  # other workers still evaluate epoch g: the caller waits for them
+            if self.epochs is None or g < self.epochs:
                 g += 1  # epoch g is evaluated: plan the next one
                 continue
-            # Other workers still evaluate epoch g (or the epochs are used up): explore meanwhile.
+            # Asked for more than the epochs: random members of the bin, never one seen before.
             rng = random.Random(f"subnas-extra-{seed}-{trial.number}")
             seen = {t.system_attrs.get(KEY) for t in trials}
             for _ in range(20):
                 subnet = self.space.sample_in(self.bin, rng, max_tries=self.max_tries)
                 if subnet is not None and subnet_key(self.space, subnet) not in seen:
                     return g, None, _Slot("random", subnet)
-            return g, None, _Slot("random", plan[0].subnet)
+            raise BinExhaustedError(f"bin {self.bin}: no new member found after the {self.epochs} epochs; "
+                                    f"the study is complete", trial_id=trial._trial_id)

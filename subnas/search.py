@@ -29,9 +29,9 @@ import optuna
 from optuna.trial import TrialState
 
 from subnas._io import atomic_write_text
-from subnas.bins import BinExhaustedError, ParameterBin
+from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.choices import SearchSpaceError
-from subnas.evolution import KEY, BinEvolutionSampler, subnet_key
+from subnas.evolution import KEY, SEED, BinEvolutionSampler, subnet_key
 from subnas.subnet import SubNetwork
 
 WORKER = "subnas:worker"
@@ -119,12 +119,20 @@ class BinSearch:
         # Multi-fidelity: the fitness reports its running value after each chunk (for perplexity,
         # each batch of tokens) and Optuna's pruner may stop a hopeless candidate early.
         value, used = math.nan, 0
-        for used, value in self.fitness.steps(subnet):
-            if self.pruning:
-                trial.report(value, used)
-                if trial.should_prune():
-                    trial.set_user_attr("budget_used", used)
-                    raise optuna.TrialPruned(f"stopped by the pruner after {used:,} of the fitness budget")
+        try:
+            for used, value in self.fitness.steps(subnet):
+                if self.pruning:
+                    trial.report(value, used)
+                    if trial.should_prune():
+                        trial.set_user_attr("budget_used", used)
+                        raise optuna.TrialPruned(f"stopped by the pruner after {used:,} of the fitness budget")
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken candidate must not end the search
+            # Recorded as settled (PRUNED, with the error), so the sampler moves on and a resumed
+            # search does not hand the same candidate out again.
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise optuna.TrialPruned(f"the fitness failed on this candidate: {type(exc).__name__}: {exc}") from exc
         trial.set_user_attr("budget_used", used)
         value = float(value)
         if math.isnan(value):
@@ -213,6 +221,12 @@ def search(
 
     if epochs is None and trials is None:
         raise ValueError("give a budget: --epochs (evolution) or --trials (any sampler)")
+    for name, value in (("trials", trials), ("epochs", epochs), ("workers", workers), ("num_seqs", num_seqs),
+                        ("seq_len", seq_len)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value} is not a positive number; give at least 1")
+    if pruner not in PRUNERS:
+        raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
     if epochs is not None and sampler != "evolution":
         raise ValueError(f"--epochs applies to the evolution sampler; give --trials for {sampler!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bars say it better
@@ -223,14 +237,14 @@ def search(
             raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
         return _run_workers(workers, locals())
 
-    if pruner not in PRUNERS:
-        raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     search_space = make_space(space, supernet, order=order, calibration=calibration,
                               choices=space_choices or {})
     fit_kwargs: dict[str, Any] = dict(fitness_options or {})
     if fitness == "perplexity":
         fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, **fit_kwargs}
+        if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
+            fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
     store = open_storage(storage, out)
 
@@ -243,6 +257,10 @@ def search(
         smp = make_sampler(sampler, search_space, b, seed, opts)
         study = optuna.create_study(storage=store, study_name=f"{study_name}-bin{i}-{b.lo}-{b.hi}", sampler=smp,
                                     direction=score.direction, load_if_exists=True, pruner=make_pruner(pruner))
+        stored = study._storage.get_study_system_attrs(study._study_id).get(SEED)
+        if sampler == "evolution" and seed is not None and stored is not None and int(stored) != seed:
+            raise ValueError(f"{out} holds a search started with --seed {stored}; rerun with --seed {stored} to "
+                             f"resume it, or give a new --out (or --study-name) for a search with --seed {seed}")
         study.set_user_attr("bin", [b.lo, b.hi])
         study.set_user_attr("space", space)
         fail_dead_trials(study)
@@ -283,7 +301,11 @@ def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progres
     def finished() -> bool:
         if isinstance(sampler, BinEvolutionSampler) and epochs is not None:
             return sampler.is_finished(run.study)
-        return trials is not None and done() >= trials
+        # Trials other workers are evaluating count too, so N workers never overshoot the budget
+        # by more than the trials they started at the same moment.
+        running = [t for t in run.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.system_attrs.get(KEY) is not None]
+        return trials is not None and done() + len(running) >= trials
 
     total = trials if trials is not None else None
     bar = tqdm(total=total, initial=done(), desc=label, unit="eval", disable=None if progress else True)
@@ -297,12 +319,21 @@ def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progres
         if finished():
             study.stop()
 
+    if isinstance(sampler, BinEvolutionSampler):
+        sampler.on_wait = fail_dead_trials  # a worker waiting at an epoch barrier frees dead workers' slots
     try:
         while not finished():
             run.study.optimize(run.objective, n_trials=1, callbacks=[callback], catch=())
-    except BinExhaustedError as exc:  # a small bin fully searched: done, not failed
-        run.exhausted = str(exc)
-        bar.write(f"{label}: {exc}")
+    except (SearchFinished, InfeasibleBinError) as exc:
+        # The sampler found out while setting up a trial: that trial never ran; close it.
+        if exc.trial_id is not None:
+            run.study._storage.set_trial_system_attr(exc.trial_id, "subnas:not_run", str(exc))
+            run.study._storage.set_trial_state_values(exc.trial_id, state=TrialState.FAIL)
+        if isinstance(exc, BinExhaustedError):  # a small bin fully searched: done, not failed
+            run.exhausted = str(exc)
+            bar.write(f"{label}: {exc}")
+        elif not isinstance(exc, SearchFinished):
+            raise
     finally:
         bar.close()
 
