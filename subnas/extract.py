@@ -116,7 +116,8 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
                 reason = str(exc)
                 if pad:
                     try:
-                        hf_sub, hf_state, written_cfg, padding = to_hf_padded(family, sub_cfg, state, hf_config)
+                        hf_sub, hf_state, written_cfg, padding = to_hf_padded(
+                            family, sub_cfg, state, hf_config, full=config, resolved=resolved)
                     except NotExpressible as pad_exc:
                         reason = f"{reason}; zero-padding: {pad_exc}"
                     else:
@@ -178,7 +179,11 @@ def _readme(r: ExtractResult) -> str:
                   "(AdamW and weight decay included)."
                   + (" Some real query groups are written as several stock groups with copies of their key/value "
                      "weights (`kv_copies`): the same function, but training may move the copies apart."
-                     if r.padding["kv_copies"] else ""), "",
+                     if r.padding["kv_copies"] else "")
+                  + (" Heads are padded to one head size; layers whose own head size is smaller have their query "
+                     "weights multiplied by `query_scale` = sqrt(padded / own head size) to keep the attention "
+                     "scale: the same function, but optimizers see a rescaled parameter."
+                     if r.padding["query_scale"] else ""), "",
                   "Per-layer true widths, and the stock shape every layer is padded to:", "",
                   "```json", json.dumps(r.padding, indent=2), "```", ""]
     if r.reason:

@@ -37,6 +37,10 @@ CASES: dict[str, tuple[str, SubNetwork, str, bool]] = {
                                                           intermediate_size=[16, 96, 48]), "LlamaForCausalLM", True),
     "llama-layerwise-mistral": ("llama-mha", SubNetwork(n_embd=20, num_heads=[3, 1, 2], intermediate_size=[64, 8, 30]),
                                 "MistralForCausalLM", True),
+    # Head sizes per layer / arbitrary RoPE pairs: heads padded to one size, queries rescaled.
+    "llama-layerwise-head-sizes": ("llama-gqa", SubNetwork(num_heads=[4, 2, 2], query_groups=[2, 1, 1],
+                                                           head_size=[16, 8, 12]), "LlamaForCausalLM", True),
+    "qwen2-fine-head-dims": ("qwen2", SubNetwork(head_size_indices=[1, 3, 6, 9, 11, 14]), "Qwen2ForCausalLM", True),
     "qwen2-layerwise": ("qwen2", SubNetwork(num_heads=[2, 4, 2], query_groups=[1, 2, 1], intermediate_size=[8, 96, 50]),
                         "Qwen2ForCausalLM", True),
     "qwen3-layerwise": ("qwen3", SubNetwork(num_heads=[4, 2], query_groups=[2, 1], intermediate_size=[24, 96]),
@@ -185,6 +189,14 @@ def test_training_the_padded_export_is_training_the_subnetwork(exported: dict[st
     torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-4)
 
 
+def test_query_scale_is_stated(exported: dict[str, Any]) -> None:
+    result = exported["results"]["llama-layerwise-head-sizes"]
+    assert result.padding is not None and result.padding["query_scale"]
+    assert result.padding["stock_shape"]["head_dim"] == 16
+    assert [round(layer["query_scale"] ** 2, 6) for layer in result.padding["layers"]] == [1.0, 2.0, round(16 / 12, 6)]
+    assert "query_scale" in (Path(result.path) / "README.md").read_text()
+
+
 def test_kv_copies_are_stated_and_padded_groups_stay_zero(exported: dict[str, Any]) -> None:
     result = exported["results"]["llama-layerwise-kv-copies"]
     assert result.padding is not None and result.padding["kv_copies"]
@@ -224,12 +236,14 @@ def test_a_padded_head_inside_a_real_group_would_come_alive() -> None:
 
 
 def test_flexible_only_when_nothing_is_exact_or_asked(tiny_models: dict, tmp_path: Path) -> None:
-    supernet = supernet_for(tiny_models, "llama-gqa")
-    mixed = SubNetwork(num_heads=[4, 2, 2], head_size=[16, 8, 16])  # head size per layer: no stock model
-    result = extract(supernet, mixed, tmp_path / "mixed")
+    qwen3 = supernet_for(tiny_models, "qwen3")
+    mixed = SubNetwork(head_size=[16, 8])  # QK-norm averages over the head: no padding, no stock model
+    result = extract(qwen3, mixed, tmp_path / "mixed")
     assert result.format == "subnas" and "head sizes differ between layers" in (result.reason or "")
+    assert "QK-norm" in (result.reason or "")
     with pytest.raises(NotExpressible, match="no stock architecture computes this sub-network exactly"):
-        extract(supernet, mixed, tmp_path / "stock", format="stock")
+        extract(qwen3, mixed, tmp_path / "stock", format="stock")
+    supernet = supernet_for(tiny_models, "llama-gqa")
     layerwise = CASES["llama-layerwise"][1]
     assert extract(supernet, layerwise, tmp_path / "asked", format="subnas").format == "subnas"
     unpadded = extract(supernet, layerwise, tmp_path / "nopad", pad=False)
@@ -238,8 +252,8 @@ def test_flexible_only_when_nothing_is_exact_or_asked(tiny_models: dict, tmp_pat
 
 
 def test_flexible_export_says_how_to_load_it(tiny_models: dict, tmp_path: Path) -> None:
-    supernet = supernet_for(tiny_models, "llama-gqa")
-    result = extract(supernet, SubNetwork(num_heads=[4, 2, 2], head_size=[16, 8, 16]), tmp_path / "flex")
+    supernet = supernet_for(tiny_models, "qwen3")
+    result = extract(supernet, SubNetwork(head_size=[16, 8]), tmp_path / "flex")
     config = json.loads((tmp_path / "flex" / "config.json").read_text())
     for text in (result.how_to_load, config["how_to_load"], (tmp_path / "flex" / "README.md").read_text()):
         assert "import subnas" in text and "--format stock" in text
@@ -266,3 +280,46 @@ def test_written_files_follow_the_umask(tiny_models: dict, tmp_path: Path, umask
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
     files = [*folder.iterdir(), tmp_path / "s.json"]
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask for f in files if f.is_file())
+
+
+# ----------------------------------------------------------------------------- the stock lm_eval CLI
+from tests._train_helpers import char_tokenizer, tiny_model_dir  # noqa: E402
+from tests.test_lm_eval import offline, task_dir  # noqa: E402,F401  (fixtures: local tasks, no network)
+
+# `python -m lm_eval ...`, plus a report of whether anything imported subnas on the way.
+LM_EVAL = """
+import runpy, sys
+sys.argv = ["lm_eval"] + sys.argv[1:]
+try:
+    runpy.run_module("lm_eval", run_name="__main__", alter_sys=True)
+finally:
+    print("SUBNAS_MODULES", [m for m in sys.modules if m.split(".")[0] == "subnas"])
+"""
+
+
+@pytest.mark.slow
+def test_stock_lm_eval_cli_scores_a_padded_layerwise_export_like_subnas(tmp_path: Path, task_dir: Path,
+                                                                        offline: None) -> None:
+    from subnas.lm_eval_bridge import evaluate_tasks
+
+    supernet = Supernet.from_pretrained(tiny_model_dir(tmp_path))
+    supernet.tokenizer = char_tokenizer()
+    subnet = CASES["llama-layerwise"][1]
+    result = extract(supernet, subnet, tmp_path / "export")
+    assert result.format == "stock" and result.padding is not None
+    ours = evaluate_tasks(supernet, ["subnas_tiny_ll"], subnet=subnet, include_path=task_dir, include_defaults=False,
+                          batch_size=4, bootstrap_iters=0)["results"]["subnas_tiny_ll"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-c", LM_EVAL, "--model", "hf", "--model_args", f"pretrained={result.path},dtype=float32",
+         "--tasks", "subnas_tiny_ll", "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "4",
+         "--output_path", str(out)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SUBNAS_MODULES []" in proc.stdout
+    files = list(out.rglob("results_*.json"))
+    assert len(files) == 1
+    theirs = json.loads(files[0].read_text())["results"]["subnas_tiny_ll"]
+    assert theirs["acc,none"] == ours["acc,none"]
+    assert theirs["perplexity,none"] == pytest.approx(ours["perplexity,none"], rel=1e-4)
