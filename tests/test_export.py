@@ -132,6 +132,23 @@ def test_auto_export_is_exact_stock(exported: dict[str, Any], tiny_models: dict,
         assert result.note and "computes the same function" in result.note
 
 
+@pytest.mark.parametrize("config_class,accepts", [
+    ("LlamaConfig", False), ("Gemma3TextConfig", False),  # hence Mistral / padded heads
+    ("MistralConfig", True), ("GraniteConfig", True), ("Qwen2Config", True), ("Qwen3Config", True),
+])
+def test_which_stock_configs_accept_hidden_not_divisible_by_heads(config_class: str, accepts: bool) -> None:
+    """The transformers behaviour the alternative classes rest on (448 = SmolLM2 pruned to 6 heads)."""
+    import transformers
+
+    shape = dict(hidden_size=448, num_attention_heads=6, num_key_value_heads=2, head_dim=64, intermediate_size=64,
+                 vocab_size=64)
+    if accepts:
+        assert getattr(transformers, config_class)(**shape).head_dim == 64
+    else:
+        with pytest.raises(Exception, match="not a multiple of the number of attention heads"):
+            getattr(transformers, config_class)(**shape)
+
+
 def _padded_zeros(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Masks of the exactly-zero entries of per-layer weights — the only ones padding touches. Random
     real weights are never exactly 0 there; elsewhere they can be (Gemma's padding-token embedding
