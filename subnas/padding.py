@@ -152,6 +152,8 @@ def _cols(t: torch.Tensor, total: int) -> torch.Tensor:
 
 def _heads(t: torch.Tensor, hs: int, positions: tuple[int, ...], HS: int, dim: int = 0) -> torch.Tensor:
     """Spread each ``hs``-dim head of ``t`` (along ``dim``) over ``HS`` dims at ``positions``, zeros elsewhere."""
+    if HS == hs:
+        return t  # head size kept (positions are the identity then)
     t = t.movedim(dim, 0)
     heads = t.reshape(-1, hs, *t.shape[1:])
     out = heads.new_zeros(heads.shape[0], HS, *heads.shape[2:])
@@ -171,28 +173,24 @@ def pad_state(sub: SubnasConfig, state: StateDict, shape: PaddedShape) -> StateD
     for i in range(sub.num_hidden_layers):
         pre, c, hs = f"model.layers.{i}.", shape.kv_copies[i], sub.head_dim[i]
         HS = shape.head_size or hs
-
-        def heads(t: torch.Tensor, dim: int = 0, scale: float = 1.0) -> torch.Tensor:
-            if not shape.head_size:
-                return t
-            return _heads(t * scale if scale != 1.0 else t, hs, shape.head_positions[i], HS, dim)
-
+        positions = shape.head_positions[i] if shape.head_size else tuple(range(hs))
+        q_scale = shape.query_scale[i] if shape.head_size else 1.0
         for param in ("weight", "bias"):
             q = state.get(f"{pre}attn.q.{param}")
             if q is not None:
-                scale = shape.query_scale[i] if shape.head_size else 1.0
-                out[f"{pre}attn.q.{param}"] = _rows(heads(q, scale=scale), H * HS)
+                q = q * q_scale if q_scale != 1.0 else q
+                out[f"{pre}attn.q.{param}"] = _rows(_heads(q, hs, positions, HS), H * HS)
             for name in ("k", "v"):
                 t = state.get(f"{pre}attn.{name}.{param}")
                 if t is not None:
-                    t = heads(t)
+                    t = _heads(t, hs, positions, HS)
                     per_group = t.reshape(-1, HS, *t.shape[1:]).repeat_interleave(c, dim=0)
                     out[f"{pre}attn.{name}.{param}"] = _rows(per_group.reshape(-1, *t.shape[1:]), G * HS)
             for name in ("gate", "up"):
                 t = state.get(f"{pre}mlp.{name}.{param}")
                 if t is not None:
                     out[f"{pre}mlp.{name}.{param}"] = _rows(t, D)
-        out[f"{pre}attn.o.weight"] = _cols(heads(state[f"{pre}attn.o.weight"], dim=1), H * HS)
+        out[f"{pre}attn.o.weight"] = _cols(_heads(state[f"{pre}attn.o.weight"], hs, positions, HS, dim=1), H * HS)
         out[f"{pre}mlp.down.weight"] = _cols(state[f"{pre}mlp.down.weight"], D)
     return out
 

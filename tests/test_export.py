@@ -21,9 +21,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from subnas import Supernet, SubNetwork, count_parameters, extract
+from subnas import SubNetwork, Supernet, count_parameters, extract
 from subnas.families import NotExpressible
+from tests._train_helpers import char_tokenizer, tiny_model_dir
 from tests.conftest import SEQ
+from tests.test_lm_eval import offline, task_dir  # noqa: F401  (fixtures: local lm-eval tasks, offline)
 
 # (family fixture, sub-network, expected stock class, padded?). Every shape here is refused by the
 # family's own stock config as it is: hidden % heads != 0 (Llama), head size != hidden / heads
@@ -300,8 +302,6 @@ def test_written_files_follow_the_umask(tiny_models: dict, tmp_path: Path, umask
 
 
 # ----------------------------------------------------------------------------- the stock lm_eval CLI
-from tests._train_helpers import char_tokenizer, tiny_model_dir  # noqa: E402
-from tests.test_lm_eval import offline, task_dir  # noqa: E402,F401  (fixtures: local tasks, no network)
 
 # `python -m lm_eval ...`, plus a report of whether anything imported subnas on the way.
 LM_EVAL = """
