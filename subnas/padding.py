@@ -24,11 +24,12 @@ every layer to one stock shape with zero weights fixes these:
   ``K = gcd`` heads, each with a *copy* of its key/value weights: the same function, but the
   copies are separate parameters that training may move apart (metadata: ``kv_copies``).
 * **Head sizes** (different per layer, or arbitrary rotary pairs from fine-grained spaces), for
-  fully rotary heads without QK-norm (Llama, Qwen2): each kept head dim goes to its own RoPE pair
-  in a stock head of ``HS`` dims — pair ``p`` of the full model at positions ``p`` and
-  ``p + HS/2`` — whose RoPE base reproduces the full model's frequencies for the first ``HS/2``
-  pairs; the other dims are zero in ``q``, ``k``, ``v`` and ``o`` (a zero pair rotates to zero, and
-  the gradient argument above holds dim by dim). One thing here is *not* zero-padding: stock
+  heads without QK-norm (all families but Qwen3 and Gemma 3): each kept head dim goes to its own
+  place in a stock head of ``HS`` dims — RoPE pair ``p`` of the full model to stock pair ``p``
+  (dims ``p`` and ``p + r/2`` of the ``r`` rotary ones), pass-through dims after them — whose RoPE
+  base reproduces the full model's frequencies for the first ``r/2`` pairs; the other dims are
+  zero in ``q``, ``k``, ``v`` and ``o`` (a zero pair rotates to zero, and the gradient argument
+  above holds dim by dim). One thing here is *not* zero-padding: stock
   attention scales scores by ``HS**-0.5`` instead of the layer's ``hs**-0.5``, so that layer's
   query weights carry the factor ``sqrt(HS / hs)`` — the same function, but optimizers see a
   rescaled parameter (metadata: ``query_scale``).
@@ -63,6 +64,7 @@ class PaddedShape:
     intermediate_size: int
     kv_copies: tuple[int, ...]  # per layer: stock groups written for each of its real groups
     head_size: int = 0  # 0: every layer keeps its (uniform) head size
+    rotary_dim: int = 0  # rotary dims of a padded head
     head_positions: tuple[tuple[int, ...], ...] = ()  # per layer: stock head dim of each kept dim
     query_scale: tuple[float, ...] = ()  # per layer: sqrt(head_size / its own head size)
 
@@ -100,30 +102,49 @@ def padded_shapes(sub: SubnasConfig, full: SubnasConfig, resolved: ResolvedSubNe
 
 def _head_layouts(base: PaddedShape, sub: SubnasConfig, full: SubnasConfig,
                   resolved: ResolvedSubNetwork) -> list[PaddedShape]:
-    """Padded-head variants of ``base``; none (or `NotExpressible` when needed) if heads can't be padded."""
+    """Padded-head variants of ``base``; none (or `NotExpressible` when needed) if heads can't be padded.
+
+    A stock head of ``HS`` dims rotates its first ``r = HS * R / Hs`` (the model's rotary fraction):
+    a kept pair ``p`` goes to stock pair ``p`` (dims ``p`` and ``p + r/2``), a kept pass-through dim
+    to the same offset after the rotary part. Candidates: the smallest head that holds every kept
+    dim, the model's own head size, and head sizes that divide the hidden size (GPT-NeoX, GPT-2).
+    """
     first = resolved.layers[0].layer
-    R = full.head_dim[first]
+    Hs, R = full.head_dim[first], full.rotary_dim[first]
     why = None
-    if full.position_embedding != "rope" or any(full.rotary_dim[s.layer] != full.head_dim[s.layer] for s in resolved.layers):
-        why = "only fully rotary heads can be padded to one size"
-    elif full.qk_norm:
+    if full.qk_norm:
         why = "QK-norm averages over the head, so zero dims would change it"
-    elif any(full.head_dim[s.layer] != R or full.rope_inv_freq[s.layer] != full.rope_inv_freq[first]
-             for s in resolved.layers):
+    elif any(full.head_dim[s.layer] != Hs or full.rotary_dim[s.layer] != R
+             or full.rope_inv_freq[s.layer] != full.rope_inv_freq[first] for s in resolved.layers):
         why = "the model's layers differ in head size or RoPE frequencies"
     if why is not None:
         if len(set(sub.head_dim)) > 1:
             raise NotExpressible(f"head sizes differ between layers ({sub.head_dim}) and cannot be padded: {why}")
         return []
     half = R // 2
-    needed = 2 * max(max(d if d < half else d - half for d in s.head_dims) + 1 for s in resolved.layers)
+    pairs = max(((d if d < half else d - half) + 1 for s in resolved.layers for d in s.head_dims if d < R), default=0)
+    passes = max((d - R + 1 for s in resolved.layers for d in s.head_dims if d >= R), default=0)
+
+    def rotary(HS: int) -> int:
+        return HS * R // Hs
+
+    def fits(HS: int) -> bool:
+        r = rotary(HS)
+        return HS * R % Hs == 0 and r % 2 == 0 and r // 2 >= pairs and HS - r >= passes
+
+    # Rotary heads stop at the model's head size: beyond it there are no frequencies to keep.
+    E, top = sub.hidden_size, Hs if R else max(Hs, sub.hidden_size)
+    feasible = [HS for HS in range(max(sub.head_dim), top + 1) if fits(HS)]
+    sizes = sorted(set(feasible[:1]) | {HS for HS in feasible if HS == Hs or E % HS == 0})
     out = []
-    for HS in sorted({needed, R}):
-        positions = tuple(tuple(d if d < half else d - half + HS // 2 for d in s.head_dims) for s in resolved.layers)
+    for HS in sizes:
+        r = rotary(HS)
+        positions = tuple(tuple(d if d < half else d - half + r // 2 if d < R else d - R + r for d in s.head_dims)
+                          for s in resolved.layers)
         if all(p == tuple(range(HS)) for p in positions):
             continue  # nothing to pad: that is the unpadded layout
         scale = tuple(math.sqrt(HS / s.head_size) for s in resolved.layers)
-        out.append(replace(base, head_size=HS, head_positions=positions, query_scale=scale))
+        out.append(replace(base, head_size=HS, rotary_dim=r, head_positions=positions, query_scale=scale))
     return out
 
 
@@ -136,8 +157,8 @@ def padded_config(sub: SubnasConfig, shape: PaddedShape, full: SubnasConfig, res
                 intermediate_size=[shape.intermediate_size] * n)
     if shape.head_size:
         # Pair p of the full model sits at stock pair p: the stock frequencies are the full model's first ones.
-        freqs = full.rope_inv_freq[resolved.layers[0].layer][: shape.head_size // 2]
-        data.update(head_dim=[shape.head_size] * n, rotary_dim=[shape.head_size] * n, rope_inv_freq=[freqs] * n)
+        freqs = full.rope_inv_freq[resolved.layers[0].layer][: shape.rotary_dim // 2]
+        data.update(head_dim=[shape.head_size] * n, rotary_dim=[shape.rotary_dim] * n, rope_inv_freq=[freqs] * n)
     return SubnasConfig(**data)
 
 

@@ -42,6 +42,9 @@ CASES: dict[str, tuple[str, SubNetwork, str, bool]] = {
     # Head sizes per layer / arbitrary RoPE pairs: heads padded to one size, queries rescaled.
     "llama-layerwise-head-sizes": ("llama-gqa", SubNetwork(num_heads=[4, 2, 2], query_groups=[2, 1, 1],
                                                            head_size=[16, 8, 12]), "LlamaForCausalLM", True),
+    "gpt_neox-head-sizes": ("gpt_neox", SubNetwork(num_heads=[4, 2, 3], head_size=[16, 12, 8]),  # partial rotary
+                            "GPTNeoXForCausalLM", True),
+    "gpt2-head-sizes": ("gpt2", SubNetwork(num_heads=[2, 4, 1], head_size=[16, 6, 10]), "GPT2LMHeadModel", True),
     "qwen2-fine-head-dims": ("qwen2", SubNetwork(head_size_indices=[1, 3, 6, 9, 11, 14]), "Qwen2ForCausalLM", True),
     "qwen2-layerwise": ("qwen2", SubNetwork(num_heads=[2, 4, 2], query_groups=[1, 2, 1], intermediate_size=[8, 96, 50]),
                         "Qwen2ForCausalLM", True),
