@@ -46,9 +46,19 @@ Format = Literal["auto", "stock", "subnas"]
 FORMATS = ("auto", "stock", "subnas")
 
 STOCK_LOAD = "AutoModelForCausalLM.from_pretrained({path!r}) in any process; no subnas needed"
-FLEXIBLE_LOAD = ("`import subnas` first (it registers model type 'subnas' with transformers' Auto classes), then "
-                 "AutoModelForCausalLM.from_pretrained({path!r}); tools that cannot import subnas (lm_eval --model "
-                 "hf, vLLM, llama.cpp) need a stock export: re-run `subnas extract ... --format stock`{why}")
+
+
+def _flexible_load(path: str, reason: str | None) -> str:
+    """What to do with a flexible folder: transformers' own error for it suggests upgrading transformers."""
+    how = (f"`import subnas` first (it registers model type 'subnas' with transformers' Auto classes), then "
+           f"AutoModelForCausalLM.from_pretrained({path!r})")
+    if reason is None:  # written on request: a stock export exists
+        return (f"{how}; tools that cannot import subnas (lm_eval --model hf, vLLM, llama.cpp) need a stock export: "
+                f"re-run `subnas extract ... --format stock` (Python: format='stock')")
+    return (f"{how}; no exact stock model exists ({reason}), so tools that cannot import subnas cannot run it: "
+            f"evaluate it through subnas (`subnas evaluate`, `subnas.lm_eval_bridge.evaluate_tasks`, or "
+            f"`python -c \"import subnas, lm_eval.__main__ as m; m.cli_evaluate()\" --model hf ...`), or choose a "
+            f"sub-network without that property")
 
 
 @dataclass(frozen=True)
@@ -141,8 +151,7 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
 
     out = Path(out_dir)
     flexible = isinstance(model, SubnasForCausalLM)
-    why = "" if reason is None else f" (no exact stock model: {reason})"
-    how = (FLEXIBLE_LOAD.format(path=str(out), why=why) if flexible else STOCK_LOAD.format(path=str(out)))
+    how = _flexible_load(str(out), reason) if flexible else STOCK_LOAD.format(path=str(out))
     result = ExtractResult(path=str(out), format="subnas" if flexible else "stock", architecture=type(model).__name__,
                            num_parameters=expected, reason=reason, exported_parameters=written, padding=padding,
                            note=note, how_to_load=how)

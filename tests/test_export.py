@@ -278,7 +278,10 @@ def test_flexible_export_says_how_to_load_it(tiny_models: dict, tmp_path: Path) 
     result = extract(supernet, SubNetwork(head_size=[16, 8]), tmp_path / "flex")
     config = json.loads((tmp_path / "flex" / "config.json").read_text())
     for text in (result.how_to_load, config["how_to_load"], (tmp_path / "flex" / "README.md").read_text()):
-        assert "import subnas" in text and "--format stock" in text
+        # No stock model exists here: the hint says so, and how to evaluate it anyway.
+        assert "import subnas" in text and "no exact stock model exists" in text and "cli_evaluate" in text
+    asked = extract(supernet, SubNetwork(n_layers=1), tmp_path / "asked", format="subnas")
+    assert "import subnas" in asked.how_to_load and "--format stock" in asked.how_to_load
     # What a user without subnas sees today, and that the folder then points the right way.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", "from transformers import AutoModelForCausalLM; "
