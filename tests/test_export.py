@@ -268,6 +268,7 @@ def test_flexible_only_when_nothing_is_exact_or_asked(tiny_models: dict, tmp_pat
     supernet = supernet_for(tiny_models, "llama-gqa")
     layerwise = CASES["llama-layerwise"][1]
     assert extract(supernet, layerwise, tmp_path / "asked", format="subnas").format == "subnas"
+    assert extract(supernet, layerwise, tmp_path / "strict", format="stock").padding is not None  # padded is stock
     unpadded = extract(supernet, layerwise, tmp_path / "nopad", pad=False)
     assert unpadded.format == "subnas" and "differs between layers" in (unpadded.reason or "")
     assert unpadded.exported_parameters == unpadded.num_parameters
