@@ -163,7 +163,9 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
             # Read by people who open config.json after transformers' "does not recognize this
             # architecture" error; transformers itself ignores the key (it becomes a config attribute).
             cfg_path = tmp / "config.json"
-            cfg_path.write_text(json.dumps({"how_to_load": how, **json.loads(cfg_path.read_text())}, indent=2) + "\n")
+            data = json.loads(cfg_path.read_text())
+            data.pop("how_to_load", None)  # a flexible source folder's own hint names the old path
+            cfg_path.write_text(json.dumps({"how_to_load": how, **data}, indent=2) + "\n")
         (tmp / "subnet.json").write_text(json.dumps(resolved.to_subnetwork().to_dict()) + "\n")
         (tmp / "subnas_extract.json").write_text(json.dumps(
             {**asdict(result), "source": supernet.source, "subnet": _compact(subnet)}, indent=2) + "\n")
