@@ -1,13 +1,19 @@
-"""Atomic writes: a killed process never leaves a half-written file behind (DESIGN.md §7)."""
+"""Atomic writes: a killed process never leaves a half-written file behind (DESIGN.md §7).
+
+The temporary files and folders behind an atomic write are private while being written
+(`tempfile` creates them 0600 / 0700); once complete they get the permissions a plain ``open`` or
+``mkdir`` would have given them — 0666 / 0777 minus the umask — so results are shared exactly as
+the user's umask says.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def _fsync_dir(path: Path) -> None:
@@ -23,6 +29,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic swap (briefly process-wide)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(*, folder: bool = False) -> int:
+    """What ``open(..., "w")`` (0666) or ``mkdir`` (0777) would create under the current umask."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``: temporary file in the same folder, fsync, rename."""
     path = Path(path)
@@ -32,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), plain_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -54,10 +79,17 @@ def atomic_directory(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        for f in tmp.iterdir():
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+        # Whatever wrote inside (transformers writes model.safetensors 0600 through its own temp
+        # file) gets what a plain open / mkdir would have given it.
+        file_mode, folder_mode = plain_mode(), plain_mode(folder=True)
+        for root, dirs, files in os.walk(tmp):
+            os.chmod(root, folder_mode)
+            for name in files:
+                f = Path(root) / name
+                if not f.is_symlink():
+                    os.chmod(f, file_mode)
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             os.replace(path, old)

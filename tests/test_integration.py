@@ -26,21 +26,27 @@ def test_full_supernet_is_smollm2(smollm2) -> None:
         torch.testing.assert_close(smollm2(IDS).logits, stock(IDS).logits, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("subnet,fmt", [
-    (SubNetwork(n_layers=20, n_embd=384, num_heads=6, head_size=48, intermediate_size=1024), "stock"),
+@pytest.mark.parametrize("subnet,architecture", [
+    (SubNetwork(n_layers=20, n_embd=384, num_heads=6, head_size=48, intermediate_size=1024), "LlamaForCausalLM"),
+    # Issue 11's shape: LlamaConfig refuses 448 % 6 != 0; Mistral computes the same function.
+    (SubNetwork(n_layers=8, n_embd=448, num_heads=6, query_groups=2, intermediate_size=1024), "MistralForCausalLM"),
+    # Layer-wise heads and fine-grained layers/neurons: zero-padded (and KV-copied) to a stock Llama.
     (SubNetwork(layer_indices=[0, 3, 7, 11, 15, 19, 23, 27, 29], num_heads=[9, 6, 3, 3, 3, 3, 6, 6, 9],
-                intermediate_indices=list(range(0, 1536, 3))), "subnas"),
+                intermediate_indices=list(range(0, 1536, 3))), "LlamaForCausalLM"),
+    # Head sizes that differ between layers: heads padded to 64 dims, RoPE pairs in place, queries rescaled.
+    (SubNetwork(n_layers=3, head_size=[64, 32, 48]), "LlamaForCausalLM"),
 ])
-def test_evaluated_equals_exported_on_smollm2(smollm2, tmp_path: Path, subnet: SubNetwork, fmt: str) -> None:
+def test_evaluated_equals_exported_on_smollm2(smollm2, tmp_path: Path, subnet: SubNetwork, architecture: str) -> None:
     with torch.no_grad(), smollm2.sub_network(subnet):
         evaluated = smollm2(IDS).logits
     result = extract(smollm2, subnet, tmp_path / "m")
-    assert result.format == fmt, result.reason
+    assert result.architecture == architecture, result.reason
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32)
     with torch.no_grad():
         exported = model(IDS).logits
     torch.testing.assert_close(exported, evaluated, rtol=2e-4, atol=2e-4)
-    assert sum(p.numel() for p in model.parameters()) == count_parameters(smollm2, subnet) == result.num_parameters
+    assert count_parameters(smollm2, subnet) == result.num_parameters
+    assert sum(p.numel() for p in model.parameters()) == result.exported_parameters
     assert (tmp_path / "m" / "tokenizer.json").is_file()
 
 

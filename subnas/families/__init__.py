@@ -57,6 +57,15 @@ class ModelFamily(ABC):
     def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
         """A sub-network (config + subnas-layout weights) in stock layout, or raise `NotExpressible`."""
 
+    def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
+        """Only the stock config `to_hf` would write (no weights), or raise `NotExpressible`.
+
+        Zero-padding (`subnas.padding`) calls it to find the smallest padded shape a stock class
+        accepts without converting weights for every try. Optional for plugin families: without it
+        padding tries one shape through `to_hf`.
+        """
+        raise NotImplementedError
+
     # Shared helpers for the families' ``to_hf``.
     @staticmethod
     def stock_config(hf_config: PretrainedConfig, data: dict[str, Any]) -> PretrainedConfig:

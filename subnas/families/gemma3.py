@@ -87,13 +87,14 @@ class Gemma3TextFamily(LlamaLikeFamily):
         return config
 
     # ---------------------------------------------------------------- export
-    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+    def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
         # rope_inv_freq legitimately differs between sliding and full layers: checked per type below.
         self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
                              "rotary_dim")
         h, hs = sub.num_attention_heads[0], sub.head_dim[0]
         if sub.hidden_size % h:
-            # Gemma3TextConfig.validate_architecture insists, although head_dim is explicit.
+            # Gemma3TextConfig.validate_architecture insists, although head_dim is explicit, and no
+            # other stock class has Gemma's sandwich norms; zero-padded heads can restore divisibility.
             raise NotExpressible(f"stock Gemma 3 needs hidden size divisible by heads ({sub.hidden_size} % {h} != 0)")
         full = self.to_subnas_config(hf_config)
         data = hf_config.to_dict()
@@ -114,7 +115,10 @@ class Gemma3TextFamily(LlamaLikeFamily):
             full_freqs = full.rope_inv_freq[full.layer_types.index(t)]
             p["rope_theta"] = stock_rope_theta(freqs[0], full_freqs, p["rope_theta"], p.get("rope_type", "default"))
         data["rope_parameters"] = params
-        hf_sub = type(hf_config).from_dict(data)
+        return self.stock_config(hf_config, data)
+
+    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+        hf_sub = self.hf_config_for(sub, hf_config)
         state = self._rename(state, to_hf=True)
         if sub.tie_word_embeddings:
             state["lm_head.weight"] = state["model.embed_tokens.weight"]  # listed by state_dict() though tied

@@ -114,7 +114,7 @@ class GPT2Family(ModelFamily):
         return out
 
     # ---------------------------------------------------------------- export
-    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+    def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
         self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size")
         h, g, hs, d = sub.num_attention_heads[0], sub.num_key_value_heads[0], sub.head_dim[0], sub.intermediate_size[0]
         if g != h:
@@ -124,7 +124,10 @@ class GPT2Family(ModelFamily):
         data = hf_config.to_dict()
         keep_default = data.get("n_inner") is None and d == 4 * sub.hidden_size
         data.update(n_embd=sub.hidden_size, n_layer=sub.num_hidden_layers, n_head=h, n_inner=None if keep_default else d)
-        hf_sub = type(hf_config).from_dict(data)
+        return self.stock_config(hf_config, data)
+
+    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+        hf_sub = self.hf_config_for(sub, hf_config)
 
         out: StateDict = {}
         layer_map = dict(LAYER_NAMES)

@@ -118,7 +118,7 @@ class GPTNeoXFamily(ModelFamily):
         return out
 
     # ---------------------------------------------------------------- export
-    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+    def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
         self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
                              "rotary_dim", "rope_inv_freq")
         h, g, hs = sub.num_attention_heads[0], sub.num_key_value_heads[0], sub.head_dim[0]
@@ -137,7 +137,11 @@ class GPTNeoXFamily(ModelFamily):
                                                     params.get("rope_theta", 10000.0), params.get("rope_type", "default"))
         data.update(hidden_size=sub.hidden_size, num_hidden_layers=sub.num_hidden_layers, num_attention_heads=h,
                     intermediate_size=sub.intermediate_size[0], rope_parameters=params)
-        hf_sub = type(hf_config).from_dict(data)
+        return self.stock_config(hf_config, data)
+
+    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+        hf_sub = self.hf_config_for(sub, hf_config)
+        h, hs = sub.num_attention_heads[0], sub.head_dim[0]
 
         out: StateDict = {}
         layer_map = dict(LAYER_NAMES)

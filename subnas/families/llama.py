@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from transformers import PretrainedConfig
+from transformers import GraniteConfig, MistralConfig, PretrainedConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from subnas.config import SubnasConfig
@@ -113,11 +113,41 @@ class LlamaLikeFamily(ModelFamily):
             state.pop("lm_head.weight", None)
         return state
 
-    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+    def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
         self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
                              "rotary_dim", "rope_inv_freq")
         data = self.hf_config_dict(sub, hf_config)
-        hf_sub = self.stock_config(hf_config, data)
+        try:
+            return self.stock_config(hf_config, data)
+        except NotExpressible as refused:
+            for alternative in self.stock_alternatives(data):
+                return alternative
+            raise refused from None
+
+    def stock_alternatives(self, data: dict[str, Any]) -> list[PretrainedConfig]:
+        """Other stock classes that compute exactly what this family's own class would, for shapes
+        its config refuses. transformers 5's `LlamaConfig` insists on hidden % heads == 0 even with
+        an explicit ``head_dim`` (which its modeling code fully supports), while `MistralConfig` does
+        not: with ``sliding_window=None`` Mistral *is* Llama without biases (same module names, RMSNorm,
+        RoPE, SDPA scale head_dim**-0.5). With q/k/v/o or MLP biases, `GraniteConfig` with every
+        multiplier 1 and ``attention_multiplier = head_dim**-0.5`` is Llama with biases. Parity of each
+        is tested against the supernet (tests/test_export.py)."""
+        keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
+                "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
+                "rope_parameters", "attention_dropout", "dtype")
+        common = {k: data[k] for k in keys if k in data}
+        if data.get("pretraining_tp", 1) != 1:
+            return []
+        if not data.get("attention_bias") and not data.get("mlp_bias"):
+            return [MistralConfig.from_dict({**common, "sliding_window": None})]
+        return [GraniteConfig.from_dict({
+            **common, "attention_bias": bool(data.get("attention_bias")), "mlp_bias": bool(data.get("mlp_bias")),
+            "embedding_multiplier": 1.0, "residual_multiplier": 1.0, "logits_scaling": 1.0,
+            "attention_multiplier": float(data["head_dim"]) ** -0.5})]
+
+    def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
+        hf_sub = self.hf_config_for(sub, hf_config)
         state = self._rename(state, to_hf=True)
         if sub.tie_word_embeddings:
             # A tied lm_head is the same Parameter as the embedding, but `state_dict()` (and so

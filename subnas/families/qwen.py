@@ -51,6 +51,9 @@ class Qwen2Family(LlamaLikeFamily):
             config.sliding_window = None  # a window that no layer uses would only confuse readers
         return config
 
+    def stock_alternatives(self, data: dict[str, Any]) -> list[PretrainedConfig]:
+        return []  # Qwen's own configs accept every uniform shape; Mistral lacks Qwen's biases / QK-norm
+
     def hf_config_dict(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> dict[str, Any]:
         data = super().hf_config_dict(sub, hf_config)
         # The kept layers keep their own types (fine-grained spaces may drop any layer), so the
