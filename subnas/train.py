@@ -85,17 +85,41 @@ class TrainConfig:
                                    "keep_checkpoints", "device", "progress", "tensorboard"})
 
     def __post_init__(self) -> None:
-        checks = [("seq_len", self.seq_len >= 2), ("batch_size", self.batch_size >= 1),
-                  ("micro_batch_size", self.micro_batch_size is None or self.micro_batch_size >= 1),
-                  ("max_tokens", self.max_tokens >= 1), ("max_steps", self.max_steps is None or self.max_steps >= 1),
-                  ("lr", self.lr > 0), ("min_lr", 0 <= self.min_lr <= self.lr),
-                  ("warmup_steps", self.warmup_steps >= 0),
-                  ("temperature", self.temperature > 0), ("top_k", self.top_k is None or self.top_k >= 1),
-                  ("kl", self.kl in ("forward", "reverse")), ("alpha", self.alpha >= 0), ("beta", self.beta >= 0),
-                  ("checkpoint_every", self.checkpoint_every >= 1), ("eval_every", self.eval_every >= 0)]
-        bad = [name for name, ok in checks if not ok]
+        # (field, legal?, what is legal): every problem is reported at once, with its legal range.
+        n = self.batch_size
+        checks = [
+            ("seq_len", self.seq_len >= 2, "an integer >= 2 (tokens per sequence)"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1 (sequences per optimizer step)"),
+            ("micro_batch_size", self.micro_batch_size is None or 1 <= self.micro_batch_size <= max(n, 1),
+             f"an integer from 1 to the batch size ({n}): sequences per forward pass"),
+            ("max_tokens", self.max_tokens >= 1, "an integer >= 1 (the token budget)"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, "an integer >= 1, or none"),
+            ("lr", self.lr > 0, "a number > 0"),
+            ("min_lr", 0 <= self.min_lr <= self.lr, f"a number from 0 to lr ({self.lr})"),
+            ("warmup_steps", self.warmup_steps >= 0, "an integer >= 0"),
+            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
+            ("beta1", 0 <= self.beta1 < 1, "a number in [0, 1) (AdamW's first-moment decay)"),
+            ("beta2", 0 <= self.beta2 < 1, "a number in [0, 1) (AdamW's second-moment decay)"),
+            ("temperature", self.temperature > 0, "a number > 0 (paper: 0.9)"),
+            ("top_k", self.top_k is None or self.top_k >= 1, "an integer >= 1, or none for the full logits"),
+            ("kl", self.kl in ("forward", "reverse"), "'forward' or 'reverse'"),
+            ("alpha", self.alpha >= 0, "a number >= 0 (weight of the cross-entropy; paper: 0.2)"),
+            ("beta", self.beta >= 0, "a number >= 0 (weight of the KL term; paper: 0.8)"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "an integer >= 1 (steps)"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, "an integer >= 1"),
+            ("eval_every", self.eval_every >= 0, "an integer >= 0 (steps; 0: only at the start and the end)"),
+            ("eval_seqs", self.eval_seqs >= 1, "an integer >= 1"),
+        ]
+        bad = [((name,), (getattr(self, name),), legal) for name, ok, legal in checks if not ok]
         if bad:
-            raise ValueError("invalid TrainConfig: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+            raise TrainConfigError(bad)
+
+    def check_distillation(self) -> None:
+        """Raise `TrainConfigError` if ``alpha·CE + beta·KL`` cannot train (both weights 0)."""
+        if self.alpha == 0 and self.beta == 0:
+            raise TrainConfigError([(("alpha", "beta"), (self.alpha, self.beta),
+                                     "the distillation loss alpha*CE + beta*KL would be 0 at every step and "
+                                     "nothing would be learned; give alpha > 0 or beta > 0 (paper: 0.2 and 0.8)")])
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
@@ -105,6 +129,18 @@ class TrainConfig:
         return self.max_steps or max(1, self.max_tokens // (self.batch_size * self.seq_len))
 
 
+def _checked_config(config: TrainConfig | None, options: dict[str, Any], *, distill: bool) -> TrainConfig:
+    """The run's `TrainConfig`, checked before anything is loaded: option ranges, the distillation
+    weights, and that the device exists (a wrong one would otherwise fail after minutes of loading)."""
+    from subnas.evaluate import resolve_device
+
+    cfg = make_config(config, **options)
+    if distill:
+        cfg.check_distillation()
+    resolve_device(cfg.device)
+    return cfg
+
+
 def make_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
     """``config`` (default `TrainConfig()`) with keyword overrides; unknown names are an error."""
     names = {f.name for f in fields(TrainConfig)}
@@ -112,6 +148,26 @@ def make_config(config: TrainConfig | None = None, **overrides: Any) -> TrainCon
     if unknown:
         raise TypeError(f"unknown training option(s) {unknown}; the options are {sorted(names)}")
     return replace(config or TrainConfig(), **overrides)
+
+
+class TrainConfigError(ValueError):
+    """Training options outside their legal range.
+
+    ``problems`` holds ``(fields, values, what is legal)`` triples, so the CLI can name its flags
+    (``--batch-size 0``) where the Python API names fields (``batch_size=0``).
+    """
+
+    Problem = tuple[tuple[str, ...], tuple[Any, ...], str]
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(self.describe(lambda name, value: f"{name}={value!r}"))
+
+    def describe(self, show: Callable[[str, Any], str]) -> str:
+        """One line naming every bad option with ``show(field, value)`` and what is legal."""
+        return "invalid training option(s): " + "; ".join(
+            " and ".join(show(f, v) for f, v in zip(fields_, values)) + f": {'give ' if len(fields_) == 1 else ''}"
+            + legal for fields_, values, legal in self.problems)
 
 
 class VocabularyMismatchError(ValueError):
@@ -146,7 +202,7 @@ def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir
     """
     from subnas.trainer import run_training
 
-    cfg = make_config(config, **options)
+    cfg = _checked_config(config, options, distill=False)
     student, tok, described = _student(model, subnet, init, out_dir, cfg, tokenizer)
     sources = {"model": _name(model), **described, "data": data, "val_data": _val_spec(data, val_data)}
     return run_training("pretrain", student=student, tokenizer=tok, teacher=None, sources=sources,
@@ -176,7 +232,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
     from subnas.supernet import Supernet
     from subnas.trainer import run_training
 
-    cfg = make_config(config, **options)
+    cfg = _checked_config(config, options, distill=True)
     if (student is None) == (subnet is None):
         raise ValueError("distill needs exactly one of student= (a model) or subnet= (a sub-network of the teacher)")
     supernet: Supernet | None = teacher if isinstance(teacher, Supernet) else None

@@ -37,7 +37,7 @@ from subnas._io import atomic_directory, atomic_write_text
 from subnas.assets import DataSourceError, resolve_text_source
 from subnas.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from subnas.data import BlockOrder, load_token_blocks, shard
-from subnas.evaluate import check_sequence_length, perplexity, requires_bos, tokenize_for_eval
+from subnas.evaluate import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
 from subnas.losses import distillation_loss, teacher_topk
 from subnas.train import TrainConfig
 from subnas.training_log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
@@ -65,7 +65,7 @@ def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
 
 def _device(cfg: TrainConfig, info: distributed.DistInfo) -> torch.device:
     if cfg.device is not None:
-        return torch.device(cfg.device)
+        return resolve_device(cfg.device)  # a missing device fails here, naming what is available
     return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
 
 
