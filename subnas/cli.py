@@ -228,7 +228,9 @@ def cmd_params(args: Any) -> dict[str, Any]:
     from subnas.families import load_config
     from subnas.params import count_parameters
 
-    config = load_config(args.model)
+    from subnas.assets import locate_model
+
+    config = load_config(locate_model(args.model))  # a Hub name fails fast when the Hub is unreachable
     subnet = _load_subnet(args.subnet)
     n = count_parameters(config, subnet)
     full = count_parameters(config)

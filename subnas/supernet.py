@@ -55,23 +55,25 @@ class Supernet:
         A folder written by `subnas.extract` in the flexible format loads too, so an extracted
         model can itself serve as a supernet.
         """
-        name = str(name_or_path)
-        if name == "default":
-            from subnas.assets import default_model_dir
+        from subnas.assets import locate_model
+        from subnas.checkpoints import check_weights
 
-            name = str(default_model_dir())
+        name = locate_model(name_or_path)  # "default"; a Hub name fails fast when the Hub is unreachable
         if Path(name).is_file():
             raise ValueError(f"{name!r} is a file; Supernet.from_pretrained needs a model folder or hub name "
                              f"(a config.json alone has no weights — `subnas params` accepts it)")
         hf_config = load_hf_config(name)
+        if Path(name).is_dir():
+            check_weights(name)  # a truncated file is named here, not in a bare SafetensorError
         tokenizer = _load_tokenizer(name)
-        if isinstance(hf_config, SubnasConfig):
-            model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
-            supernet = cls(model, hf_config=None, tokenizer=tokenizer, source=name)
-        else:
-            family_for(hf_config.model_type)  # fail early, with the list of supported families
-            hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-            supernet = cls.from_model(hf, tokenizer=tokenizer, source=name)
+        with weights_errors(name):
+            if isinstance(hf_config, SubnasConfig):
+                model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
+                supernet = cls(model, hf_config=None, tokenizer=tokenizer, source=name)
+            else:
+                family_for(hf_config.model_type)  # fail early, with the list of supported families
+                hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+                supernet = cls.from_model(hf, tokenizer=tokenizer, source=name)
         if device is not None:
             supernet.to(device)
         return supernet
@@ -155,6 +157,22 @@ class Supernet:
         cfg = self.subnas_config
         return (f"Supernet({self.source or cfg.family!r}: {cfg.family}, {cfg.num_hidden_layers} layers, "
                 f"hidden {cfg.hidden_size}, {self.count_parameters():,} parameters)")
+
+
+@contextlib.contextmanager
+def weights_errors(name: str) -> Iterator[None]:
+    """Turn a weights file that fails to load (e.g. a corrupt file in the Hugging Face cache, which
+    `subnas.checkpoints.check_weights` does not see) into `CorruptCheckpointError` naming the model."""
+    from safetensors import SafetensorError
+
+    from subnas.checkpoints import CorruptCheckpointError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        raise CorruptCheckpointError(
+            f"the weights of {name!r} cannot be read ({exc}); the file is truncated or corrupt: re-export the "
+            "model, or download it again (delete its folder in the Hugging Face cache first)") from None
 
 
 def _load_tokenizer(name: str) -> Any:

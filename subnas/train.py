@@ -129,6 +129,30 @@ class TrainConfig:
         return self.max_steps or max(1, self.max_tokens // (self.batch_size * self.seq_len))
 
 
+#: What a training run writes into its folder (see the module docstring). A folder holding
+#: anything else belongs to someone else, and a run must not scatter its files among them.
+RUN_ENTRIES = frozenset({"run.json", "init", "checkpoints", "log.csv", "training_curve.png", "tensorboard",
+                         "model", "summary.json"})
+
+
+def check_run_folder(out_dir: str | os.PathLike[str]) -> None:
+    """Raise `FileExistsError` unless ``out_dir`` is missing, empty, or a training run's folder
+    (which is then resumed). Temporary ``.NAME.*`` siblings of atomic writes count as the run's."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"the output folder {str(out)!r} is a file; give a new folder for the run")
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if p.name not in RUN_ENTRIES and not any(p.name.startswith(f".{e}.") for e in RUN_ENTRIES))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"the output folder {str(out)!r} holds files that no subnas training run wrote ({shown}); a run "
+            "writes checkpoints, logs and the model into its folder and resumes from them, so give a new or "
+            "empty folder (or the folder of an earlier run, to resume it)")
+
+
 def _checked_config(config: TrainConfig | None, options: dict[str, Any], *, distill: bool) -> TrainConfig:
     """The run's `TrainConfig`, checked before anything is loaded: option ranges, the distillation
     weights, and that the device exists (a wrong one would otherwise fail after minutes of loading)."""
@@ -203,6 +227,7 @@ def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir
     from subnas.trainer import run_training
 
     cfg = _checked_config(config, options, distill=False)
+    check_run_folder(out_dir)
     student, tok, described = _student(model, subnet, init, out_dir, cfg, tokenizer)
     sources = {"model": _name(model), **described, "data": data, "val_data": _val_spec(data, val_data)}
     return run_training("pretrain", student=student, tokenizer=tok, teacher=None, sources=sources,
@@ -233,6 +258,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
     from subnas.trainer import run_training
 
     cfg = _checked_config(config, options, distill=True)
+    check_run_folder(out_dir)
     if (student is None) == (subnet is None):
         raise ValueError("distill needs exactly one of student= (a model) or subnet= (a sub-network of the teacher)")
     supernet: Supernet | None = teacher if isinstance(teacher, Supernet) else None
@@ -301,11 +327,9 @@ def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
 
 
 def _model_path(source: str | os.PathLike[str]) -> str:
-    if str(source) == "default":
-        from subnas.assets import default_model_dir
+    from subnas.assets import locate_model
 
-        return str(default_model_dir())
-    return str(source)
+    return locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
 
 
 def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, Any]:
@@ -314,8 +338,14 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
         return source, tokenizer
     import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
 
+    from subnas.checkpoints import check_weights
+    from subnas.supernet import weights_errors
+
     path = _model_path(source)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if Path(path).is_dir():
+        check_weights(path)  # names a truncated file instead of a bare SafetensorError
+    with weights_errors(path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if tokenizer is None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
