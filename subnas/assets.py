@@ -493,6 +493,15 @@ def _read_hub(spec: str) -> list[str]:
         raise DataSourceError(f"cannot parse --data {spec!r}: expected 'default', a local file, or "
                               "NAME[:CONFIG[:SPLIT[:COLUMN]]]")
     name, config, split, column = (parts + ["", "", ""])[:4]
+    # Without this, an unreachable Hub costs ~30 s of retries before the same answer. In offline
+    # mode `datasets` reads its cache itself, so there is nothing to probe.
+    offline = _hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    reason = None if offline else hub_unreachable_reason()
+    if reason is not None:
+        raise DataSourceError(
+            f"cannot load dataset {spec!r}: the Hugging Face Hub is unreachable ({reason}). Offline, pass a local "
+            ".txt/.json/.jsonl/.parquet/.csv file or 'default', or set HF_DATASETS_OFFLINE=1 to use a copy "
+            "already in the datasets cache")
     try:
         loaded = datasets.load_dataset(name, config or None, split=split or None)
     except Exception as exc:  # the Hub raises many types (connection, not found, bad config)

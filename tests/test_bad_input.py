@@ -402,3 +402,21 @@ def test_multi_line_messages_become_one_line(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setitem(subnas.cli.COMMANDS, "plugins", chatty)
     fails(["plugins"], capsys, "first line second line")
+
+
+def test_hub_dataset_fails_fast_when_the_hub_is_unreachable(closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    import subnas.assets
+    from subnas.assets import DataSourceError, resolve_text_source
+
+    monkeypatch.setattr(subnas.assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("must not try the Hub"))
+    with pytest.raises(DataSourceError, match=r"'wikitext:wikitext-2-raw-v1'.*unreachable.*HF_DATASETS_OFFLINE=1"):
+        resolve_text_source("wikitext:wikitext-2-raw-v1")
+    # In offline mode `datasets` reads its own cache: no probe, the loader is called.
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": ["cached"]}))
+    assert resolve_text_source("wikitext:wikitext-2-raw-v1:test") == ["cached"]
