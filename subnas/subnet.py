@@ -70,8 +70,8 @@ _LEGAL = {
 
 def _show(value: Any, limit: int = 60) -> str:
     """``value`` as JSON-ish text, shortened: index sets can hold 1e5 numbers."""
-    text = json.dumps(value, default=repr) if not isinstance(value, tuple) else json.dumps(_thaw(value), default=repr)
-    return text if len(text) <= limit else text[:limit - 5] + " ...]"
+    text = json.dumps(_thaw(value), default=repr)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
 def _as_int(value: Any) -> int | None:
@@ -104,7 +104,8 @@ def _freeze(name: str, value: Any) -> Any:
         frozen = _as_int(value)
     if frozen is None and kind in ("per_layer", "flat_index", "per_layer_index"):
         frozen = _int_list(value)
-    if frozen is None and kind == "per_layer_index" and isinstance(value, (list, tuple)) and value:
+    if frozen is None and kind == "per_layer_index" and value and isinstance(value, (list, tuple)) \
+            and all(isinstance(v, (list, tuple)) for v in value):
         lists = [_int_list(v) for v in value]
         frozen = None if any(x is None for x in lists) else tuple(lists)
     if frozen is None:
