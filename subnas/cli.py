@@ -31,13 +31,14 @@ MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a conf
 
 
 def _parser() -> ArgumentParser:
+    # exit_on_error=False: `main` prints a malformed command line as one `subnas: error:` line too.
     parser = ArgumentParser(prog="subnas", description="Find, extract and train small LMs inside large ones.",
-                            exit_on_error=True)
+                            exit_on_error=False)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subcommands(dest="command", required=True)
 
     def verb(name: str, help: str) -> ArgumentParser:
-        p = ArgumentParser(description=help)
+        p = ArgumentParser(description=help, exit_on_error=False)
         p.add_argument("--config", action=ActionConfigFile, help="YAML file whose keys are this command's flags")
         sub.add_subcommand(name, p, help=help)
         return p
@@ -358,8 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     from subnas.families import NotExpressible
     from subnas.plugins import PluginError
 
+    from jsonargparse import ArgumentError
+
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentError as exc:
+        verb = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
+        print(f"subnas: error: {' '.join(str(exc).split())}; see: subnas {verb + ' ' if verb else ''}--help",
+              file=sys.stderr)
+        return 2
     command = args.command
     sub_args = args[command]
     try:

@@ -420,3 +420,26 @@ def test_hub_dataset_fails_fast_when_the_hub_is_unreachable(closed_port: int, mo
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.Dataset.from_dict({"text": ["cached"]}))
     assert resolve_text_source("wikitext:wikitext-2-raw-v1:test") == ["cached"]
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["evaluate", "m", "--batch-size", "abc"], ['"batch_size"', "abc", "see: subnas evaluate --help"]),
+    (["evaluate"], ["required", "evaluate.model", "see: subnas evaluate --help"]),
+    (["evaluat"], ["invalid choice: 'evaluat'", "see: subnas --help"]),
+    (["pretrain", "m", "--out", "o", "--init", "foo"], ['"init"', "foo"]),
+    (["evaluate", "m", "--bogus", "1"], ["unrecognized arguments: --bogus 1"]),
+])
+def test_malformed_command_lines_are_one_line(argv: list[str], expected: list[str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    fails(argv, capsys, *expected)
+
+
+def test_missing_gpu_index_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from subnas.evaluate import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    fails(["evaluate", "m", "--device", "cuda:3"], capsys,
+          "device 'cuda:3' is not available on this machine; available here: cpu, cuda:0, cuda:1")
