@@ -12,7 +12,11 @@ arguments:
     <out_dir>/log.csv             one row per step (+ tensorboard/ when installed)
     <out_dir>/training_curve.png  loss and validation perplexity over tokens
     <out_dir>/model/              the trained model: safetensors + config + tokenizer
-    <out_dir>/summary.json        what `pretrain`/`distill` return
+    <out_dir>/summary.json        what `pretrain`/`distill` return; ``"complete": false`` until the
+                                  model is written (updated at checkpoints and when a run stops)
+
+A folder holding anything else is refused as ``out_dir`` (`check_run_folder`), so a run never
+scatters its files among someone else's.
 
 Under ``torchrun`` the same calls run data-parallel (`subnas.distributed`).
 
