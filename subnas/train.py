@@ -232,6 +232,7 @@ def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir
 
     cfg = _checked_config(config, options, distill=False)
     check_run_folder(out_dir)
+    subnet = _subnet(subnet)  # a file is read once: it may be a pipe such as <(echo ...)
     student, tok, described = _student(model, subnet, init, out_dir, cfg, tokenizer)
     sources = {"model": _name(model), **described, "data": data, "val_data": _val_spec(data, val_data)}
     return run_training("pretrain", student=student, tokenizer=tok, teacher=None, sources=sources,
@@ -263,6 +264,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
 
     cfg = _checked_config(config, options, distill=True)
     check_run_folder(out_dir)
+    subnet, teacher_subnet = _subnet(subnet), _subnet(teacher_subnet)  # files are read once (pipes)
     if (student is None) == (subnet is None):
         raise ValueError("distill needs exactly one of student= (a model) or subnet= (a sub-network of the teacher)")
     supernet: Supernet | None = teacher if isinstance(teacher, Supernet) else None
@@ -272,7 +274,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
     teacher_model: Any
     if supernet is not None:
         if teacher_subnet is not None:
-            supernet.set_sub_network(_subnet(teacher_subnet))
+            supernet.set_sub_network(teacher_subnet)
         teacher_model, teacher_tok = supernet.model, supernet.tokenizer
     else:
         teacher_model, teacher_tok = _load_model(teacher, tokenizer)
@@ -318,8 +320,8 @@ def _val_spec(data: str, val_data: str | None) -> str | None:
     return val_data
 
 
-def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str]) -> SubNetwork:
-    if isinstance(subnet, SubNetwork):
+def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str] | None) -> SubNetwork | None:
+    if subnet is None or isinstance(subnet, SubNetwork):
         return subnet
     if isinstance(subnet, dict):
         return SubNetwork.from_dict(subnet)
@@ -327,7 +329,8 @@ def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str]) -> Sub
 
 
 def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
-    return None if subnet is None else _subnet(subnet).to_dict()
+    sub = _subnet(subnet)
+    return None if sub is None else sub.to_dict()
 
 
 def _model_path(source: str | os.PathLike[str]) -> str:
@@ -368,9 +371,9 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
 
     if init not in INITS:
         raise ValueError(f"init={init!r} is not one of {INITS}")
-    described: dict[str, Any] = {"subnet": _subnet_dict(subnet), "init": init}
-    if subnet is not None:
-        sub = _subnet(subnet)
+    sub = _subnet(subnet)
+    described: dict[str, Any] = {"subnet": None if sub is None else sub.to_dict(), "init": init}
+    if sub is not None:
         init_dir = Path(out_dir) / "init"
         info = distributed.setup(cfg.device)
         if info.is_main and not (init_dir / "config.json").is_file():

@@ -443,3 +443,17 @@ def test_missing_gpu_index_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch,
     assert resolve_device("cuda") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
     fails(["evaluate", "m", "--device", "cuda:3"], capsys,
           "device 'cuda:3' is not available on this machine; available here: cpu, cuda:0, cuda:1")
+
+
+def test_python_api_reads_a_subnetwork_pipe_once(tmp_path: Path) -> None:
+    from subnas.train import pretrain
+
+    model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 100)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b'{"n_layers": 1}')
+    os.close(write_end)
+    try:
+        summary = pretrain(str(model), str(data), tmp_path / "run", subnet=f"/dev/fd/{read_end}", **FAST, max_steps=1)
+    finally:
+        os.close(read_end)
+    assert summary["sources"]["subnet"] == {"n_layers": 1} and summary["complete"] is True
