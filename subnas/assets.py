@@ -293,9 +293,9 @@ def _check_checkpoint(folder: Path) -> None:
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         raise FileNotFoundError(f"no *.safetensors weights in {folder}")
-    from subnas.checkpoints import check_weights
+    from subnas.checkpoints import check_model_files
 
-    check_weights(folder)  # a truncated file (disk full, killed copy) is rebuilt, never loaded
+    check_model_files(folder)  # a truncated file (disk full, killed copy) is rebuilt, never loaded
     n = sum(_safetensors_numel(s) for s in shards)
     if n != SMOLLM2_PARAMETERS:
         raise RuntimeError(f"{folder} holds {n:,} parameters, expected {SMOLLM2_PARAMETERS:,}")

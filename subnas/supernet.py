@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from subnas.checkpoints import CorruptCheckpointError
 from subnas.config import SubnasConfig
 from subnas.families import ModelFamily, family_for, load_hf_config
 from subnas.modeling import SubnasForCausalLM
@@ -56,16 +57,16 @@ class Supernet:
         model can itself serve as a supernet.
         """
         from subnas.assets import locate_model
-        from subnas.checkpoints import check_weights
+        from subnas.checkpoints import check_model_files
 
         name = locate_model(name_or_path)  # "default"; a Hub name fails fast when the Hub is unreachable
         if Path(name).is_file():
             raise ValueError(f"{name!r} is a file; Supernet.from_pretrained needs a model folder or hub name "
                              f"(a config.json alone has no weights — `subnas params` accepts it)")
-        hf_config = load_hf_config(name)
         if Path(name).is_dir():
-            check_weights(name)  # a truncated file is named here, not in a bare SafetensorError
-        tokenizer = _load_tokenizer(name)
+            check_model_files(name)  # a truncated file is named here, not in a bare SafetensorError
+        hf_config = load_hf_config(name)
+        tokenizer = load_tokenizer(name)
         with weights_errors(name):
             if isinstance(hf_config, SubnasConfig):
                 model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
@@ -162,10 +163,8 @@ class Supernet:
 @contextlib.contextmanager
 def weights_errors(name: str) -> Iterator[None]:
     """Turn a weights file that fails to load (e.g. a corrupt file in the Hugging Face cache, which
-    `subnas.checkpoints.check_weights` does not see) into `CorruptCheckpointError` naming the model."""
+    `subnas.checkpoints.check_model_files` does not see) into `CorruptCheckpointError` naming the model."""
     from safetensors import SafetensorError
-
-    from subnas.checkpoints import CorruptCheckpointError
 
     try:
         yield
@@ -175,9 +174,24 @@ def weights_errors(name: str) -> Iterator[None]:
             "model, or download it again (delete its folder in the Hugging Face cache first)") from None
 
 
-def _load_tokenizer(name: str) -> Any:
-    """The tokenizer beside the model, or ``None`` if there is none (random-weight test models)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer beside the model, or ``None`` if there is none (random-weight test models).
+
+    A local folder that has tokenizer files which fail to load is an error naming them: treating
+    it as "no tokenizer" would blame the wrong thing later.
+    """
     try:
         return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError, TypeError):
-        return None
+    except Exception as exc:  # tokenizers raises its own Exception types for a corrupt file
+        present = [f for f in TOKENIZER_FILES if (Path(name) / f).is_file()]
+        if present:
+            raise CorruptCheckpointError(
+                f"the tokenizer in {name!r} ({', '.join(present)}) cannot be loaded ({type(exc).__name__}: {exc}); "
+                "if the files are truncated or corrupt, save the tokenizer there again or copy the model "
+                "folder again") from None
+        if isinstance(exc, (OSError, ValueError, TypeError)):
+            return None
+        raise

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from subnas.subnet import SubNetwork
 
@@ -266,7 +266,8 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
     check_run_folder(out_dir)
     subnet, teacher_subnet = _subnet(subnet), _subnet(teacher_subnet)  # files are read once (pipes)
     if (student is None) == (subnet is None):
-        raise ValueError("distill needs exactly one of student= (a model) or subnet= (a sub-network of the teacher)")
+        raise ValueError("distill needs exactly one student: --student / student= (a model folder) or "
+                         "--subnet / subnet= (a sub-network of the teacher, extracted as the student)")
     supernet: Supernet | None = teacher if isinstance(teacher, Supernet) else None
     if supernet is None and (subnet is not None or teacher_subnet is not None):
         supernet = (Supernet.from_model(teacher, tokenizer=tokenizer) if isinstance(teacher, PreTrainedModel)
@@ -345,19 +346,16 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
         return source, tokenizer
     import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
 
-    from subnas.checkpoints import check_weights
-    from subnas.supernet import weights_errors
+    from subnas.checkpoints import check_model_files
+    from subnas.supernet import load_tokenizer, weights_errors
 
     path = _model_path(source)
     if Path(path).is_dir():
-        check_weights(path)  # names a truncated file instead of a bare SafetensorError
+        check_model_files(path)  # names a truncated file instead of a bare SafetensorError
     with weights_errors(path):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if tokenizer is None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, TypeError):
-            tokenizer = None
+        tokenizer = load_tokenizer(path)
     return model, tokenizer
 
 

@@ -457,3 +457,18 @@ def test_python_api_reads_a_subnetwork_pipe_once(tmp_path: Path) -> None:
     finally:
         os.close(read_end)
     assert summary["sources"]["subnet"] == {"n_layers": 1} and summary["complete"] is True
+
+
+@pytest.mark.parametrize("broken,expected", [
+    ("config.json", ["the model config", "config.json' is truncated or corrupt", "download the model again"]),
+    ("tokenizer.json", ["the tokenizer in", "tokenizer.json", "cannot be loaded", "save the tokenizer there again"]),
+])
+@pytest.mark.parametrize("verb", ["evaluate", "pretrain"])
+def test_corrupt_config_or_tokenizer_is_named(tmp_path: Path, broken: str, expected: list[str], verb: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_model_dir(tmp_path)
+    text = (model / broken).read_text()
+    (model / broken).write_text(text[: len(text) // 2])  # cut mid-write
+    argv = ["evaluate", str(model)] if verb == "evaluate" else ["pretrain", str(model), "--out",
+                                                                  str(tmp_path / "run"), *TRAIN_FLAGS]
+    fails(argv, capsys, *expected)
