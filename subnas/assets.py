@@ -197,11 +197,12 @@ def _is_hub_name(text: str) -> bool:
     return True
 
 
-def _hub_offline() -> bool:
+def _hub_offline(*also: str) -> bool:
+    """Whether Hugging Face offline mode is on (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``also``)."""
     from huggingface_hub import constants
 
     # The constant is read once at import; the variables may have been set since (tests, notebooks).
-    flags = (os.environ.get(v, "").strip().upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    flags = (os.environ.get(v, "").strip().upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *also))
     return bool(constants.HF_HUB_OFFLINE) or any(f in {"1", "ON", "YES", "TRUE"} for f in flags)
 
 
@@ -287,14 +288,14 @@ def _safetensors_numel(path: Path) -> int:
 
 def _check_checkpoint(folder: Path) -> None:
     """Raise unless ``folder`` holds the converted default model (config, tokenizer, all weights)."""
+    from subnas.checkpoints import check_model_files
+
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} is missing")
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         raise FileNotFoundError(f"no *.safetensors weights in {folder}")
-    from subnas.checkpoints import check_model_files
-
     check_model_files(folder)  # a truncated file (disk full, killed copy) is rebuilt, never loaded
     n = sum(_safetensors_numel(s) for s in shards)
     if n != SMOLLM2_PARAMETERS:
@@ -495,8 +496,7 @@ def _read_hub(spec: str) -> list[str]:
     name, config, split, column = (parts + ["", "", ""])[:4]
     # Without this, an unreachable Hub costs ~30 s of retries before the same answer. In offline
     # mode `datasets` reads its cache itself, so there is nothing to probe.
-    offline = _hub_offline() or os.environ.get("HF_DATASETS_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    reason = None if offline else hub_unreachable_reason()
+    reason = None if _hub_offline("HF_DATASETS_OFFLINE") else hub_unreachable_reason()
     if reason is not None:
         raise DataSourceError(
             f"cannot load dataset {spec!r}: the Hugging Face Hub is unreachable ({reason}). Offline, pass a local "

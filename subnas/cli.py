@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a config.json"
 
@@ -226,10 +226,9 @@ def _load_subnet(path: str | None) -> Any:
 
 
 def cmd_params(args: Any) -> dict[str, Any]:
+    from subnas.assets import locate_model
     from subnas.families import load_config
     from subnas.params import count_parameters
-
-    from subnas.assets import locate_model
 
     config = load_config(locate_model(args.model))  # a Hub name fails fast when the Hub is unreachable
     subnet = _load_subnet(args.subnet)
@@ -358,8 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     from subnas.checkpoints import CorruptCheckpointError
     from subnas.families import NotExpressible
     from subnas.plugins import PluginError
-
-    from jsonargparse import ArgumentError
 
     parser = _parser()
     try:

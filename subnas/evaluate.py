@@ -332,11 +332,12 @@ def evaluate(
     from subnas.assets import resolve_text_source
     from subnas.supernet import Supernet
 
+    dev = resolve_device(device)  # before loading: a missing device is named at once
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     if supernet.tokenizer is None:
         raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluation needs one")
     check_sequence_length(supernet.model, seq_len)
-    supernet.to(resolve_device(device))
+    supernet.to(dev)
     tokens = tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
                                add_bos=requires_bos(supernet.subnas_config))
     with supernet.sub_network(subnet):
