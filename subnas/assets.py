@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
@@ -222,12 +221,22 @@ def _hub_address() -> tuple[str, int]:
     return host, url.port or (443 if url.scheme == "https" else 80)
 
 
+_PROBE_TTL = 60.0  # seconds a probe's answer is reused: loading several models probes once
+_probed: dict[tuple[str, int], tuple[float, str | None]] = {}
+
+
 def hub_unreachable_reason() -> str | None:
     """``None`` if the Hub (or its proxy) accepts a connection within `HUB_PROBE_TIMEOUT`, else why not."""
-    return _probe(*_hub_address())
+    import time
+
+    address = _hub_address()
+    when, reason = _probed.get(address, (-math.inf, None))
+    if time.monotonic() - when > _PROBE_TTL:  # a notebook that was offline may be online by now
+        reason = _probe(*address)
+        _probed[address] = (time.monotonic(), reason)
+    return reason
 
 
-@functools.lru_cache(maxsize=None)
 def _probe(host: str, port: int) -> str | None:
     import socket
     import threading

@@ -472,3 +472,17 @@ def test_corrupt_config_or_tokenizer_is_named(tmp_path: Path, broken: str, expec
     argv = ["evaluate", str(model)] if verb == "evaluate" else ["pretrain", str(model), "--out",
                                                                   str(tmp_path / "run"), *TRAIN_FLAGS]
     fails(argv, capsys, *expected)
+
+
+def test_hub_probe_is_reused_for_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subnas.assets
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(subnas.assets, "_hub_address", lambda: ("probe.invalid", 1))
+    monkeypatch.setattr(subnas.assets, "_probe", lambda host, port: calls.append((host, port)) or "down")
+    monkeypatch.setattr(subnas.assets, "_probed", {})
+    assert subnas.assets.hub_unreachable_reason() == subnas.assets.hub_unreachable_reason() == "down"
+    assert len(calls) == 1
+    monkeypatch.setattr(subnas.assets, "_PROBE_TTL", -1.0)  # expired: probe again
+    subnas.assets.hub_unreachable_reason()
+    assert len(calls) == 2
