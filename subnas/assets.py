@@ -43,6 +43,7 @@ __all__ = [
     "corpus_statistics",
     "default_corpus",
     "default_model_dir",
+    "locate_model",
     "read_wiki_articles",
     "resolve_text_source",
 ]
@@ -148,10 +149,128 @@ def default_model_dir() -> Path:
         logger.warning("Converting %s once into a cached checkpoint at %s (about 25 s)", gguf.name, target)
         # overwrite: a folder that failed the check above (corrupt, wrong size) is replaced whole.
         with atomic_directory(target, overwrite=True) as tmp:
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the weights are public
             _convert_gguf(gguf, tmp)
             _check_checkpoint(tmp)
     return target
+
+
+# ---------------------------------------------------------------------------- model names
+HUB_PROBE_TIMEOUT = 3.0  # seconds; the Hub's own retries take ~30 s to give up when offline
+
+
+class HubUnreachableError(OSError):
+    """A Hub model name was given, but the Hub cannot be reached and the model is not cached."""
+
+
+def locate_model(name: str | os.PathLike[str]) -> str:
+    """Where to load a model from: ``"default"``, a local folder or file, or a Hub name.
+
+    ``"default"`` becomes the converted offline checkpoint and a local path stays itself. A Hub
+    name stays itself when the Hub answers; when it does not (no internet, or ``HF_HUB_OFFLINE``
+    set), the model's snapshot in the local Hugging Face cache is used if there is one, and
+    otherwise `HubUnreachableError` says so at once — instead of after ~30 s of download retries.
+
+    Example:
+        >>> locate_model("/nonexistent/model")
+        '/nonexistent/model'
+    """
+    text = str(name)
+    if text == "default":
+        return str(default_model_dir())
+    if Path(text).expanduser().exists() or not _is_hub_name(text):
+        return text  # a path, existing or not: the loader's own "does not exist" message applies
+    offline = _hub_offline()
+    reason = "HF_HUB_OFFLINE is set" if offline else hub_unreachable_reason()
+    if reason is None:
+        return text  # online: transformers downloads (or revalidates its cache) as usual
+    cached = _cached_snapshot(text)
+    if cached is not None:
+        return text if offline else cached  # offline mode reads the cache by name itself
+    raise HubUnreachableError(
+        f"cannot download {text!r} from the Hugging Face Hub ({reason}) and it is not in the local Hugging Face "
+        "cache; pass a local model folder, or 'default' (SmolLM2-135M, shipped offline)")
+
+
+def _is_hub_name(text: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _hub_offline(*also: str) -> bool:
+    """Whether Hugging Face offline mode is on (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``also``)."""
+    from huggingface_hub import constants
+
+    # The constant is read once at import; the variables may have been set since (tests, notebooks).
+    flags = (os.environ.get(v, "").strip().upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *also))
+    return bool(constants.HF_HUB_OFFLINE) or any(f in {"1", "ON", "YES", "TRUE"} for f in flags)
+
+
+def _hub_address() -> tuple[str, int]:
+    """The host and port a Hub download connects to first: the endpoint, or the proxy in front of it."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    proxy = getproxies().get(url.scheme)
+    if proxy and not proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return p.hostname or host, p.port or 80
+    return host, url.port or (443 if url.scheme == "https" else 80)
+
+
+_PROBE_TTL = 60.0  # seconds a probe's answer is reused: loading several models probes once
+_probed: dict[tuple[str, int], tuple[float, str | None]] = {}
+
+
+def hub_unreachable_reason() -> str | None:
+    """``None`` if the Hub (or its proxy) accepts a connection within `HUB_PROBE_TIMEOUT`, else why not."""
+    import time
+
+    address = _hub_address()
+    when, reason = _probed.get(address, (-math.inf, None))
+    if time.monotonic() - when > _PROBE_TTL:  # a notebook that was offline may be online by now
+        reason = _probe(*address)
+        _probed[address] = (time.monotonic(), reason)
+    return reason
+
+
+def _probe(host: str, port: int) -> str | None:
+    import socket
+    import threading
+
+    outcome: dict[str, str | None] = {}
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT).close()
+            outcome["error"] = None
+        except OSError as exc:
+            outcome["error"] = f"{host}: {exc.strerror or exc}"
+
+    # A thread, because name resolution ignores the socket timeout and can hang far longer.
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_TIMEOUT)
+    return outcome.get("error", f"{host}: no answer within {HUB_PROBE_TIMEOUT:.0f} s")
+
+
+def _cached_snapshot(repo_id: str) -> str | None:
+    """The folder of ``repo_id`` in the local Hugging Face cache, if it holds a config.json."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError) or an unreadable cache: both mean "no"
+        return None
+    return folder if (Path(folder) / "config.json").is_file() else None
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -183,12 +302,15 @@ def _safetensors_numel(path: Path) -> int:
 
 def _check_checkpoint(folder: Path) -> None:
     """Raise unless ``folder`` holds the converted default model (config, tokenizer, all weights)."""
+    from subnas.checkpoints import check_model_files
+
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} is missing")
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
         raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+    check_model_files(folder)  # a truncated file (disk full, killed copy) is rebuilt, never loaded
     n = sum(_safetensors_numel(s) for s in shards)
     if n != SMOLLM2_PARAMETERS:
         raise RuntimeError(f"{folder} holds {n:,} parameters, expected {SMOLLM2_PARAMETERS:,}")
@@ -391,6 +513,14 @@ def _read_hub(spec: str) -> list[str]:
         raise DataSourceError(f"cannot parse --data {spec!r}: expected 'default', a local file, or "
                               "NAME[:CONFIG[:SPLIT[:COLUMN]]]")
     name, config, split, column = (parts + ["", "", ""])[:4]
+    # Without this, an unreachable Hub costs ~30 s of retries before the same answer. In offline
+    # mode `datasets` reads its cache itself, so there is nothing to probe.
+    reason = None if _hub_offline("HF_DATASETS_OFFLINE") else hub_unreachable_reason()
+    if reason is not None:
+        raise DataSourceError(
+            f"cannot load dataset {spec!r}: the Hugging Face Hub is unreachable ({reason}). Offline, pass a local "
+            ".txt/.json/.jsonl/.parquet/.csv file or 'default', or set HF_DATASETS_OFFLINE=1 to use a copy "
+            "already in the datasets cache")
     try:
         loaded = datasets.load_dataset(name, config or None, split=split or None)
     except Exception as exc:  # the Hub raises many types (connection, not found, bad config)

@@ -12,29 +12,33 @@
 
 Every verb takes ``--config FILE`` (YAML whose keys are the flags, via jsonargparse) and ``--json``
 to print exactly one JSON object on stdout. Errors a user can fix are printed as one line
-``subnas: error: ...`` with exit status 2 — never a traceback from deep inside torch.
+``subnas: error: ...`` with exit status 2 — never a traceback from deep inside torch. Flag values
+are checked (`_check_arguments`) before any model or data is loaded. Unexpected exceptions keep
+their traceback, since they are bugs; ``SUBNAS_DEBUG=1`` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a config.json"
 
 
 def _parser() -> ArgumentParser:
+    # exit_on_error=False: `main` prints a malformed command line as one `subnas: error:` line too.
     parser = ArgumentParser(prog="subnas", description="Find, extract and train small LMs inside large ones.",
-                            exit_on_error=True)
+                            exit_on_error=False)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subcommands(dest="command", required=True)
 
     def verb(name: str, help: str) -> ArgumentParser:
-        p = ArgumentParser(description=help)
+        p = ArgumentParser(description=help, exit_on_error=False)
         p.add_argument("--config", action=ActionConfigFile, help="YAML file whose keys are this command's flags")
         sub.add_subcommand(name, p, help=help)
         return p
@@ -179,6 +183,47 @@ def _train_options(args: Any) -> dict[str, Any]:
     return {f.name: args[f.name] for f in dataclasses.fields(TrainConfig)}
 
 
+class UsageError(ValueError):
+    """A flag value that cannot work, found before any model or data is loaded."""
+
+
+# Flags that count something, with their lowest legal value; ``None`` (not given) is always fine.
+# Checked for every verb that has the flag, so a YAML --config gets the same checks.
+_MINIMUM = {"seq_len": (2, "tokens per sequence"), "num_seqs": (1, "sequences"),
+            "batch_size": (1, "sequences per batch"),
+            "trials": (1, "evaluations per bin"), "epochs": (1, "evolution epochs"),
+            "workers": (1, "processes"), "evaluations": (1, "evaluations per run"),
+            "population": (1, "candidates per generation"), "train_tokens": (1, "tokens")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_arguments(command: str, args: Any) -> None:
+    """Reject flag values outside their legal range, naming the range (`UsageError`)."""
+    for name, (lowest, what) in _MINIMUM.items():
+        value = getattr(args, name, None)
+        if value is not None and value < lowest:
+            raise UsageError(f"{_flag(name)} {value} is out of range: give an integer >= {lowest} ({what})")
+    seconds = getattr(args, "seconds", None)
+    if seconds is not None and not seconds > 0:
+        raise UsageError(f"--seconds {seconds} is out of range: give a number > 0 (wall seconds per run)")
+    if command in ("pretrain", "distill"):
+        from subnas.train import TrainConfig, TrainConfigError
+
+        try:
+            config = TrainConfig(**_train_options(args))
+            if command == "distill":
+                config.check_distillation()
+        except TrainConfigError as exc:
+            raise UsageError(exc.describe(lambda name, value: f"{_flag(name)} {value}")) from None
+    if getattr(args, "device", None) is not None:
+        from subnas.evaluate import resolve_device
+
+        resolve_device(args.device)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -195,10 +240,11 @@ def _load_subnet(path: str | None) -> Any:
 
 
 def cmd_params(args: Any) -> dict[str, Any]:
+    from subnas.assets import locate_model
     from subnas.families import load_config
     from subnas.params import count_parameters
 
-    config = load_config(args.model)
+    config = load_config(locate_model(args.model))  # a Hub name fails fast when the Hub is unreachable
     subnet = _load_subnet(args.subnet)
     n = count_parameters(config, subnet)
     full = count_parameters(config)
@@ -328,17 +374,28 @@ def main(argv: list[str] | None = None) -> int:
     from subnas.plugins import PluginError
 
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentError as exc:
+        verb = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
+        print(f"subnas: error: {' '.join(str(exc).split())}; see: subnas {verb + ' ' if verb else ''}--help",
+              file=sys.stderr)
+        return 2
     command = args.command
     sub_args = args[command]
     try:
+        _check_arguments(command, sub_args)
         result = COMMANDS[command](sub_args)
     except KeyboardInterrupt:
         print("subnas: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, NotExpressible, PluginError, FloatingPointError, CorruptCheckpointError) as exc:
-        # Our errors name the problem and the fix; show them without a traceback.
-        print(f"subnas: error: {exc}", file=sys.stderr)
+        # Our errors name the problem and the fix; show them on one line, without a traceback.
+        # Anything else (TypeError, KeyError, ...) is a bug and keeps its traceback. SUBNAS_DEBUG=1
+        # shows the traceback of these too, for when a ValueError is a bug in disguise.
+        if os.environ.get("SUBNAS_DEBUG"):
+            raise
+        print(f"subnas: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
         return 2
     text = result.pop("_text", None)
     if sub_args.json:

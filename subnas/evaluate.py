@@ -167,6 +167,47 @@ def check_sequence_length(model: Any, seq_len: int) -> None:
                          f"(max_position_embeddings); pass --seq-len {limit} or less")
 
 
+def available_devices() -> list[str]:
+    """The devices this process can run on, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        found += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return found
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The `torch.device` for a ``--device`` value, checked to exist on this machine.
+
+    ``None`` means CUDA when available, else CPU. A device that is not there (``cuda`` on a CPU
+    build of torch, ``cuda:3`` on a one-GPU machine, ``mps`` off a Mac, a typo) raises
+    `ValueError` naming it and the devices that are available, instead of failing deep inside torch.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {str(device)!r} is not a device name; available here: "
+                         f"{', '.join(available_devices())}") from None
+    if dev.type == "cpu":
+        return dev
+    available = available_devices()
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = ("this PyTorch build has no CUDA support (a CPU build); install a CUDA build of torch to use a GPU"
+               if torch.version.cuda is None else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+        raise ValueError(f"device {str(device)!r} is not available: {why}. Available here: "
+                         f"{', '.join(available)}")
+    wanted = f"{dev.type}:{dev.index}" if dev.index is not None else dev.type
+    if not any(d == wanted or d.split(":")[0] == wanted for d in available):
+        raise ValueError(f"device {str(device)!r} is not available on this machine; available here: "
+                         f"{', '.join(available)}")
+    return dev
+
+
 def _model_device(model: Any) -> torch.device:
     try:
         return next(model.parameters()).device  # type: ignore[no-any-return]
@@ -311,11 +352,11 @@ def evaluate(
     from subnas.assets import resolve_text_source
     from subnas.supernet import Supernet
 
+    dev = resolve_device(device)  # before loading: a missing device is named at once
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     if supernet.tokenizer is None:
         raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluation needs one")
     check_sequence_length(supernet.model, seq_len)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     supernet.to(dev)
     tokens = tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
                                add_bos=requires_bos(supernet.subnas_config))

@@ -152,13 +152,37 @@ class FitnessTable:
         if not path.is_file():
             raise FileNotFoundError(f"fitness table {str(path)!r} does not exist; record one with "
                                     f"subnas.benchmark.record_table")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix.lower() == ".csv":
-            return cls._from_csv(text, path)
+        # A broken table is reported, never repaired or appended to: `record_table` loads before
+        # it writes, so it stops here and the file stays as it was for the user to inspect.
+        fix = ("restore it from a copy, or delete it and record it again (subnas.benchmark.record_table); "
+               "it is never appended to while broken")
+        try:
+            text = path.read_text(encoding="utf-8")
+            table = cls._from_csv(text, path) if path.suffix.lower() == ".csv" else cls._from_json(text, path)
+        except UnicodeDecodeError:
+            raise ValueError(f"fitness table {str(path)!r} is not text; {fix}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"fitness table {str(path)!r} is corrupt: invalid JSON at line {exc.lineno} column "
+                             f"{exc.colno} ({exc.msg}), e.g. a truncated file; {fix}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"fitness table {str(path)!r} is corrupt: {exc}; {fix}") from None
+        return table
+
+    @classmethod
+    def _from_json(cls, text: str, path: Path) -> FitnessTable:
         data = json.loads(text)
-        if not isinstance(data, dict) or "rows" not in data:
-            raise ValueError(f"{path}: not a fitness table (expected an object with 'metadata' and 'rows')")
-        return cls(dict(data.get("metadata") or {}), list(data["rows"]))
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ValueError("not a fitness table (expected a JSON object with 'metadata' and a list of 'rows')")
+        rows = data["rows"]
+        for i, row in enumerate(rows):
+            missing = [k for k in ("key", "subnet", "fitness", "parameters")
+                       if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise ValueError(f"row {i} lacks {', '.join(missing)}")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("'metadata' is not a JSON object")
+        return cls(dict(metadata), list(rows))
 
     @classmethod
     def _from_csv(cls, text: str, path: Path) -> FitnessTable:
@@ -170,7 +194,7 @@ class FitnessTable:
         for rec in csv.DictReader(lines):
             missing = [c for c in ("key", "fitness", "parameters", "subnet") if c not in rec]
             if missing:
-                raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; columns: {', '.join(_CSV_COLUMNS)}")
+                raise ValueError(f"missing column(s) {', '.join(missing)}; columns: {', '.join(_CSV_COLUMNS)}")
             lo, hi = rec.get("bin_lo") or "", rec.get("bin_hi") or ""
             rows.append({"key": rec["key"], "space": rec.get("space", ""), "subnet": json.loads(rec["subnet"]),
                          "fitness": float(rec["fitness"]) if rec["fitness"] not in ("", "None") else None,

@@ -53,16 +53,64 @@ class SubNetworkError(ValueError):
     """A sub-network that the model cannot run; the message names the field and what is legal."""
 
 
-def _freeze(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        if all(type(v) is int for v in value):  # fast path: fine-grained index sets hold ~1e5 ints
-            return tuple(value)
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, bool):
-        raise SubNetworkError(f"expected an integer, got {value!r}")
-    if hasattr(value, "__index__"):
-        return int(value)
-    return value
+SCALAR_FIELDS = ("n_layers", "n_embd")
+FLAT_INDEX_FIELDS = ("layer_indices", "embd_indices")
+
+# What each kind of field takes, for error messages (the range is checked against the model later,
+# in `SubNetwork.resolve`, because only the model knows it).
+_LEGAL = {
+    "scalar": "a whole number such as 4 (or leave the field out for the full model)",
+    "per_layer": "a whole number such as 4 (the same in every kept layer) or a list of whole numbers, "
+                 "one per kept layer, such as [4, 2, 4]",
+    "flat_index": "a list of whole-number indices such as [0, 1, 5]",
+    "per_layer_index": "a list of whole-number indices such as [0, 1, 5] (the same in every kept layer) "
+                       "or one such list per kept layer, such as [[0, 1], [2, 3]]",
+}
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``value`` as JSON-ish text, shortened: index sets can hold 1e5 numbers."""
+    text = json.dumps(_thaw(value), default=repr)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def _as_int(value: Any) -> int | None:
+    """``value`` as an int, or ``None`` if it is not a whole number (bools and floats are not:
+    ``4.5`` must not become 4, and JSON ``true`` is a typo, not 1)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return None
+    return int(value.__index__())
+
+
+def _int_list(value: Any) -> tuple[int, ...] | None:
+    """A list of whole numbers as a tuple, or ``None`` if ``value`` is not one."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    if all(type(v) is int for v in value):  # fast path: fine-grained index sets hold ~1e5 ints
+        return tuple(value)  # a tuple stays the same object (search spaces rely on sharing it)
+    ints = [_as_int(v) for v in value]
+    return None if any(i is None for i in ints) else tuple(ints)  # type: ignore[arg-type]
+
+
+def _freeze(name: str, value: Any) -> Any:
+    """Check the type of one field's value and make it hashable (lists become tuples).
+
+    Only the shape of the value is checked here; whether it fits a model is `resolve`'s job.
+    """
+    kind = ("scalar" if name in SCALAR_FIELDS else "per_layer" if name in PER_LAYER_FIELDS
+            else "flat_index" if name in FLAT_INDEX_FIELDS else "per_layer_index")
+    frozen: Any = None
+    if kind in ("scalar", "per_layer"):
+        frozen = _as_int(value)
+    if frozen is None and kind in ("per_layer", "flat_index", "per_layer_index"):
+        frozen = _int_list(value)
+    if frozen is None and kind == "per_layer_index" and value and isinstance(value, (list, tuple)) \
+            and all(isinstance(v, (list, tuple)) for v in value):
+        lists = [_int_list(v) for v in value]
+        frozen = None if any(x is None for x in lists) else tuple(lists)
+    if frozen is None:
+        raise SubNetworkError(f"{name}={_show(value)} is not valid: {name} takes {_LEGAL[kind]}")
+    return frozen
 
 
 def _thaw(value: Any) -> Any:
@@ -102,10 +150,7 @@ class SubNetwork:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                try:
-                    object.__setattr__(self, f.name, _freeze(value))
-                except SubNetworkError as exc:
-                    raise SubNetworkError(f"{f.name}: {exc}") from None
+                object.__setattr__(self, f.name, _freeze(f.name, value))
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -137,9 +182,11 @@ class SubNetwork:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SubNetworkError(f"sub-network file is not valid JSON: {exc}") from None
+            raise SubNetworkError(f"not valid JSON ({exc}); a sub-network file holds one JSON object "
+                                  'such as {"n_layers": 4, "intermediate_size": 512}') from None
         if not isinstance(data, dict):
-            raise SubNetworkError("a sub-network file must hold one JSON object")
+            raise SubNetworkError(f"holds a JSON {type(data).__name__}, not an object; a sub-network file holds "
+                                  'one JSON object such as {"n_layers": 4, "intermediate_size": 512}')
         return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -150,10 +197,25 @@ class SubNetwork:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SubNetwork:
+        """Read a sub-network JSON file: any readable path, including a pipe such as bash's
+        ``<(echo '{"n_layers": 4}')`` (``/dev/fd/N``), which is read exactly once."""
         p = Path(path)
-        if not p.is_file():
-            raise SubNetworkError(f"sub-network file {str(p)!r} does not exist")
-        return cls.from_json(p.read_text())
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SubNetworkError(f"sub-network file {str(p)!r} does not exist; give the path of a JSON file "
+                                  'such as {"n_layers": 4}') from None
+        except IsADirectoryError:
+            raise SubNetworkError(f"sub-network file {str(p)!r} is a folder; give the path of a JSON file "
+                                  "(e.g. a best_*.json written by subnas search)") from None
+        except UnicodeDecodeError:
+            raise SubNetworkError(f"sub-network file {str(p)!r} is not text; give a JSON file") from None
+        except OSError as exc:
+            raise SubNetworkError(f"cannot read sub-network file {str(p)!r}: {exc.strerror or exc}") from None
+        try:
+            return cls.from_json(text)
+        except SubNetworkError as exc:
+            raise SubNetworkError(f"{p}: {exc}") from None
 
     # ----------------------------------------------------------------- resolution
     def resolve(self, config: SubnasConfig) -> ResolvedSubNetwork:

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from subnas.checkpoints import CorruptCheckpointError
 from subnas.config import SubnasConfig
 from subnas.families import ModelFamily, family_for, load_hf_config
 from subnas.modeling import SubnasForCausalLM
@@ -55,23 +56,25 @@ class Supernet:
         A folder written by `subnas.extract` in the flexible format loads too, so an extracted
         model can itself serve as a supernet.
         """
-        name = str(name_or_path)
-        if name == "default":
-            from subnas.assets import default_model_dir
+        from subnas.assets import locate_model
+        from subnas.checkpoints import check_model_files
 
-            name = str(default_model_dir())
+        name = locate_model(name_or_path)  # "default"; a Hub name fails fast when the Hub is unreachable
         if Path(name).is_file():
             raise ValueError(f"{name!r} is a file; Supernet.from_pretrained needs a model folder or hub name "
                              f"(a config.json alone has no weights — `subnas params` accepts it)")
+        if Path(name).is_dir():
+            check_model_files(name)  # a truncated file is named here, not in a bare SafetensorError
         hf_config = load_hf_config(name)
-        tokenizer = _load_tokenizer(name)
-        if isinstance(hf_config, SubnasConfig):
-            model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
-            supernet = cls(model, hf_config=None, tokenizer=tokenizer, source=name)
-        else:
-            family_for(hf_config.model_type)  # fail early, with the list of supported families
-            hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-            supernet = cls.from_model(hf, tokenizer=tokenizer, source=name)
+        tokenizer = load_tokenizer(name)
+        with weights_errors(name):
+            if isinstance(hf_config, SubnasConfig):
+                model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
+                supernet = cls(model, hf_config=None, tokenizer=tokenizer, source=name)
+            else:
+                family_for(hf_config.model_type)  # fail early, with the list of supported families
+                hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+                supernet = cls.from_model(hf, tokenizer=tokenizer, source=name)
         if device is not None:
             supernet.to(device)
         return supernet
@@ -157,9 +160,38 @@ class Supernet:
                 f"hidden {cfg.hidden_size}, {self.count_parameters():,} parameters)")
 
 
-def _load_tokenizer(name: str) -> Any:
-    """The tokenizer beside the model, or ``None`` if there is none (random-weight test models)."""
+@contextlib.contextmanager
+def weights_errors(name: str) -> Iterator[None]:
+    """Turn a weights file that fails to load (e.g. a corrupt file in the Hugging Face cache, which
+    `subnas.checkpoints.check_model_files` does not see) into `CorruptCheckpointError` naming the model."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        raise CorruptCheckpointError(
+            f"the weights of {name!r} cannot be read ({exc}); the file is truncated or corrupt: re-export the "
+            "model, or download it again (delete its folder in the Hugging Face cache first)") from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer beside the model, or ``None`` if there is none (random-weight test models).
+
+    A local folder that has tokenizer files which fail to load is an error naming them: treating
+    it as "no tokenizer" would blame the wrong thing later.
+    """
     try:
         return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError, TypeError):
-        return None
+    except Exception as exc:  # tokenizers raises its own Exception types for a corrupt file
+        present = [f for f in TOKENIZER_FILES if (Path(name) / f).is_file()]
+        if present:
+            raise CorruptCheckpointError(
+                f"the tokenizer in {name!r} ({', '.join(present)}) cannot be loaded ({type(exc).__name__}: {exc}); "
+                "if the files are truncated or corrupt, save the tokenizer there again or copy the model "
+                "folder again") from None
+        if isinstance(exc, (OSError, ValueError, TypeError)):
+            return None
+        raise

@@ -12,7 +12,11 @@ arguments:
     <out_dir>/log.csv             one row per step (+ tensorboard/ when installed)
     <out_dir>/training_curve.png  loss and validation perplexity over tokens
     <out_dir>/model/              the trained model: safetensors + config + tokenizer
-    <out_dir>/summary.json        what `pretrain`/`distill` return
+    <out_dir>/summary.json        what `pretrain`/`distill` return; ``"complete": false`` until the
+                                  model is written (updated at checkpoints and when a run stops)
+
+A folder holding anything else is refused as ``out_dir`` (`check_run_folder`), so a run never
+scatters its files among someone else's.
 
 Under ``torchrun`` the same calls run data-parallel (`subnas.distributed`).
 
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from subnas.subnet import SubNetwork
 
@@ -85,17 +89,41 @@ class TrainConfig:
                                    "keep_checkpoints", "device", "progress", "tensorboard"})
 
     def __post_init__(self) -> None:
-        checks = [("seq_len", self.seq_len >= 2), ("batch_size", self.batch_size >= 1),
-                  ("micro_batch_size", self.micro_batch_size is None or self.micro_batch_size >= 1),
-                  ("max_tokens", self.max_tokens >= 1), ("max_steps", self.max_steps is None or self.max_steps >= 1),
-                  ("lr", self.lr > 0), ("min_lr", 0 <= self.min_lr <= self.lr),
-                  ("warmup_steps", self.warmup_steps >= 0),
-                  ("temperature", self.temperature > 0), ("top_k", self.top_k is None or self.top_k >= 1),
-                  ("kl", self.kl in ("forward", "reverse")), ("alpha", self.alpha >= 0), ("beta", self.beta >= 0),
-                  ("checkpoint_every", self.checkpoint_every >= 1), ("eval_every", self.eval_every >= 0)]
-        bad = [name for name, ok in checks if not ok]
+        # (field, legal?, what is legal): every problem is reported at once, with its legal range.
+        n = self.batch_size
+        checks = [
+            ("seq_len", self.seq_len >= 2, "an integer >= 2 (tokens per sequence)"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1 (sequences per optimizer step)"),
+            ("micro_batch_size", self.micro_batch_size is None or 1 <= self.micro_batch_size <= max(n, 1),
+             f"an integer from 1 to the batch size ({n}): sequences per forward pass"),
+            ("max_tokens", self.max_tokens >= 1, "an integer >= 1 (the token budget)"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, "an integer >= 1, or none"),
+            ("lr", self.lr > 0, "a number > 0"),
+            ("min_lr", 0 <= self.min_lr <= self.lr, f"a number from 0 to lr ({self.lr})"),
+            ("warmup_steps", self.warmup_steps >= 0, "an integer >= 0"),
+            ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
+            ("beta1", 0 <= self.beta1 < 1, "a number in [0, 1) (AdamW's first-moment decay)"),
+            ("beta2", 0 <= self.beta2 < 1, "a number in [0, 1) (AdamW's second-moment decay)"),
+            ("temperature", self.temperature > 0, "a number > 0 (paper: 0.9)"),
+            ("top_k", self.top_k is None or self.top_k >= 1, "an integer >= 1, or none for the full logits"),
+            ("kl", self.kl in ("forward", "reverse"), "'forward' or 'reverse'"),
+            ("alpha", self.alpha >= 0, "a number >= 0 (weight of the cross-entropy; paper: 0.2)"),
+            ("beta", self.beta >= 0, "a number >= 0 (weight of the KL term; paper: 0.8)"),
+            ("checkpoint_every", self.checkpoint_every >= 1, "an integer >= 1 (steps)"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, "an integer >= 1"),
+            ("eval_every", self.eval_every >= 0, "an integer >= 0 (steps; 0: only at the start and the end)"),
+            ("eval_seqs", self.eval_seqs >= 1, "an integer >= 1"),
+        ]
+        bad = [((name,), (getattr(self, name),), legal) for name, ok, legal in checks if not ok]
         if bad:
-            raise ValueError("invalid TrainConfig: " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+            raise TrainConfigError(bad)
+
+    def check_distillation(self) -> None:
+        """Raise `TrainConfigError` if ``alpha·CE + beta·KL`` cannot train (both weights 0)."""
+        if self.alpha == 0 and self.beta == 0:
+            raise TrainConfigError([(("alpha", "beta"), (self.alpha, self.beta),
+                                     "the distillation loss alpha*CE + beta*KL would be 0 at every step and "
+                                     "nothing would be learned; give alpha > 0 or beta > 0 (paper: 0.2 and 0.8)")])
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
@@ -105,6 +133,42 @@ class TrainConfig:
         return self.max_steps or max(1, self.max_tokens // (self.batch_size * self.seq_len))
 
 
+#: What a training run writes into its folder (see the module docstring). A folder holding
+#: anything else belongs to someone else, and a run must not scatter its files among them.
+RUN_ENTRIES = frozenset({"run.json", "init", "checkpoints", "log.csv", "training_curve.png", "tensorboard",
+                         "model", "summary.json"})
+
+
+def check_run_folder(out_dir: str | os.PathLike[str]) -> None:
+    """Raise `FileExistsError` unless ``out_dir`` is missing, empty, or a training run's folder
+    (which is then resumed). Temporary ``.NAME.*`` siblings of atomic writes count as the run's."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"the output folder {str(out)!r} is a file; give a new folder for the run")
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if p.name not in RUN_ENTRIES and not any(p.name.startswith(f".{e}.") for e in RUN_ENTRIES))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(
+            f"the output folder {str(out)!r} holds files that no subnas training run wrote ({shown}); a run "
+            "writes checkpoints, logs and the model into its folder and resumes from them, so give a new or "
+            "empty folder (or the folder of an earlier run, to resume it)")
+
+
+def _checked_config(config: TrainConfig | None, options: dict[str, Any], *, distill: bool) -> TrainConfig:
+    """The run's `TrainConfig`, checked before anything is loaded: option ranges, the distillation
+    weights, and that the device exists (a wrong one would otherwise fail after minutes of loading)."""
+    from subnas.evaluate import resolve_device
+
+    cfg = make_config(config, **options)
+    if distill:
+        cfg.check_distillation()
+    resolve_device(cfg.device)
+    return cfg
+
+
 def make_config(config: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
     """``config`` (default `TrainConfig()`) with keyword overrides; unknown names are an error."""
     names = {f.name for f in fields(TrainConfig)}
@@ -112,6 +176,26 @@ def make_config(config: TrainConfig | None = None, **overrides: Any) -> TrainCon
     if unknown:
         raise TypeError(f"unknown training option(s) {unknown}; the options are {sorted(names)}")
     return replace(config or TrainConfig(), **overrides)
+
+
+class TrainConfigError(ValueError):
+    """Training options outside their legal range.
+
+    ``problems`` holds ``(fields, values, what is legal)`` triples, so the CLI can name its flags
+    (``--batch-size 0``) where the Python API names fields (``batch_size=0``).
+    """
+
+    Problem = tuple[tuple[str, ...], tuple[Any, ...], str]
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(self.describe(lambda name, value: f"{name}={value!r}"))
+
+    def describe(self, show: Callable[[str, Any], str]) -> str:
+        """One line naming every bad option with ``show(field, value)`` and what is legal."""
+        return "invalid training option(s): " + "; ".join(
+            " and ".join(show(f, v) for f, v in zip(fields_, values)) + f": {'give ' if len(fields_) == 1 else ''}"
+            + legal for fields_, values, legal in self.problems)
 
 
 class VocabularyMismatchError(ValueError):
@@ -146,7 +230,9 @@ def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir
     """
     from subnas.trainer import run_training
 
-    cfg = make_config(config, **options)
+    cfg = _checked_config(config, options, distill=False)
+    check_run_folder(out_dir)
+    subnet = _subnet(subnet)  # a file is read once: it may be a pipe such as <(echo ...)
     student, tok, described = _student(model, subnet, init, out_dir, cfg, tokenizer)
     sources = {"model": _name(model), **described, "data": data, "val_data": _val_spec(data, val_data)}
     return run_training("pretrain", student=student, tokenizer=tok, teacher=None, sources=sources,
@@ -176,9 +262,12 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
     from subnas.supernet import Supernet
     from subnas.trainer import run_training
 
-    cfg = make_config(config, **options)
+    cfg = _checked_config(config, options, distill=True)
+    check_run_folder(out_dir)
+    subnet, teacher_subnet = _subnet(subnet), _subnet(teacher_subnet)  # files are read once (pipes)
     if (student is None) == (subnet is None):
-        raise ValueError("distill needs exactly one of student= (a model) or subnet= (a sub-network of the teacher)")
+        raise ValueError("distill needs exactly one student: --student / student= (a model folder) or "
+                         "--subnet / subnet= (a sub-network of the teacher, extracted as the student)")
     supernet: Supernet | None = teacher if isinstance(teacher, Supernet) else None
     if supernet is None and (subnet is not None or teacher_subnet is not None):
         supernet = (Supernet.from_model(teacher, tokenizer=tokenizer) if isinstance(teacher, PreTrainedModel)
@@ -186,7 +275,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
     teacher_model: Any
     if supernet is not None:
         if teacher_subnet is not None:
-            supernet.set_sub_network(_subnet(teacher_subnet))
+            supernet.set_sub_network(teacher_subnet)
         teacher_model, teacher_tok = supernet.model, supernet.tokenizer
     else:
         teacher_model, teacher_tok = _load_model(teacher, tokenizer)
@@ -232,8 +321,8 @@ def _val_spec(data: str, val_data: str | None) -> str | None:
     return val_data
 
 
-def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str]) -> SubNetwork:
-    if isinstance(subnet, SubNetwork):
+def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str] | None) -> SubNetwork | None:
+    if subnet is None or isinstance(subnet, SubNetwork):
         return subnet
     if isinstance(subnet, dict):
         return SubNetwork.from_dict(subnet)
@@ -241,15 +330,14 @@ def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str]) -> Sub
 
 
 def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
-    return None if subnet is None else _subnet(subnet).to_dict()
+    sub = _subnet(subnet)
+    return None if sub is None else sub.to_dict()
 
 
 def _model_path(source: str | os.PathLike[str]) -> str:
-    if str(source) == "default":
-        from subnas.assets import default_model_dir
+    from subnas.assets import locate_model
 
-        return str(default_model_dir())
-    return str(source)
+    return locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
 
 
 def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, Any]:
@@ -258,13 +346,16 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
         return source, tokenizer
     import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
 
+    from subnas.checkpoints import check_model_files
+    from subnas.supernet import load_tokenizer, weights_errors
+
     path = _model_path(source)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if Path(path).is_dir():
+        check_model_files(path)  # names a truncated file instead of a bare SafetensorError
+    with weights_errors(path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if tokenizer is None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, TypeError):
-            tokenizer = None
+        tokenizer = load_tokenizer(path)
     return model, tokenizer
 
 
@@ -278,9 +369,9 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
 
     if init not in INITS:
         raise ValueError(f"init={init!r} is not one of {INITS}")
-    described: dict[str, Any] = {"subnet": _subnet_dict(subnet), "init": init}
-    if subnet is not None:
-        sub = _subnet(subnet)
+    sub = _subnet(subnet)
+    described: dict[str, Any] = {"subnet": None if sub is None else sub.to_dict(), "init": init}
+    if sub is not None:
         init_dir = Path(out_dir) / "init"
         info = distributed.setup(cfg.device)
         if info.is_main and not (init_dir / "config.json").is_file():

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +36,7 @@ from subnas._io import atomic_directory, atomic_write_text
 from subnas.assets import DataSourceError, resolve_text_source
 from subnas.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from subnas.data import BlockOrder, load_token_blocks, shard
-from subnas.evaluate import check_sequence_length, perplexity, requires_bos, tokenize_for_eval
+from subnas.evaluate import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
 from subnas.losses import distillation_loss, teacher_topk
 from subnas.train import TrainConfig
 from subnas.training_log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
@@ -65,7 +64,7 @@ def lr_at(step: int, cfg: TrainConfig, total: int) -> float:
 
 def _device(cfg: TrainConfig, info: distributed.DistInfo) -> torch.device:
     if cfg.device is not None:
-        return torch.device(cfg.device)
+        return resolve_device(cfg.device)  # a missing device fails here, naming what is available
     return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
 
 
@@ -142,9 +141,8 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
         state = load_checkpoint(ckpt, model=student, optimizer=optimizer, fingerprint=fingerprint)
         start, tokens_seen, resumed_from = state["step"], state["tokens"], str(ckpt)
         last = {"step": start, "loss": state.get("loss")}
-        summary_path = out_dir / "summary.json"
-        if start >= total and summary_path.is_file() and (out_dir / "model" / "config.json").is_file():
-            done: dict[str, Any] = json.loads(summary_path.read_text())
+        done = _finished_summary(out_dir) if start >= total else None
+        if done is not None:
             return done  # already finished: the same call is a no-op
     elif info.is_main:
         atomic_write_text(out_dir / "run.json", json.dumps(
@@ -171,6 +169,20 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
         row = {"step": 0, "tokens": 0, **evaluate(0)}
         log.write(row)
         last.update(row)
+
+    def summary_of(steps: int, complete: bool, stopped: str | None = None) -> dict[str, Any]:
+        # "complete" tells a finished run's summary from one written at a checkpoint or when the run
+        # stopped, so nothing reads a half-done run as a result.
+        return {"complete": complete, "stopped": stopped, "mode": mode, "out_dir": str(out_dir),
+                "model_dir": str(out_dir / "model") if complete else None, "steps": steps, "total_steps": total,
+                "tokens": tokens_seen, "final_loss": last.get("loss"), "val_perplexity": last.get("val_perplexity"),
+                "tokens_per_s": (tokens_seen - start * tokens_per_step) / max(time.perf_counter() - began, 1e-9),
+                "resumed_from": resumed_from, "world_size": info.world_size, "log": str(out_dir / LOG_FILE),
+                "plot": None, "latest_checkpoint": str(latest_checkpoint(out_dir) or "") or None, "sources": sources}
+
+    def write_summary(summary: dict[str, Any]) -> None:
+        if info.is_main:
+            atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
 
     bar = tqdm(total=total, initial=start, desc=mode, unit="step", disable=not (cfg.progress and info.is_main) or None)
     student.train()
@@ -229,25 +241,40 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
                 if info.is_main:
                     save_checkpoint(out_dir, step=step, model=student, optimizer=optimizer, keep=cfg.keep_checkpoints,
                                     state={"tokens": tokens_seen, "loss": loss, "fingerprint": fingerprint})
+                    if step < total:
+                        write_summary(summary_of(step, complete=False))
                 distributed.barrier()
             if on_step is not None:
                 on_step({**row, "model": student, "optimizer": optimizer, "rank": info.rank})
+    except BaseException as exc:
+        done_steps = int(last.get("step") or start)
+        stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):  # never hide the real error behind a failed summary write
+            write_summary(summary_of(done_steps, complete=False, stopped=stopped))
+        raise
     finally:
         bar.close()
         log.close()
 
-    summary = {"mode": mode, "out_dir": str(out_dir), "model_dir": str(out_dir / "model"), "steps": total,
-               "tokens": tokens_seen, "final_loss": last.get("loss"), "val_perplexity": last.get("val_perplexity"),
-               "tokens_per_s": (tokens_seen - start * tokens_per_step) / max(time.perf_counter() - began, 1e-9),
-               "resumed_from": resumed_from, "world_size": info.world_size, "log": str(out_dir / LOG_FILE),
-               "plot": None, "sources": sources}
+    summary = summary_of(total, complete=True)
     if info.is_main:
         with atomic_directory(out_dir / "model", overwrite=True) as tmp:
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the model is meant to be shared
             student.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         png = plot_training_curve(out_dir / LOG_FILE, out_dir / PLOT_FILE, title=f"{mode}: {out_dir.name}")
         summary["plot"] = str(png) if png else None
-        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+        write_summary(summary)  # last: a complete summary means the model folder is complete too
     distributed.barrier()
+    return summary
+
+
+def _finished_summary(out_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run that finished (complete summary and model folder), else ``None``."""
+    try:
+        summary: dict[str, Any] = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None  # missing or unreadable: the final stage runs again
+    # Summaries written before "complete" existed were written only at the very end.
+    if not summary.get("complete", True) or not (out_dir / "model" / "config.json").is_file():
+        return None
     return summary

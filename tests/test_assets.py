@@ -264,6 +264,7 @@ def test_hub_name_config_split_column(monkeypatch: pytest.MonkeyPatch) -> None:
         return data[split] if split else data
 
     monkeypatch.setattr(datasets, "load_dataset", load)
+    monkeypatch.setattr(assets, "hub_unreachable_reason", lambda: None)  # the fake Hub above is up
     assert resolve_text_source("org/name") == ["va"]  # no split given: validation first
     assert resolve_text_source("org/name:cfg:train:alt") == ["a-tr"]
     assert seen == [("org/name", None, None), ("org/name", "cfg", "train")]
