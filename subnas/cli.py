@@ -262,7 +262,12 @@ def cmd_extract(args: Any) -> dict[str, Any]:
     subnet = _load_subnet(args.subnet)
     supernet = Supernet.from_pretrained(args.model)
     result = extract(supernet, subnet, args.out, format=args.format, overwrite=args.overwrite)
-    note = "" if result.reason is None else f"\n  (flexible format because {result.reason}; load after `import subnas`)"
+    note = f"\n  {result.note}" if result.note else ""
+    if result.exported_parameters != result.num_parameters:
+        note += f"\n  the files hold {result.exported_parameters:,} parameters (zero-padded to a stock shape)"
+    if result.format == "subnas":
+        why = "" if result.reason is None else f" because {result.reason}"
+        note += f"\n  flexible format{why}\n  to load: {result.how_to_load}"
     return {**asdict(result), "_text": f"wrote {result.architecture} with {result.num_parameters:,} parameters to "
                                       f"{result.path} [{result.format} format]{note}"}
 
