@@ -19,6 +19,7 @@ from subnas import SubnasConfig
 from subnas.bins import InfeasibleBinError, ParameterBin
 from subnas.evolution import GEN, KEY, ROLE, SLOT, BinEvolutionSampler
 from subnas.interfaces import Fitness
+from subnas.search import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -153,6 +154,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 space, b = space_and_bin()
 
 from subnas.interfaces import Fitness
+from subnas.search import open_storage
 
 class Fit(Fitness):
     direction = "minimize"
@@ -203,10 +205,13 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
 
 
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
-    procs = [_worker(tmp_path, trials=16, delay=0.2) for _ in range(2)]
+    procs = [_worker(tmp_path, trials=26, delay=0.2) for _ in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     trials = _load(tmp_path).get_trials(states=(TrialState.COMPLETE,))
-    assert 16 <= len(trials) <= 17  # the budget, plus at most one trial in flight when it was reached
+    # The budget, plus at most the one trial the other worker started at the same moment (<= 4%):
+    # a worker with no free slot waits at the epoch barrier instead of evaluating extras.
+    assert 26 <= len(trials) <= 27
+    assert all(t.system_attrs[SLOT] is not None for t in trials), "a worker evaluated an extra, unplanned candidate"
     keys = [t.system_attrs[KEY] for t in trials]
     assert len(keys) == len(set(keys)), "two workers evaluated the same candidate"
     slots = [(t.system_attrs[GEN], t.system_attrs[SLOT]) for t in trials if t.system_attrs[SLOT] is not None]
@@ -321,3 +326,56 @@ def test_evolution_on_the_example_plugin_evaluates_what_it_bred() -> None:
     # The bin is used up now: a clear error, never a loop (nor RecursionError).
     with pytest.raises(subnas.bins.BinExhaustedError, match="every member the search reaches has been evaluated"):
         study.optimize(objective, n_trials=1)
+
+
+def _tiny_search(tiny_models: dict, tmp_path: Path, **kw: object) -> dict:
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    space = subnas.get_search_space("coarse-uniform", supernet.subnas_config)
+    lo, hi = space.bounds()
+    args = dict(space="coarse-uniform", bins=[(lo + (hi - lo) // 10, lo + (hi - lo) // 2)], fitness="importance",
+                fitness_options={"method": "magnitude"}, calibration="weights", trials=6, out_dir=tmp_path,
+                seed=0, progress=False)
+    return subnas.search(supernet, **{**args, **kw})  # type: ignore[arg-type]
+
+
+def test_bad_budgets_and_a_changed_seed_are_refused(tiny_models: dict, tmp_path: Path) -> None:
+    for bad in ({"trials": 0}, {"trials": -1}, {"workers": 0}, {"epochs": 0, "trials": None}):
+        with pytest.raises(ValueError, match="not a positive number"):
+            _tiny_search(tiny_models, tmp_path / "bad", **bad)
+    _tiny_search(tiny_models, tmp_path / "run")
+    with pytest.raises(ValueError, match="started with --seed 0; rerun with --seed 0"):
+        _tiny_search(tiny_models, tmp_path / "run", seed=1)
+
+
+def test_a_failing_candidate_is_recorded_and_the_search_goes_on(tiny_models: dict, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from subnas_plugins.fitness import ImportanceFitness
+
+    calls = []
+    original = ImportanceFitness.__call__
+
+    def flaky(self, subnet):  # type: ignore[no-untyped-def]
+        calls.append(subnet)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory on this candidate")
+        return original(self, subnet)
+
+    monkeypatch.setattr(ImportanceFitness, "__call__", flaky)
+    result = _tiny_search(tiny_models, tmp_path)["bins"][0]
+    study = optuna.load_study(study_name=result["study"],
+                              storage=open_storage(None, tmp_path))
+    failed = [t for t in study.trials if "error" in t.user_attrs]
+    assert len(failed) == 1 and failed[0].state == TrialState.PRUNED
+    assert "RuntimeError: out of memory on this candidate" in failed[0].user_attrs["error"]
+    assert result["evaluations"] == 5  # the other candidates of the budget of 6 were evaluated
+
+
+def test_a_bin_no_member_reaches_is_reported(tiny_models: dict, tmp_path: Path) -> None:
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    space = subnas.get_search_space("coarse-uniform", supernet.subnas_config, intermediate_size=[48, 96],
+                                    n_embd=[32, 64])
+    counts = sorted({space.count(space.sample(__import__("random").Random(i))) for i in range(200)})
+    gap = next((a, b) for a, b in zip(counts, counts[1:]) if b - a > 2)
+    with pytest.raises(InfeasibleBinError, match="no member of the space was found inside it"):
+        _tiny_search(tiny_models, tmp_path, bins=[(gap[0] + 1, gap[1] - 1)],
+                     space_choices={"intermediate_size": [48, 96], "n_embd": [32, 64]})
