@@ -79,7 +79,7 @@ def main() -> None:
     rows = []
     for name, subnet in subnets.items():
         with tempfile.TemporaryDirectory() as out:
-            result = extract(supernet, subnet, out)
+            result = extract(supernet, subnet, out, pad=False)  # the sub-network itself, not a padded stock shape
             stock = AutoModelForCausalLM.from_pretrained(out, dtype=dtype).to(device).eval()
         supernet.set_sub_network(subnet)
         with torch.inference_mode():

@@ -13,15 +13,17 @@ from subnas.subnet import SubNetwork
 
 
 class TransformersExtractor(Extractor):
-    """Args: format: ``"auto"`` | ``"stock"`` | ``"subnas"``; overwrite: replace a non-empty folder."""
+    """Args: format: ``"auto"`` | ``"stock"`` | ``"subnas"``; overwrite: replace a non-empty folder;
+    pad: allow an exact stock export by zero-padding layer-wise widths (see `subnas.extract`)."""
 
-    def __init__(self, *, format: str = "auto", overwrite: bool = False) -> None:
-        self.format, self.overwrite = format, overwrite
+    def __init__(self, *, format: str = "auto", overwrite: bool = False, pad: bool = True) -> None:
+        self.format, self.overwrite, self.pad = format, overwrite, pad
 
     def extract(self, supernet: Any, subnet: SubNetwork, out_dir: str | os.PathLike[str]) -> Path:
         from subnas.extract import extract
 
-        return Path(extract(supernet, subnet, out_dir, format=self.format, overwrite=self.overwrite).path)  # type: ignore[arg-type]
+        result = extract(supernet, subnet, out_dir, format=self.format, overwrite=self.overwrite, pad=self.pad)
+        return Path(result.path)
 
 
 @hookimpl
