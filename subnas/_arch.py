@@ -75,8 +75,9 @@ class ArchCodec:
                  order: UnitOrder | None = None) -> None:
         self.config, self.shape, self.fine, self.layerwise, self.name = config, shape, fine, layerwise, name
         # Coarse spaces in importance order: "the first n" of every component is "the n most
-        # important" (`UnitOrder`), and a coarse Arch lists its layers by importance rank, so that
-        # dropping the last layer drops the least important one. None: the natural (paper) order.
+        # important" (`UnitOrder`), and a coarse Arch lists its layers by importance rank
+        # (``layer_idx`` holds the ranks, the n most important unless a mutation swapped one), so
+        # that dropping the last layer drops the least important one. None: the natural order.
         self.order = None if order is None or order.is_natural else order
         self._rank = {layer: r for r, layer in enumerate(order.layers)} if self.order is not None else {}
         # id(subnet) -> Arch for every emitted SubNetwork still alive, so operators on it skip parsing.
@@ -130,7 +131,7 @@ class ArchCodec:
 
         if self.order is not None and not self.fine:
             subnet = self.order.subnetwork(
-                n_layers=len(arch.layers), n_embd=arch.embd, num_heads=[x.heads for x in arch.layers],
+                n_layers=len(arch.layers), n_embd=arch.embd, ranks=arch.layer_idx, num_heads=[x.heads for x in arch.layers],
                 query_groups=[x.groups for x in arch.layers], head_size=[x.head_size for x in arch.layers],
                 intermediate_size=[x.inter for x in arch.layers])
             self._emitted[id(subnet)] = arch
@@ -162,10 +163,12 @@ class ArchCodec:
         resolved = subnet.resolve(self.config)
         sel, s = resolved.layers, self.shape
         if not self.fine:
+            ranks = tuple(range(len(sel)))
             if self.order is not None:  # layers by importance rank (see __init__)
                 sel = tuple(sorted(sel, key=lambda x: self._rank[x.layer]))
+                ranks = tuple(self._rank[x.layer] for x in sel)
             layers = tuple(Layer(x.num_heads, x.query_groups, x.head_size, x.intermediate_size) for x in sel)
-            arch = Arch(len(resolved.embd), layers, tuple(range(len(sel))))
+            arch = Arch(len(resolved.embd), layers, ranks)
             if ((self.order is not None or any(getattr(subnet, f) is not None for f in INDEX_FIELDS))
                     and self.emit(arch, random.Random(0)).resolve(self.config) != resolved):
                 which = "most important" if self.order is not None else "first"

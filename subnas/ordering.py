@@ -123,13 +123,14 @@ class UnitOrder:
 
     def subnetwork(self, *, n_layers: int, n_embd: int, num_heads: int | Sequence[int],
                    query_groups: int | Sequence[int], head_size: int | Sequence[int],
-                   intermediate_size: int | Sequence[int]) -> SubNetwork:
+                   intermediate_size: int | Sequence[int], ranks: Sequence[int] | None = None) -> SubNetwork:
         """The sub-network that keeps the most important units of each size, as explicit indices.
 
         Per-layer sizes are given by *importance rank* of the kept layers (entry j belongs to the
         j-th most important kept layer), so that dropping the last entry drops the least
         important layer; the `SubNetwork` lists them in model order. In the natural order this is
         exactly the coarse (first-n) sub-network of the same sizes, written without index sets.
+        ``ranks`` keeps the layers of those importance ranks instead of the first ``n_layers``.
         """
         def per(value: int | Sequence[int]) -> list[int]:
             return [int(value)] * n_layers if isinstance(value, int) else [int(v) for v in value]
@@ -137,8 +138,11 @@ class UnitOrder:
         h, g, hs, d = per(num_heads), per(query_groups), per(head_size), per(intermediate_size)
         if not len(h) == len(g) == len(hs) == len(d) == n_layers:
             raise SubNetworkError(f"per-layer sizes must have one value per kept layer ({n_layers})")
-        ranked = self.layers[:n_layers]
+        ranked = self.layers[:n_layers] if ranks is None else tuple(self.layers[r] for r in ranks)
         by_model = sorted(range(n_layers), key=lambda j: ranked[j])  # rank positions in model order
+        if self.is_natural and ranks is not None and sorted(ranks) != list(range(n_layers)):
+            raise SubNetworkError("the natural order keeps the first n layers; ranks other than 0..n-1 need an "
+                                  "importance order")
         if self.is_natural:
             uniform = all(len(set(v)) == 1 for v in (h, g, hs, d))
             pick = (lambda v: v[0]) if uniform else (lambda v: tuple(v[j] for j in by_model))

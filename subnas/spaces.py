@@ -152,7 +152,10 @@ class StructuredSearchSpace(SearchSpace):
         else:
             embd, attn, heads, mlp = len(c.n_embd), len(c.attention), len(c.head_size), len(c.intermediate_size)
         per_layer = attn * heads * mlp
-        return embd * sum((comb(s.layers, n) if self.fine else 1) * (per_layer ** n if self.layerwise else per_layer)
+        # Layer sets: any n of L in fine spaces and in importance order (mutations swap layers),
+        # only the first n in the paper's coarse spaces.
+        any_layers = self.fine or self.local
+        return embd * sum((comb(s.layers, n) if any_layers else 1) * (per_layer ** n if self.layerwise else per_layer)
                           for n in c.n_layers)
 
     def bounds(self) -> tuple[int, int]:
@@ -302,7 +305,10 @@ class StructuredSearchSpace(SearchSpace):
             return replace(arch, layers=arch.layers[:n], layer_idx=arch.layer_idx[:n])
         added = new_layers[: n - have] if self.layerwise else [arch.layers[0]] * (n - have)
         if not self.fine:
-            return replace(arch, layers=arch.layers + tuple(added), layer_idx=tuple(range(n)))
+            # Coarse: layer_idx holds importance ranks (natural order: the ranks are the layers);
+            # growing adds the most important ranks not kept yet.
+            fresh = [r for r in range(self.shape.layers) if r not in set(arch.layer_idx)][: n - have]
+            return replace(arch, layers=arch.layers + tuple(added), layer_idx=arch.layer_idx + tuple(fresh))
         by_layer = dict(zip(arch.layer_idx, arch.layers)) | dict(zip(new_idx[: n - have], added))
         order = sorted(by_layer)
         return replace(arch, layers=tuple(by_layer[i] for i in order), layer_idx=tuple(order))
@@ -321,6 +327,8 @@ class StructuredSearchSpace(SearchSpace):
         options: dict[str, list[int]] = {}
         if any(n != len(arch.layers) for n in c.n_layers):
             options["l"] = []
+        if self.local and not self.fine and len(arch.layers) < self.shape.layers:
+            options["swap"] = []  # importance order: trade a kept layer for a dropped one
         if any(e != arch.embd for e in c.n_embd):
             options["e"] = []
         for dim in PER_LAYER_DIMS:
@@ -331,6 +339,8 @@ class StructuredSearchSpace(SearchSpace):
         if not options:
             raise SearchSpaceError(f"{self.name}: this space has a single member; there is nothing to mutate")
         dim = rng.choice(sorted(options))
+        if dim == "swap":
+            return self._swap_layer(arch, rng)
         if dim == "l":
             n = self._pick(rng, [n for n in c.n_layers if n != len(arch.layers)], len(arch.layers))
             return self._with_depth(arch, n, *self._growth(arch, rng))
@@ -342,6 +352,21 @@ class StructuredSearchSpace(SearchSpace):
         value = self._pick(rng, self._alternatives(x, dim), current, key=lambda v: v[0 if dim == "h" else 1]
                            if isinstance(v, tuple) else v)
         return self._set_layer(arch, j, self._with_value(x, dim, value))
+
+    def _swap_layer(self, arch: Arch, rng: random.Random) -> Arch:
+        """Replace one of the least important kept layers by one of the most important dropped ones.
+
+        Block influence ranks layers one at a time; which n layers work best together is not
+        exactly its top n (measured on SmolLM2: keeping its 25 most influential layers but one
+        swapped gave perplexity 144 against 159). Local, like `_pick`: among the last four kept
+        and the first four dropped ranks.
+        """
+        kept = list(arch.layer_idx)
+        dropped = [r for r in range(self.shape.layers) if r not in set(kept)][:4]
+        position = rng.choice(sorted(range(len(kept)), key=lambda j: kept[j])[-4:])
+        kept[position] = rng.choice(dropped)
+        pairs = sorted(zip(kept, arch.layers))  # keep entries by rank
+        return replace(arch, layer_idx=tuple(r for r, _ in pairs), layers=tuple(x for _, x in pairs))
 
     def _pick(self, rng: random.Random, alternatives: list[Any], current: int,
               key: Callable[[Any], int] = lambda v: v) -> Any:
