@@ -60,24 +60,30 @@ def test_evaluated_equals_exported(tiny_models: dict, name: str, fine: bool, lay
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(subnet=subnetworks(supernet.subnas_config, fine=fine, layerwise=layerwise))
     def check(subnet: SubNetwork) -> None:
-        with torch.no_grad(), supernet.sub_network(subnet):
-            evaluated = supernet(ids).logits
-        with tempfile.TemporaryDirectory() as out:
-            result = extract(supernet, subnet, out, overwrite=True)
-            model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-            with torch.no_grad():
-                exported = model(ids).logits
-        # Stock exports of a shrunk rotary width recompute RoPE from a rescaled base: float32
-        # rounding of the frequencies differs by an ulp, hence the looser tolerance there.
-        tol = 2e-4 if result.format == "stock" else 1e-5
-        torch.testing.assert_close(exported, evaluated, rtol=tol, atol=tol)
-        n_exported = sum({id(p): p.numel() for p in model.parameters()}.values())
-        assert count_parameters(supernet, subnet) == result.num_parameters
-        # Zero-padded stock exports hold more (stated beside the true count); others exactly it.
-        assert n_exported == result.exported_parameters
-        assert (n_exported > result.num_parameters) == (result.padding is not None)
+        assert_evaluated_equals_exported(supernet, subnet, ids)
 
     check()
+
+
+def assert_evaluated_equals_exported(supernet: Supernet, subnet: SubNetwork, ids: torch.Tensor) -> None:
+    """Invariants 1 and 3 for one sub-network: supernet logits == the export's, loaded from disk
+    with stock Auto classes; count_parameters == the export's true count (padding stated apart)."""
+    with torch.no_grad(), supernet.sub_network(subnet):
+        evaluated = supernet(ids).logits
+    with tempfile.TemporaryDirectory() as out:
+        result = extract(supernet, subnet, out, overwrite=True)
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        with torch.no_grad():
+            exported = model(ids).logits
+    # Stock exports of a shrunk rotary width recompute RoPE from a rescaled base: float32
+    # rounding of the frequencies differs by an ulp, hence the looser tolerance there.
+    tol = 2e-4 if result.format == "stock" else 1e-5
+    torch.testing.assert_close(exported, evaluated, rtol=tol, atol=tol)
+    n_exported = sum({id(p): p.numel() for p in model.parameters()}.values())
+    assert count_parameters(supernet, subnet) == result.num_parameters
+    # Zero-padded stock exports hold more (stated beside the true count); others exactly it.
+    assert n_exported == result.exported_parameters
+    assert (n_exported > result.num_parameters) == (result.padding is not None)
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))

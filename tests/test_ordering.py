@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM
-
 import subnas
-from subnas import Supernet, SubNetwork, count_parameters, extract
+from subnas import Supernet, SubNetwork, count_parameters
 from subnas.bins import ParameterBin
 from subnas.importance import ImportanceScores, activation_scores
 from subnas.ordering import UnitOrder
 from tests.conftest import SEQ, TINY_CONFIGS
+from tests.test_invariants import assert_evaluated_equals_exported
 
 SPACES = ["coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise"]
 _CACHE: dict[str, tuple[Supernet, UnitOrder]] = {}
@@ -53,20 +51,8 @@ def test_importance_ordered_members_evaluate_as_exported(tiny_models: dict, name
         # The file holds explicit original indices: read back, it is the same selection.
         again = SubNetwork.from_json(subnet.to_json())
         assert again.resolve(supernet.subnas_config) == subnet.resolve(supernet.subnas_config)
-        with torch.no_grad(), supernet.sub_network(again):
-            evaluated = supernet(ids).logits
-        with tempfile.TemporaryDirectory() as out:
-            result = extract(supernet, again, out, overwrite=True)
-            model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-            with torch.no_grad():
-                exported = model(ids).logits
-        tol = 2e-4 if result.format == "stock" else 1e-5
-        torch.testing.assert_close(exported, evaluated, rtol=tol, atol=tol)
-        n_exported = sum({id(p): p.numel() for p in model.parameters()}.values())
-        assert count_parameters(supernet, again) == space.count(subnet) == result.num_parameters
-        # Zero-padded stock exports hold more (stated beside the true count); others exactly it.
-        assert n_exported == result.exported_parameters
-        assert (n_exported > result.num_parameters) == (result.padding is not None)
+        assert_evaluated_equals_exported(supernet, again, ids)
+        assert space.count(subnet) == count_parameters(supernet, again)
 
     check()
 
