@@ -167,10 +167,12 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 #: What `subnas search` runs by default with the evolution sampler: Algorithm 1 sized for budgets
-#: of ~40 evaluations (the paper's N=20, k=5, m=c=0.2, r=5 is sized for 5,050). Measured in
-#: docs/benchmarks/search.md; pass ``sampler_options`` to override any of them.
+#: of ~40 evaluations (the paper's N=20, k=5, m=c=0.2, r=5 is sized for 5,050). No random
+#: members after the seeded start: in a bin of SmolLM2 they scored perplexity 1e4-1e5 against the
+#: seeds' ~160, a wasted evaluation each (docs/benchmarks/search.md). ``sampler_options``
+#: overrides any of them.
 EVOLUTION_DEFAULTS = {"population_size": 12, "num_elites": 4, "num_offspring": 16, "mutation_prob": 0.5,
-                      "crossover_prob": 0.25, "num_random": 1}
+                      "crossover_prob": 0.25, "num_random": 0}
 
 
 def make_sampler(name: str, space: Any, bin: ParameterBin, seed: int | None, options: dict[str, Any]) -> Any:

@@ -344,7 +344,7 @@ class StructuredSearchSpace(SearchSpace):
             # (swap), how many, how wide the MLP and embedding; attention shapes (h, g, hs) a
             # quarter as often (their mutants of SmolLM2's best seeds all scored perplexity
             # > 1,000 against ~160; measured in docs/benchmarks/search.md).
-            weights = [2.0 if d == "swap" else 0.25 if d in ("h", "g", "hs") else 1.0 for d in dims]
+            weights = [3.0 if d == "swap" else 0.25 if d in ("h", "g", "hs") else 1.0 for d in dims]
             dim = rng.choices(dims, weights=weights)[0]
         else:  # §2.2: uniformly
             dim = rng.choice(dims)
