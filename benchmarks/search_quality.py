@@ -1,6 +1,6 @@
 """Which search finds the best sub-network? Real SmolLM2-135M, equal budgets, held-out validation.
 
-    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 40 evaluations
+    python benchmarks/search_quality.py --batch-size 2            # 3 bins x 3 seeds x 40 evaluations
     python benchmarks/search_quality.py --bins 85M-100M --seeds 0 # one bin, one seed (~15 min on 2 cores)
     python benchmarks/search_quality.py --report                  # table + plots from the JSON only
 
@@ -32,26 +32,31 @@ perplexity-evaluated in-bin candidate of the importance-ordered coarse-uniform s
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import os
-import statistics
-import time
-from pathlib import Path
-from typing import Any, Iterator
 
-import numpy as np
-import optuna
-import torch
+# Before torch loads OpenMP: idle OpenMP threads that spin make a busy 2-core machine several
+# times slower (`import subnas` sets the same, but torch is imported first here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import subnas
-from subnas._io import atomic_write_text
-from subnas.bins import ParameterBin
-from subnas.evaluate import running_nll, supernet_tokens
-from subnas.evolution import subnet_key
-from subnas.interfaces import Fitness
-from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Iterator  # noqa: E402
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+import subnas  # noqa: E402
+from subnas._io import atomic_write_text  # noqa: E402
+from subnas.bins import ParameterBin  # noqa: E402
+from subnas.evaluate import running_nll, supernet_tokens  # noqa: E402
+from subnas.evolution import subnet_key  # noqa: E402
+from subnas.interfaces import Fitness  # noqa: E402
+from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
 
 ARMS = ("one-shot", "default", "default+median", "importance", "paper", "random")
 PAPER_EVOLUTION = {"population_size": 20, "num_elites": 5, "mutation_prob": 0.2, "crossover_prob": 0.2,
