@@ -1,6 +1,6 @@
 """Which search finds the best sub-network? Real SmolLM2-135M, equal budgets, held-out validation.
 
-    python benchmarks/search_quality.py --batch-size 2            # 3 bins x 3 seeds x 40 evaluations
+    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 40 evaluations (~1 h)
     python benchmarks/search_quality.py --bins 85M-100M --seeds 0 # one bin, one seed (~15 min on 2 cores)
     python benchmarks/search_quality.py --report                  # table + plots from the JSON only
 
@@ -305,7 +305,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--num-seqs", type=int, default=8, help="search-split sequences (subnas search's default)")
     p.add_argument("--val-seqs", type=int, default=16, help="validation-split sequences for the reported numbers")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=2, help="sequences per chunk the pruner sees")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", default=str(DOCS / "search_quality.json"))
     p.add_argument("--report", action="store_true", help="only print the table and redraw the plots")
