@@ -97,6 +97,7 @@ class TeacherCache:
         self.folder = Path(root) / teacher_id
         self.teacher_id, self.k, self.temperature = teacher_id, int(k), float(temperature)
         self.stats = {"hits": 0, "misses": 0, "rejected": 0}
+        self.writable = True
 
     # ------------------------------------------------------------------ one sequence
     def key(self, ids: torch.Tensor) -> str:
@@ -171,9 +172,14 @@ class TeacherCache:
         if missing:
             fresh = compute(ids[missing])
             for j, i in enumerate(missing):
-                row = fresh[j]
-                self.store(ids[i], row, vocab_size)
-                rows[i] = row
+                rows[i] = fresh[j]
+                if self.writable:
+                    try:
+                        self.store(ids[i], fresh[j], vocab_size)
+                    except OSError as exc:  # a full or read-only disk slows training; it must not end it
+                        self.writable = False
+                        logger.warning("teacher cache %s is not writable (%s); training on without storing "
+                                       "teacher targets", self.folder, exc)
         done = [r for r in rows if r is not None]
         return TeacherTopK(torch.stack([r.logprobs.to(ids.device) for r in done]),
                            torch.stack([r.indices.to(ids.device) for r in done]),

@@ -177,3 +177,12 @@ def test_training_stores_every_sequence_survives_a_kill_and_reuses_the_cache(tmp
     assert summary["teacher_cache"]["misses"] == 0 and summary["teacher_cache"]["hits"] == 5 * 4
     assert warm == uncached  # bit for bit: the cache changes nothing but the time
     assert resumed == uncached[2:]
+
+
+def test_an_unwritable_cache_slows_training_but_never_stops_it(tmp_path: Path, caplog: Any) -> None:
+    teacher = FakeTeacher(40, k=5)
+    (tmp_path / "file").write_text("not a folder")
+    cache = TeacherCache(tmp_path / "file", teacher_id="t", k=5, temperature=0.9)  # mkdir under a file fails
+    ids = torch.arange(8)[None]
+    assert torch.equal(cache.targets(ids, teacher, vocab_size=40).logprobs, teacher(ids).logprobs)
+    assert not cache.writable and "not writable" in caplog.text
