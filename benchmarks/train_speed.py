@@ -16,13 +16,17 @@ All modes run in this one process, one after another, each from the same student
 - ``ce``: cross-entropy pretraining on the default path.
 
 Per mode: tokens/s (median step, wall clock), tokens per CPU-second divided by the threads (the
-stable number on a busy shared machine), the time per phase (teacher = forward + top-k or cache
-read/write; student forward; loss; backward; optimizer = clip + step), and the peak memory above
-the footprint at the mode's start (CPU: RSS sampled every 5 ms; CUDA: ``max_memory_allocated``).
+stable number on a busy shared machine; with ``--threads 1`` it is exactly the work done, with
+more threads it also counts OpenMP spin-waits), the time per phase, wall and CPU (teacher =
+forward + top-k or cache read/write; student forward; loss; backward; optimizer = clip + step),
+and the peak memory above the footprint at the mode's start (CPU: RSS sampled every 5 ms, after
+``gc`` and ``malloc_trim``; CUDA: ``max_memory_allocated``). The first mode's peak includes
+allocator warm-up that later modes reuse, so read memory as a rough comparison.
 Then, unless ``--no-trainer``, the real entry point `subnas.train.distill` runs the default path
 cold and warm on a fresh cache, so the product path's own tokens/s is on record too.
 
-    python benchmarks/train_speed.py                        # CPU: seq 256 x 4, 1 + 3 steps a mode (~4 min)
+    python benchmarks/train_speed.py                        # CPU: seq 256 x 4, 1 + 3 steps a mode (~5 min on 2 cores)
+    python benchmarks/train_speed.py --threads 1               # stable CPU-time numbers on a shared machine
     python benchmarks/train_speed.py --device cuda --seq-len 1024 --batch-size 16 --steps 10
 """
 
@@ -160,15 +164,17 @@ def run_mode(mode: str, *, args: argparse.Namespace, teacher: Any, student_dir: 
             mark()
             del logits, target, loss
             step = {name: b[0] - a[0] for name, a, b in zip(PHASES, marks, marks[1:])}
+            step.update({f"{name}_cpu": b[1] - a[1] for name, a, b in zip(PHASES, marks, marks[1:])})
             step["wall"] = marks[-1][0] - marks[0][0]
             step["cpu"] = marks[-1][1] - marks[0][1]
             steps.append(step)
     measured = steps[args.warmup:] or steps
     tokens = batches[0].numel()
     threads = torch.get_num_threads() if device.type == "cpu" else 1
-    median = {k: statistics.median(s[k] for s in measured) for k in (*PHASES, "wall", "cpu")}
+    median = {k: statistics.median(s[k] for s in measured) for k in measured[0]}
     return {"mode": mode, "precision": str(dtype).removeprefix("torch."), "tokens_per_s": tokens / median["wall"],
             "tokens_per_cpu_s": tokens / (median["cpu"] / threads), "phases_s": {p: median[p] for p in PHASES},
+            "phases_cpu_s": {p: median[f"{p}_cpu"] / threads for p in PHASES},
             "peak_memory_mb": mem.peak_mb, "cache": dict(cache.stats) if cache is not None else None,
             "steps_measured": len(measured)}
 
@@ -226,14 +232,16 @@ def main() -> None:
               f"{subnet.to_dict()} ({student.num_parameters:,}); seq {args.seq_len} x batch {args.batch_size}, "
               f"{args.warmup}+{args.steps} steps a mode; device {args.device}, {torch.get_num_threads()} threads",
               flush=True)
-        print(f"{'mode':13s} {'prec':8s} {'tok/s':>7s} {'tok/cpu-s':>9s}  " + " ".join(f"{p:>11s}" for p in PHASES)
+        print("per phase: median seconds per step, wall clock / CPU time divided by the threads")
+        print(f"{'mode':13s} {'prec':8s} {'tok/s':>7s} {'tok/cpu-s':>9s}  " + " ".join(f"{p:>13s}" for p in PHASES)
               + f" {'peak MB':>8s}", flush=True)
         for mode in args.modes.split(","):
             r = run_mode(mode, args=args, teacher=teacher, student_dir=student.path, batches=batches,
                          cache_dir=tmp / "cache")
             results.append(r)
             print(f"{mode:13s} {r['precision']:8s} {r['tokens_per_s']:7.0f} {r['tokens_per_cpu_s']:9.0f}  "
-                  + " ".join(f"{r['phases_s'][p]:10.2f}s" for p in PHASES) + f" {r['peak_memory_mb']:8.0f}",
+                  + " ".join(f"{r['phases_s'][p]:6.2f}/{r['phases_cpu_s'][p]:5.2f}s" for p in PHASES)
+                  + f" {r['peak_memory_mb']:8.0f}",
                   flush=True)
         if not args.no_trainer and "naive-kd" in args.modes:
             for r in trainer_runs(args, supernet, student.path, tmp):
@@ -242,7 +250,7 @@ def main() -> None:
                       f"cache {r['cache']})", flush=True)
     base = next((r for r in results if r["mode"] == "naive-kd"), None)
     if base is not None:
-        print("speed-up over naive full-logit KD (wall / cpu-time):")
+        print("speed-up over naive full-logit KD (wall clock / CPU time; on a shared machine trust CPU time):")
         for r in results:
             r["speedup_vs_naive"] = r["tokens_per_s"] / base["tokens_per_s"]
             if "tokens_per_cpu_s" in r:
