@@ -25,14 +25,15 @@ and counted (`TeacherCache.stats`). Nothing depends on a particular vocabulary s
 killed run leaves complete entries or none, and the next run computes what is missing.
 
 Example:
-    >>> import torch
+    >>> import tempfile, torch
     >>> from subnas.losses import teacher_topk
-    >>> cache = TeacherCache(tmp_path, teacher_id="t0", k=2, temperature=1.0)  # doctest: +SKIP
-    >>> ids = torch.tensor([[1, 2, 3]])                                       # doctest: +SKIP
-    >>> logits = lambda x: torch.randn(*x.shape, 5)                           # doctest: +SKIP
-    >>> top = cache.targets(ids, lambda x: teacher_topk(logits(x), 2, 1.0))  # doctest: +SKIP
-    >>> cache.stats                                                           # doctest: +SKIP
-    {'hits': 0, 'misses': 1, 'rejected': 0}
+    >>> cache = TeacherCache(tempfile.mkdtemp(), teacher_id="demo", k=2, temperature=1.0)
+    >>> teacher = lambda ids: teacher_topk(torch.randn(*ids.shape, 5), k=2, temperature=1.0)
+    >>> ids = torch.tensor([[1, 2, 3]])
+    >>> first = cache.targets(ids, teacher, vocab_size=5)  # computed and stored
+    >>> again = cache.targets(ids, teacher, vocab_size=5)  # read back and verified; no teacher call
+    >>> torch.equal(first.logprobs, again.logprobs), cache.stats
+    (True, {'hits': 1, 'misses': 1, 'rejected': 0})
 """
 
 from __future__ import annotations
