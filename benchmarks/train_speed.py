@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -45,8 +46,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
+# As `import subnas` does (see subnas/__init__.py), before torch loads OpenMP; OMP_WAIT_POLICY=ACTIVE
+# in the environment measures the spinning default instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 MODES = ("naive-kd", "kd-fp32", "kd-cold", "kd-warm", "ce")
 PHASES = ("teacher", "student_fwd", "loss", "backward", "optimizer")
@@ -230,7 +235,8 @@ def main() -> None:
         student = extract(supernet, subnet, tmp / "student")
         print(f"teacher {args.model} ({sum(p.numel() for p in teacher.parameters()):,} parameters); student "
               f"{subnet.to_dict()} ({student.num_parameters:,}); seq {args.seq_len} x batch {args.batch_size}, "
-              f"{args.warmup}+{args.steps} steps a mode; device {args.device}, {torch.get_num_threads()} threads",
+              f"{args.warmup}+{args.steps} steps a mode; device {args.device}, {torch.get_num_threads()} threads, "
+              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
               flush=True)
         print("per phase: median seconds per step, wall clock / CPU time divided by the threads")
         print(f"{'mode':13s} {'prec':8s} {'tok/s':>7s} {'tok/cpu-s':>9s}  " + " ".join(f"{p:>13s}" for p in PHASES)
@@ -258,6 +264,7 @@ def main() -> None:
             print(f"  {r['mode']:13s} {r['speedup_vs_naive']:5.2f}x" +
                   (f" / {r['cpu_speedup_vs_naive']:5.2f}x" if "cpu_speedup_vs_naive" in r else ""))
     meta = {"argv": sys.argv[1:], "device": args.device, "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg(),
             "torch": torch.__version__}
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

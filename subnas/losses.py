@@ -188,6 +188,12 @@ def kl_divergence(student_logits: torch.Tensor, teacher: torch.Tensor | TeacherT
     raise ValueError(f"kind={kind!r} is not one of {KL_KINDS}")
 
 
+def _branch_free(t: torch.Tensor) -> bool:
+    """Whether to avoid branching on tensor values: on a GPU each such test stalls the stream
+    until the values exist, so there the general path runs unconditionally."""
+    return t.device.type != "cpu"
+
+
 def _tail_logmass(zt: torch.Tensor, lse: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``log Σ_{j ∉ idx} softmax(zt)_j`` as a masked log-sum-exp: exact however small the mass."""
     return torch.logsumexp(zt.scatter(-1, idx, float("-inf")), dim=-1) - lse
@@ -245,10 +251,12 @@ def _chunk(s: torch.Tensor, y: torch.Tensor, t: torch.Tensor | TeacherTopK | Non
             # cancellation. Rows whose tail underflows float32 are redone in log space.
             q.scatter_(-1, idx, 0.0)
             logq_tail = q.sum(-1).log()
-            tiny = logq_tail < -80.0
-            if bool(tiny.any()):
-                lse = torch.logsumexp(zt[tiny], dim=-1)
-                logq_tail[tiny] = _tail_logmass(zt[tiny], lse, idx[tiny])
+            # On CPU only the (rare) underflowing rows are redone; on a GPU every row is (see
+            # `_branch_free`).
+            redo = torch.arange(len(z), device=z.device) if _branch_free(z) else (logq_tail < -80.0).nonzero()[:, 0]
+            if len(redo):
+                lse = torch.logsumexp(zt[redo], dim=-1)
+                logq_tail[redo] = _tail_logmass(zt[redo], lse, idx[redo])
             logp_tail = t.tail.float()
             logp_b = torch.cat([logp_top, logp_tail[:, None]], dim=-1)
             logq_b = torch.cat([logq_top, logq_tail[:, None]], dim=-1)
@@ -261,9 +269,9 @@ def _chunk(s: torch.Tensor, y: torch.Tensor, t: torch.Tensor | TeacherTopK | Non
                 if has_tail:
                     ratio = (logp_tail - logq_tail).exp()  # P_tail / Q_tail
                     g = q.mul_(((1 - ratio) * c)[:, None])
-                    if bool(tiny.any()):  # q_j / Q_tail from logs: q_j alone has underflowed
-                        g[tiny] = c * ((zt[tiny] - lse[:, None]).exp() - (zt[tiny] - lse[:, None] - logq_tail[tiny, None]
-                                                                           + logp_tail[tiny, None]).exp())
+                    if len(redo):  # q_j / Q_tail from logs: q_j alone may have underflowed
+                        log_qj = zt[redo] - lse[:, None]
+                        g[redo] = c * (log_qj.exp() - (log_qj - logq_tail[redo, None] + logp_tail[redo, None]).exp())
                 else:
                     g = q
                 g.scatter_(-1, idx, top * c)
@@ -275,7 +283,7 @@ def _chunk(s: torch.Tensor, y: torch.Tensor, t: torch.Tensor | TeacherTopK | Non
                 g.scatter_(-1, idx, top * c)
     else:
         logp = torch.log_softmax(t.float() / temperature, dim=-1)
-        finite = bool(torch.isfinite(logp).all())  # else p = 0 entries need `_kl`'s masking
+        finite = not _branch_free(z) and bool(torch.isfinite(logp).all())  # else p = 0 entries need masking
         if kind == "forward":
             p = logp.exp()
             kl = (logp - logq).mul_(p).sum(-1) if finite else _kl(logp, logq)
@@ -288,8 +296,8 @@ def _chunk(s: torch.Tensor, y: torch.Tensor, t: torch.Tensor | TeacherTopK | Non
     if g is not None:
         if ce_grad is not None:
             g.add_(ce_grad, alpha=alpha * scale)
-        if not bool(valid.all()):
-            g[~valid] = 0.0
+        if _branch_free(z) or not bool(valid.all()):
+            g.mul_(valid[:, None])
     return ce_sum, kd_sum, g
 
 

@@ -210,3 +210,29 @@ def test_chunked_fused_loss_matches_plain_autograd_at_a_larger_vocabulary(k: int
         (g,) = torch.autograd.grad(out.loss, s)
         assert out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
         assert torch.allclose(g, g_ref, atol=1e-7, rtol=1e-4), (g - g_ref).abs().max()
+
+
+@pytest.mark.parametrize("k", [None, 3, 37])
+def test_the_branch_free_gpu_path_gives_the_same_loss_and_gradient(k: int | None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU the loss never branches on tensor values (that would stall the stream); run that
+    # path on CPU and compare it with the CPU path, including ignored labels and a student whose
+    # tail underflows.
+    import subnas.losses
+
+    torch.manual_seed(6)
+    s, t = 3 * torch.randn(2, 6, 37), 3 * torch.randn(2, 6, 37)
+    s[0, 1] = -200.0
+    s[0, 1, 0] = 0.0
+    y = torch.randint(0, 37, (2, 6))
+    y[1, 3] = -100
+    target = t if k is None else teacher_topk(t, k, 0.8)
+    results = []
+    for branch_free in (False, True):
+        monkeypatch.setattr(subnas.losses, "_branch_free", lambda _: branch_free)
+        x = s.clone().requires_grad_()
+        out = distillation_loss(x, y, target, temperature=0.8, chunk_size=4)
+        results.append((out.loss.detach(), torch.autograd.grad(out.loss, x)[0]))
+    (a, ga), (b, gb) = results
+    assert torch.isfinite(a) and a.item() == pytest.approx(b.item(), rel=1e-6)
+    assert torch.allclose(ga, gb, atol=1e-7)
