@@ -216,6 +216,9 @@ def main() -> None:
     ap.add_argument("--no-trainer", action="store_true", help="skip the end-to-end `distill` runs")
     ap.add_argument("--json", type=str, default=None, help="also write the results to this file")
     args = ap.parse_args()
+    modes = args.modes.split(",")
+    if "kd-warm" in modes and ("kd-cold" not in modes or modes.index("kd-cold") > modes.index("kd-warm")):
+        ap.error("kd-warm reads the cache that kd-cold fills: list kd-cold before it")
 
     from subnas import Supernet, SubNetwork, extract
     from subnas.data import BlockOrder, load_token_blocks
@@ -241,7 +244,7 @@ def main() -> None:
         print("per phase: median seconds per step, wall clock / CPU time divided by the threads")
         print(f"{'mode':13s} {'prec':8s} {'tok/s':>7s} {'tok/cpu-s':>9s}  " + " ".join(f"{p:>13s}" for p in PHASES)
               + f" {'peak MB':>8s}", flush=True)
-        for mode in args.modes.split(","):
+        for mode in modes:
             r = run_mode(mode, args=args, teacher=teacher, student_dir=student.path, batches=batches,
                          cache_dir=tmp / "cache")
             results.append(r)
