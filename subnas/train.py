@@ -71,7 +71,10 @@ class TrainConfig:
     temperature: float = 0.9
     top_k: int | None = 1024  # None: full logits
     kl: str = "forward"  # "forward" KL(teacher‖student) or "reverse"
-    loss_chunk_size: int | None = None  # positions per loss chunk; default ~4M (CPU) or 32M (GPU) floats
+    loss_chunk_size: int | None = None  # positions per loss chunk; default ~1M (CPU) or 32M (GPU) floats
+    # top-k teacher targets cached on disk and reused by every run on the same sequences
+    # (`subnas.teacher_cache`): "auto" (on CPU, under the subnas cache), "on", "off", or a folder
+    teacher_cache: str = "auto"
     # data
     streaming: bool = False
     # bookkeeping (free to change between a run and its resume)
@@ -80,13 +83,13 @@ class TrainConfig:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     device: str | None = None  # default: cuda (this process's GPU) if available, else cpu
-    bf16: bool = True  # bf16 autocast, on CUDA only
+    bf16: bool = True  # bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX (`subnas.trainer.precision`)
     progress: bool = True
     tensorboard: bool = True
 
     #: Fields that do not change the training trajectory: a resume may change them.
     RESUMABLE_CHANGES = frozenset({"micro_batch_size", "eval_every", "eval_seqs", "checkpoint_every",
-                                   "keep_checkpoints", "device", "progress", "tensorboard"})
+                                   "keep_checkpoints", "device", "progress", "tensorboard", "teacher_cache"})
 
     def __post_init__(self) -> None:
         # (field, legal?, what is legal): every problem is reported at once, with its legal range.

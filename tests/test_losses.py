@@ -158,3 +158,81 @@ def test_closed_form_gradients_match_autograd_of_the_reference(kind: str, k: int
     assert torch.allclose(g, g_ref, atol=1e-6), (g - g_ref).abs().max()
     with torch.no_grad():  # evaluation: the same numbers without building a gradient
         assert distillation_loss(s, y, target, temperature=0.7, kind=kind).loss.item() == pytest.approx(ref.item(), rel=1e-5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["forward", "reverse"])
+def test_student_tail_that_underflows_float32_keeps_loss_and_gradient_exact(kind: str) -> None:
+    # The student puts all but ~e^-150 of its mass on one token of the teacher's top-2: summing
+    # its tail probabilities would underflow to 0 (log → -inf); the log-space fallback must match
+    # the masked log-sum-exp reference, value and gradient.
+    torch.manual_seed(4)
+    t = torch.randn(1, 3, 20)
+    s = torch.zeros(1, 3, 20)
+    top = teacher_topk(t, 2, 1.0)
+    s[0, :, :] = -150.0
+    s[0, 0, top.indices[0, 0]] = 0.0  # row 0: the student's peak is inside the teacher's top-k
+    s[0, 1, top.indices[0, 1]] = 0.0
+    s.requires_grad_()
+    out = distillation_loss(s, torch.zeros(1, 3, dtype=torch.long), top, alpha=0.0, beta=1.0, temperature=1.0,
+                            kind=kind)  # type: ignore[arg-type]
+    (g,) = torch.autograd.grad(out.loss, s)
+    ref = kl_divergence(s[0, :2], top[0, :2], temperature=1.0, kind=kind).mean()  # type: ignore[arg-type]
+    (g_ref,) = torch.autograd.grad(ref, s)
+    assert torch.isfinite(out.loss) and out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(g, g_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [None, 1, 64, 999])  # 999: a one-token tail
+def test_chunked_fused_loss_matches_plain_autograd_at_a_larger_vocabulary(k: int | None) -> None:
+    # The textbook loss (log_softmax + kl_div + cross_entropy through autograd) is the reference;
+    # every chunk size, including chunks that split sequences unevenly, must give the same value
+    # and gradient within float32 tolerance.
+    torch.manual_seed(5)
+    V = 1000
+    s = (2 * torch.randn(2, 7, V)).requires_grad_()
+    t, y = 2 * torch.randn(2, 7, V), torch.randint(0, V, (2, 7))
+    rows, labels = s[:, :-1].reshape(-1, V), y[:, 1:].reshape(-1)
+    logp = F.log_softmax(t[:, :-1].reshape(-1, V) / 0.9, -1)
+    if k is not None:  # the reference with the tail bucket, in plain torch
+        top = logp.topk(k, -1)
+        tail = torch.logsumexp(logp.scatter(-1, top.indices, float("-inf")), -1, keepdim=True)
+        logq = F.log_softmax(rows / 0.9, -1)
+        logq_b = torch.cat([logq.gather(-1, top.indices),
+                            torch.logsumexp(logq.scatter(-1, top.indices, float("-inf")), -1, keepdim=True)], -1)
+        kd = F.kl_div(logq_b, torch.cat([top.values, tail], -1), log_target=True, reduction="none").sum(-1).mean()
+    else:
+        kd = F.kl_div(F.log_softmax(rows / 0.9, -1), logp, log_target=True, reduction="none").sum(-1).mean()
+    ref = 0.2 * F.cross_entropy(rows, labels) + 0.8 * kd
+    (g_ref,) = torch.autograd.grad(ref, s)
+    target = t if k is None else teacher_topk(t, k, 0.9)
+    for chunk in (1, 4, None):
+        out = distillation_loss(s, y, target, chunk_size=chunk)
+        (g,) = torch.autograd.grad(out.loss, s)
+        assert out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
+        assert torch.allclose(g, g_ref, atol=1e-7, rtol=1e-4), (g - g_ref).abs().max()
+
+
+@pytest.mark.parametrize("k", [None, 3, 37])
+def test_the_branch_free_gpu_path_gives_the_same_loss_and_gradient(k: int | None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a GPU the loss never branches on tensor values (that would stall the stream); run that
+    # path on CPU and compare it with the CPU path, including ignored labels and a student whose
+    # tail underflows.
+    import subnas.losses
+
+    torch.manual_seed(6)
+    s, t = 3 * torch.randn(2, 6, 37), 3 * torch.randn(2, 6, 37)
+    s[0, 1] = -200.0
+    s[0, 1, 0] = 0.0
+    y = torch.randint(0, 37, (2, 6))
+    y[1, 3] = -100
+    target = t if k is None else teacher_topk(t, k, 0.8)
+    results = []
+    for branch_free in (False, True):
+        monkeypatch.setattr(subnas.losses, "_branch_free", lambda _: branch_free)
+        x = s.clone().requires_grad_()
+        out = distillation_loss(x, y, target, temperature=0.8, chunk_size=4)
+        results.append((out.loss.detach(), torch.autograd.grad(out.loss, x)[0]))
+    (a, ga), (b, gb) = results
+    assert torch.isfinite(a) and a.item() == pytest.approx(b.item(), rel=1e-6)
+    assert torch.allclose(ga, gb, atol=1e-7)
