@@ -56,7 +56,8 @@ def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str
     subnet = SubNetwork.from_dict(best["best_subnet"])
 
     _say(f"2/5 extract the best sub-network ({best['best_parameters']:,} parameters)")
-    extracted = extract(supernet, subnet, out / "subnet", overwrite=True)
+    # Unpadded: the random-init baseline must re-initialise the searched architecture itself.
+    extracted = extract(supernet, subnet, out / "subnet", overwrite=True, pad=False)
 
     options = dict(seq_len=seq_len, batch_size=batch_size, max_tokens=train_tokens, eval_seqs=eval_seqs,
                    eval_every=max(1, train_tokens // (seq_len * batch_size) // 4), checkpoint_every=10,

@@ -382,7 +382,9 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
                 Supernet.from_model(source, tokenizer=tokenizer) if isinstance(source, PreTrainedModel)
                 else Supernet.from_pretrained(_model_path(source)))
             tokenizer = tokenizer or supernet.tokenizer
-            extract(supernet, sub, init_dir, overwrite=True)
+            # The sub-network itself, never a zero-padded stock shape: training (and a random-init
+            # baseline of "the same architecture") must see the searched widths.
+            extract(supernet, sub, init_dir, overwrite=True, pad=False)
             if tokenizer is not None and not (init_dir / "tokenizer_config.json").is_file():
                 tokenizer.save_pretrained(init_dir)
         distributed.barrier()
