@@ -70,7 +70,7 @@ def _parser() -> ArgumentParser:
 
     p = verb("search", "Search the best sub-network in each parameter bin (one Optuna study per bin). "
                        "Cost: one fitness evaluation per trial; on SmolLM2-135M with the defaults "
-                       "(8 x 256 tokens) ~2-4 s each on 2 CPU cores, so --trials 40 takes ~2-3 min per bin, "
+                       "(16 x 256 tokens) ~4-6 s each on 2 CPU cores, so --trials 40 takes ~3-4 min per bin, "
                        "plus a one-time ~15 s calibration pass for the importance order.")
     p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
     p.add_argument("--space", type=str, default="coarse-uniform",
@@ -83,7 +83,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--data", type=str, default="default:search",
                    help="text the fitness scores on (default: the corpus's search split, never the validation split)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (perplexity); cost grows linearly")
-    p.add_argument("--num-seqs", type=int, default=8, help="sequences (perplexity); cost grows linearly")
+    p.add_argument("--num-seqs", type=int, default=16,
+                   help="sequences (perplexity); cost grows linearly, and fewer make the winner a matter of noise "
+                        "between the search and validation text")
     p.add_argument("--order", type=Literal["importance", "natural"], default="importance",
                    help="which units 'the first n' keeps: the n most important (one calibration pass, cached) "
                         "or the paper's natural first n (for reproducing it; far worse on real models)")

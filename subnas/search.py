@@ -191,7 +191,7 @@ def search(
     fitness: str = "perplexity",
     data: str = "default:search",
     seq_len: int = 256,
-    num_seqs: int = 8,
+    num_seqs: int = 16,
     order: str = "importance",
     calibration: str = "default:calibration",
     pruner: str = "none",
