@@ -125,16 +125,20 @@ def read_state(folder: Path) -> dict[str, Any]:
 def check_fingerprint(folder: Path, expected: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's state, or `CheckpointMismatchError` naming every setting that differs."""
     state = read_state(folder)
-    found = state.get("fingerprint", {})
+    require_same_run(folder.parent.parent, state.get("fingerprint", {}), expected, what="a checkpoint")
+    return state
+
+
+def require_same_run(run_dir: Path, found: dict[str, Any], expected: dict[str, Any], *, what: str) -> None:
+    """`CheckpointMismatchError` naming every setting in which ``found`` differs from ``expected``."""
     # Round-trip through JSON so tuples/lists and ints/floats compare as they were stored.
     expected = json.loads(json.dumps(expected, default=str))
     diffs = [f"{key}: checkpoint has {found.get(key)!r}, this run has {expected.get(key)!r}"
              for key in sorted(set(found) | set(expected)) if found.get(key) != expected.get(key)]
     if diffs:
         raise CheckpointMismatchError(
-            f"the run folder {str(folder.parent.parent)!r} holds a checkpoint of a different run ("
-            + "; ".join(diffs) + "). Resume with the original settings, or choose a new output folder.")
-    return state
+            f"the run folder {str(run_dir)!r} holds {what} of a different run (" + "; ".join(diffs)
+            + "). Resume with the original settings, or choose a new output folder.")
 
 
 def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

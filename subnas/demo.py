@@ -122,11 +122,23 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     return str(path)
 
 
+def _describe(subnet: dict[str, Any]) -> str:
+    """Sizes and kept layers of a sub-network, short enough for a terminal (index sets omitted)."""
+    def first(key: str) -> Any:
+        value = subnet.get(key)
+        return value[0] if isinstance(value, list) and len(set(value)) == 1 else value
+
+    sizes = {k: first(k) for k in ("n_layers", "n_embd", "num_heads", "query_groups", "head_size",
+                                   "intermediate_size") if subnet.get(k) is not None}
+    layers = subnet.get("layer_indices")
+    return ", ".join(f"{k}={v}" for k, v in sizes.items()) + (f", layers {layers}" if layers else "")
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"searched sub-network in bin {summary['bin'][0]:,}-{summary['bin'][1]:,}: "
              f"{summary['parameters']:,} parameters ({summary['export_format']} export), "
-             f"{json.dumps(summary['subnet'])}",
-             f"untrained perplexity {summary['search']['best_perplexity_untrained']:.4g} after "
+             f"{_describe(summary['subnet'])} (full definition in summary.json)",
+             f"untrained perplexity {summary['search']['best_perplexity_untrained']:.4g} (search split) after "
              f"{summary['search']['evaluations']} evaluations; teacher perplexity {summary['teacher_perplexity']:.2f}",
              "", f"{'run':<15}{'init':<10}{'loss':<15}{'tokens':>8}{'ppl start':>12}{'ppl end':>12}{'tok/s':>8}"]
     for r in summary["runs"]:

@@ -82,6 +82,9 @@ class TrainConfig:
     eval_seqs: int = 16
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # a finished run keeps only its model (checkpoints hold the optimizer state: ~3x the model);
+    # True keeps the last checkpoint, to continue training the run later
+    keep_final_checkpoint: bool = False
     device: str | None = None  # default: cuda (this process's GPU) if available, else cpu
     bf16: bool = True  # bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX (`subnas.trainer.precision`)
     progress: bool = True
@@ -89,7 +92,8 @@ class TrainConfig:
 
     #: Fields that do not change the training trajectory: a resume may change them.
     RESUMABLE_CHANGES = frozenset({"micro_batch_size", "eval_every", "eval_seqs", "checkpoint_every",
-                                   "keep_checkpoints", "device", "progress", "tensorboard", "teacher_cache"})
+                                   "keep_checkpoints", "keep_final_checkpoint", "device", "progress", "tensorboard",
+                                   "teacher_cache"})
 
     def __post_init__(self) -> None:
         # (field, legal?, what is legal): every problem is reported at once, with its legal range.

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 from subnas import distributed
 from subnas._io import atomic_directory, atomic_write_text
 from subnas.assets import DataSourceError, cache_root, resolve_text_source
-from subnas.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from subnas.checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
 from subnas.data import BlockOrder, load_token_blocks, shard
 from subnas.evaluate import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
 from subnas.losses import TeacherTopK, distillation_loss, teacher_topk
@@ -187,6 +188,10 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
         done = _finished_summary(out_dir) if start >= total else None
         if done is not None:
             return done  # already finished: the same call is a no-op
+    elif (done := _finished_summary(out_dir)) is not None:
+        # Finished, its checkpoints dropped: the same call is a no-op, another run is refused.
+        require_same_run(out_dir, _recorded_fingerprint(out_dir), fingerprint, what="the finished model")
+        return done
     elif info.is_main:
         atomic_write_text(out_dir / "run.json", json.dumps(
             {"mode": mode, "sources": sources, "config": asdict(cfg), "fingerprint": fingerprint,
@@ -317,8 +322,21 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
         png = plot_training_curve(out_dir / LOG_FILE, out_dir / PLOT_FILE, title=f"{mode}: {out_dir.name}")
         summary["plot"] = str(png) if png else None
         write_summary(summary)  # last: a complete summary means the model folder is complete too
+        if not cfg.keep_final_checkpoint:
+            # The finished model is what a user needs; the optimizer state in the checkpoints is
+            # ~3x its size and only serves a resume that a complete run no longer needs.
+            shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     distributed.barrier()
     return summary
+
+
+def _recorded_fingerprint(out_dir: Path) -> dict[str, Any]:
+    """The fingerprint ``out_dir/run.json`` records ({} when there is none to read)."""
+    try:
+        found = json.loads((out_dir / "run.json").read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _finished_summary(out_dir: Path) -> dict[str, Any] | None:

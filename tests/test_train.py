@@ -96,7 +96,7 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_model(tmp_path: Path,
     out = tmp_path / "run"
     summary = pretrain(str(setup["model"]), str(setup["data"]), out, **{**FAST, "val_data": str(setup["val"])},
                        max_steps=20, eval_every=10, eval_seqs=4, checkpoint_every=5, keep_checkpoints=2,
-                       on_step=recorder(calls))
+                       keep_final_checkpoint=True, on_step=recorder(calls))
     losses = losses_of(calls)
     assert len(losses) == 20 and sum(losses[-3:]) / 3 < losses[0] - 0.5, losses
     assert summary["steps"] == 20 and summary["tokens"] == 20 * 4 * 32
@@ -113,6 +113,16 @@ def test_pretraining_lowers_the_loss_and_writes_a_loadable_model(tmp_path: Path,
     assert state["param_groups"][0]["betas"] == (0.9, 0.95)
     assert pretrain(str(setup["model"]), str(setup["data"]), out, **{**FAST, "val_data": str(setup["val"])},
                     max_steps=20, eval_every=10, eval_seqs=4, checkpoint_every=5)["steps"] == 20  # done: no-op
+
+
+def test_a_finished_run_keeps_its_model_not_its_optimizer_state(setup: dict, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = dict(**{**FAST, "val_data": str(setup["val"])}, max_steps=6, eval_every=0, eval_seqs=2, checkpoint_every=2)
+    summary = pretrain(str(setup["model"]), str(setup["data"]), out, **args)
+    assert summary["complete"] and list_checkpoints(out) == [] and not (out / "checkpoints").exists()
+    model_bytes = (out / "model" / "model.safetensors").read_bytes()
+    again = pretrain(str(setup["model"]), str(setup["data"]), out, **args)  # finished: a no-op, not a retrain
+    assert again["steps"] == 6 and (out / "model" / "model.safetensors").read_bytes() == model_bytes
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path: Path, setup: dict[str, Path]) -> None:
