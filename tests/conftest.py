@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# As `import subnas` does, but before torch loads OpenMP here: spinning idle threads make a busy
+# 2-core machine several times slower (docs/training.md, Speed).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import Any, Callable
 
 import pytest
