@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
                        "tokens": sum(t["tokens"] for t in trials), "seconds": round(seconds, 1),
                        "best_search_value": best["value"], "parameters": space.count(winner),
                        "val_perplexity": _validate(supernet, winner, val_tokens, val_cache, spaces),
-                       "winner": best["subnet"], "values": [t["value"] for t in trials],
+                       "winner": _compact(best["subnet"]), "values": [t["value"] for t in trials],
                        "pruned": [t["pruned"] for t in trials]}
                 results["runs"].append(row)
                 atomic_write_text(path, json.dumps(results, indent=1) + "\n")
@@ -176,6 +176,11 @@ def run(args: argparse.Namespace) -> None:
                       f"({row['parameters'] / 1e6:.1f}M, {row['evaluations']} evals, {seconds:.0f} s)", flush=True)
     results["importance_correlation"] = _correlation(supernet, spaces["importance"], cache, args)
     atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+
+
+def _compact(subnet: dict[str, Any]) -> dict[str, Any]:
+    """Sizes and kept layers: the per-unit index sets (~100 KB a winner) follow from the order."""
+    return {k: v for k, v in subnet.items() if not k.endswith("_indices") or k == "layer_indices"}
 
 
 def _validate(supernet: Any, subnet: Any, tokens: torch.Tensor, cache: dict[str, float], spaces: dict[str, Any]) -> float:
