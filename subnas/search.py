@@ -332,7 +332,9 @@ def search(
     out.mkdir(parents=True, exist_ok=True)
     # A bad storage or fitness option is reported before any model loads.
     check_fitness_options(fitness, dict(fitness_options or {}))
-    store = open_storage(storage, out)
+    journal = None if storage is not None and "://" in storage else Path(storage or out / "search.journal")
+    # (A journal that does not exist yet is created only once the model has loaded.)
+    store = open_storage(storage, out) if journal is None or journal.exists() else None
     if workers > 1:
         if not isinstance(model, (str, os.PathLike)):
             raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
@@ -347,6 +349,8 @@ def search(
         if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
             fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
+    if store is None:
+        store = open_storage(storage, out)
 
     runs = []
     for i, spec in enumerate(bins):
