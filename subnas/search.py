@@ -122,11 +122,12 @@ def _open_rdb(url: str) -> Any:
             return optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False), heartbeat_interval=30,
                                               grace_period=120)
     except ImportError:
-        hint = {"postgresql": "pip install psycopg2-binary", "mysql": "pip install pymysql and use mysql+pymysql://"}
-        raise ValueError(f"--storage {shown}: no database driver for {parsed.drivername!r} is installed; "
-                         f"{hint.get(parsed.get_backend_name(), 'install the driver SQLAlchemy names for it')}") from None
+        hint = {"postgresql": "pip install psycopg2-binary", "mysql": "pip install pymysql and use mysql+pymysql://"
+                }.get(parsed.get_backend_name(), "install the driver SQLAlchemy names for it")
+        raise ValueError(f"--storage {shown}: no database driver for {parsed.drivername!r} is installed; {hint}") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
         raise ValueError(f"--storage {shown}: cannot open the database ({reason}); check that the server is "
                          "running and the URL's host, user, password and database are right") from None
 
