@@ -39,15 +39,97 @@ WORKER = "subnas:worker"
 
 def open_storage(storage: str | None, out_dir: Path) -> Any:
     """A storage for a URL (``sqlite:///…``, ``postgresql://…``), a journal file path, or None
-    (a journal file in ``out_dir``; safe for several processes on one machine)."""
+    (a journal file in ``out_dir``; safe for several processes on one machine).
+
+    Problems a user can fix are ValueErrors naming the storage and the fix: a missing database
+    driver, an unreachable or refusing server, a corrupt journal file (never appended to). A
+    SQLite file's folder is created, as a journal file's is."""
     if storage is None:
         storage = str(out_dir / "search.journal")
     if "://" in storage:
-        return optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=120)
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+        return _open_rdb(storage)
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
-    Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(storage))
+    path = Path(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"--storage {storage} is a folder; give a journal file path (e.g. {path / 'search.journal'}) "
+                         "or a database URL")
+    if path.exists() and path.stat().st_size:
+        lock = JournalFileSymlinkLock(str(path))
+        lock.acquire()  # a writer in another process finishes its record first
+        try:
+            _check_journal(path)
+        finally:
+            lock.release()
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a journal Optuna cannot read back: appending to it would bury the damage."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline, as every complete journal does
+    # A record cut short by a killed writer still starts like one; anything else is foreign.
+    broken = [(n, line) for n, line in enumerate(lines, start=1)] + ([(len(lines) + 1, tail)]
+                                                                     if tail and not tail.startswith(b'{"') else [])
+    for number, line in broken:
+        try:
+            if not isinstance(json.loads(line), dict):
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"the search journal {path} is corrupt: line {number} is not an Optuna journal record; it is not "
+                f"read or appended to. Move it aside (mv {path} {path}.broken) and rerun to start this search "
+                f"afresh, or give another --out / --storage") from None
+    if tail:
+        keep = len(data) - len(tail)
+        raise ValueError(
+            f"the search journal {path} ends in an incomplete record (line {len(lines) + 1}, {len(tail)} bytes: a "
+            f"writer was killed mid-write); it is not appended to. To resume, drop that record and keep the "
+            f"{len(lines)} complete ones: truncate -s {keep} {path} (its trial, if left running, is handed out "
+            f"again); or move the file aside (mv {path} {path}.broken) to start afresh")
+
+
+def _open_rdb(url: str) -> Any:
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ValueError(f"--storage {url!r} is not a database URL ({exc}); give e.g. sqlite:///OUT/search.db, "
+                         "postgresql://USER:PASSWORD@HOST/DB or a journal file path") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise ValueError(f"--storage {shown}: unknown database kind {parsed.drivername!r}; give sqlite:///FILE, "
+                         "postgresql://USER:PASSWORD@HOST/DB, mysql+pymysql://... or a journal file path") from None
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.1 defaults to psycopg (3); use psycopg2 when only that one is installed.
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeat_interval: "experimental" since Optuna 2.9; stable in use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # Each running trial's machine writes a heartbeat every 30 s; a trial silent for 120 s
+            # (its machine died) is failed by the next worker to start a trial, and handed out again.
+            return optuna.storages.RDBStorage(parsed.render_as_string(hide_password=False), heartbeat_interval=30,
+                                              grace_period=120)
+    except ImportError:
+        hint = {"postgresql": "pip install psycopg2-binary", "mysql": "pip install pymysql and use mysql+pymysql://"
+                }.get(parsed.get_backend_name(), "install the driver SQLAlchemy names for it")
+        raise ValueError(f"--storage {shown}: no database driver for {parsed.drivername!r} is installed; {hint}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise ValueError(f"--storage {shown}: cannot open the database ({reason}); check that the server is "
+                         "running and the URL's host, user, password and database are right") from None
 
 
 def _alive(pid: int) -> bool:
@@ -87,6 +169,21 @@ class BinSearch:
     pruning: bool = False
     exhausted: str | None = None
     evaluated: dict[str, float] = field(default_factory=dict)
+    trials: int | None = None
+    epochs: int | None = None
+
+    def finished(self) -> bool:
+        """True once the bin's budget is used (no candidate still being evaluated) or the bin is exhausted."""
+        if self.exhausted:
+            return True
+        if any(t.system_attrs.get(KEY) is not None
+               for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+            return False
+        sampler = self.study.sampler
+        if isinstance(sampler, BinEvolutionSampler) and self.epochs is not None:
+            return sampler.is_finished(self.study)
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        return self.trials is not None and len(done) >= self.trials
 
     def objective(self, trial: optuna.Trial) -> float:
         trial.storage.set_trial_system_attr(trial._trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
@@ -234,6 +331,11 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bars say it better
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A bad storage or fitness option is reported before any model loads.
+    check_fitness_options(fitness, dict(fitness_options or {}))
+    journal = None if storage is not None and "://" in storage else Path(storage or out / "search.journal")
+    # (A journal that does not exist yet is created only once the model has loaded.)
+    store = open_storage(storage, out) if journal is None or journal.exists() else None
     if workers > 1:
         if not isinstance(model, (str, os.PathLike)):
             raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
@@ -248,7 +350,8 @@ def search(
         if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
             fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
-    store = open_storage(storage, out)
+    if store is None:
+        store = open_storage(storage, out)
 
     runs = []
     for i, spec in enumerate(bins):
@@ -266,12 +369,34 @@ def search(
         study.set_user_attr("bin", [b.lo, b.hi])
         study.set_user_attr("space", space)
         fail_dead_trials(study)
-        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none"))
+        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none",
+                              trials=trials, epochs=epochs))
 
     for i, run in enumerate(runs):
         _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
                   on_trial=lambda: _write_results(runs, out))
     return _write_results(runs, out, plot=True)
+
+
+def check_fitness_options(name: str, options: dict[str, Any]) -> None:
+    """Unknown ``--fitness-options`` keys, named next to the accepted ones (before any model loads)."""
+    import inspect
+
+    from subnas.plugins import registry
+
+    factory = registry("fitness")[name]  # an unknown name: PluginError listing the known ones
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a factory without a signature: let it judge its options
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if params and not takes_any:
+        accepted = [n for n, p in params.items() if n != "supernet" and p.kind in
+                    (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"--fitness-options: {name!r} has no option {', '.join(map(repr, unknown))}; its options "
+                             f"are {', '.join(accepted) or 'none'}")
 
 
 def make_space(name: str, supernet: Any, *, order: str, calibration: str, choices: dict[str, Any]) -> Any:
@@ -364,6 +489,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                  "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
                                     if not t.user_attrs.get("duplicate")),
                  "direction": run.fitness.direction}
+        entry["finished"] = run.finished()
         if run.exhausted:
             entry["exhausted"] = run.exhausted
         if best is not None:
@@ -372,6 +498,9 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                          best_subnet_file=str(out / f"bin{i}_best_subnet.json"))
             SubNetwork.from_dict(best.user_attrs["subnet"]).save(out / f"bin{i}_best_subnet.json")
         results["bins"].append(entry)
+    # False while a search runs, and after one was killed or a worker is still evaluating: rerun
+    # the command to complete it.
+    results["complete"] = all(entry["finished"] for entry in results["bins"])
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     if plot:
         _plot_trajectory(runs, out / "trajectory.png")

@@ -486,3 +486,63 @@ def test_hub_probe_is_reused_for_a_minute(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(subnas.assets, "_PROBE_TTL", -1.0)  # expired: probe again
     subnas.assets.hub_unreachable_reason()
     assert len(calls) == 2
+
+
+# ----------------------------------------------------------------------------- search storage
+SEARCH_FAST = ["--fitness", "importance", "--fitness-options", '{"method": "magnitude"}', "--calibration", "weights",
+               "--trials", "3"]
+
+
+def _search(tmp_path: Path, *extra: str) -> list[str]:
+    return ["search", str(tiny_model_dir(tmp_path)), "--bins", "12K-50K", *SEARCH_FAST, *extra]
+
+
+def test_sqlite_storage_in_a_missing_folder_is_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "missing" / "folder" / "x.db"
+    assert main(_search(tmp_path, "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "out"), "--json")) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert db.exists() and result["complete"] is True and result["bins"][0]["finished"] is True
+
+
+@pytest.mark.parametrize("storage,expected", [
+    # No server on port 1 (or, where CI lacks the driver, none installed): either way named, with the fix.
+    ("postgresql://u:secret@127.0.0.1:1/db", ["--storage postgresql://u:***@127.0.0.1:1/db"]),
+    ("nosuchdb://x", ["--storage nosuchdb://x", "unknown database kind 'nosuchdb'"]),
+    ("mysql://u:secret@127.0.0.1:1/db", ["--storage mysql://u:***@127.0.0.1:1/db"]),
+])
+def test_unusable_database_url_is_one_line_without_the_password(tmp_path: Path, storage: str, expected: list[str],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    line = fails(_search(tmp_path, "--storage", storage, "--out", str(tmp_path / "out")), capsys, *expected)
+    assert "secret" not in line
+    if storage.startswith(("postgresql", "mysql")):
+        assert ("cannot open the database" in line and "check that the server is running" in line) or (
+            "no database driver" in line and "pip install" in line), line
+
+
+def test_unknown_fitness_options_list_the_accepted_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = _search(tmp_path, "--out", str(tmp_path / "out"))
+    argv[argv.index('{"method": "magnitude"}')] = '{"nope": 1}'
+    fails(argv, capsys, "--fitness-options: 'importance' has no option 'nope'", "its options are method, data,")
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda text: text + "this is not json\n", ["is corrupt: line", "is not an Optuna journal record",
+                                                "Move it aside (mv"]),
+    (lambda text: "garbage\x00\x01" * 10, ["is corrupt: line 1 is not an Optuna journal record"]),
+    (lambda text: text + '{"op_code": 5, "worker_id"', ["ends in an incomplete record", "a writer was killed",
+                                                        "truncate -s"]),
+])
+def test_corrupt_journal_is_named_and_never_appended_to(tmp_path: Path, damage: Any, expected: list[str],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(_search(tmp_path, "--out", str(out))) == 0
+    journal = out / "search.journal"
+    journal.write_text(damage(journal.read_text()))
+    broken = journal.read_bytes()
+    line = fails(_search(tmp_path, "--out", str(out), "--trials", "5"), capsys, str(journal), *expected)
+    assert journal.read_bytes() == broken  # nothing appended
+    if "truncate -s" in line:  # the printed fix recovers the search: every complete record is kept
+        keep = int(line.split("truncate -s ")[1].split()[0])
+        os.truncate(journal, keep)
+        assert main(_search(tmp_path, "--out", str(out), "--trials", "5", "--json")) == 0
+        assert json.loads(capsys.readouterr().out)["bins"][0]["evaluations"] == 5
