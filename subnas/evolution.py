@@ -170,20 +170,24 @@ class BinEvolutionSampler(BaseSampler):
             for key, value in ((GEN, generation), (SLOT, slot), (ROLE, entry.role),
                                (SUBNET, entry.subnet.to_dict()), (KEY, subnet_key(self.space, entry.subnet))):
                 storage.set_trial_system_attr(tid, key, value)
-            if slot is None or not self._lost_claim(study, trial, generation, slot):
+            if slot is None or not self._contested(study, trial, generation, slot):
                 break
-            # Two workers read the same free slot: the lower trial number keeps it, this one
-            # withdraws (filed under no epoch again) and looks for another.
+            # Another worker claimed the same free slot: withdraw (filed under no epoch again),
+            # wait a random moment (so two colliding workers do not collide again) and look again.
             storage.set_trial_system_attr(tid, GEN, None)
             storage.set_trial_system_attr(tid, SLOT, None)
+            time.sleep(random.Random().uniform(0, self.poll_seconds))
         self._genomes[tid] = entry.subnet
         self._params[tid] = self.space.encode(entry.subnet)
 
     @staticmethod
-    def _lost_claim(study: optuna.Study, trial: FrozenTrial, generation: int, slot: int) -> bool:
-        # Every claimant writes before it reads, so of two that claim one slot at least the later
-        # reader sees both claims; trial numbers are assigned atomically by every storage.
-        return any(t.number < trial.number and t.system_attrs.get(GEN) == generation
+    def _contested(study: optuna.Study, trial: FrozenTrial, generation: int, slot: int) -> bool:
+        # Every claimant writes its claim before it reads the others'. Of two claimants, each
+        # keeps the slot only if it saw no other claim; both keeping it would need each read to
+        # come before the other's write, which write-before-read rules out. (Both may withdraw;
+        # the random wait breaks the tie.) "Lower trial number wins" was not enough: the higher
+        # one could check, see nothing and keep the slot before the lower one wrote its claim.
+        return any(t.number != trial.number and t.system_attrs.get(GEN) == generation
                    and t.system_attrs.get(SLOT) == slot and t.state != TrialState.FAIL
                    for t in study.get_trials(deepcopy=False))
 

@@ -381,14 +381,12 @@ def test_a_bin_no_member_reaches_is_reported(tiny_models: dict, tmp_path: Path) 
                      space_choices={"intermediate_size": [48, 96], "n_embd": [32, 64]})
 
 
-@pytest.mark.xfail(strict=True, reason="BinEvolutionSampler._lost_claim: the lower trial number keeps a slot even "
-                                       "when the higher one already checked and kept it (subnas/evolution.py)")
 def test_two_workers_reading_one_free_slot_keep_one_claim(tmp_path: Path) -> None:
     """Two workers on PostgreSQL both kept (generation 0, slot 1) and evaluated one candidate twice
     (docs/search.md, Several machines). The interleaving, replayed deterministically on a journal:
-    A (trial 0) reads slot 0 as free; B (trial 1) reads, claims it, checks for a lower-numbered
-    rival (none yet) and keeps it; then A writes its claim, checks, sees only a higher-numbered
-    rival and keeps it too."""
+    A (trial 0) reads slot 0 as free; B (trial 1) reads, claims it, checks for a rival (none yet)
+    and keeps it; then A writes its claim and checks: it must see B's claim and withdraw (the old
+    "lower trial number wins" rule kept both)."""
     space, b = space_and_bin()
     storage = open_storage(str(tmp_path / "s.journal"), tmp_path)
     sampler = BinEvolutionSampler(space, b, population_size=6, num_elites=2, seed=0)
