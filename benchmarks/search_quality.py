@@ -53,7 +53,7 @@ import torch  # noqa: E402
 import subnas  # noqa: E402
 from subnas._io import atomic_write_text  # noqa: E402
 from subnas.bins import ParameterBin  # noqa: E402
-from subnas.evaluate import running_nll, supernet_tokens  # noqa: E402
+from subnas.evaluate import nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
 from subnas.evolution import subnet_key  # noqa: E402
 from subnas.interfaces import Fitness  # noqa: E402
 from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
@@ -88,7 +88,7 @@ class CachedPerplexity(Fitness):
             trace = []
             with self.supernet.sub_network(subnet):
                 for used, nll in running_nll(self.supernet.model, self.tokens, batch_size=self.batch_size):
-                    trace.append((used, math.exp(nll) if nll < 700 else math.inf))
+                    trace.append((used, nll_to_perplexity(nll)))
             self.cache[key] = (subnet, trace)
             self.spent += trace[-1][0]
         yield from self.cache[key][1]

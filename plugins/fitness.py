@@ -45,14 +45,12 @@ class PerplexityFitness(Fitness):
 
     def steps(self, subnet: SubNetwork | ResolvedSubNetwork) -> Iterator[tuple[int, float]]:
         """Running perplexity after every batch: ``(tokens scored, perplexity so far)``."""
-        import math
-
-        from subnas.evaluate import running_nll
+        from subnas.evaluate import nll_to_perplexity, running_nll
 
         with self.supernet.sub_network(subnet):
             for scored, nll in running_nll(self.supernet.model, self.tokens, batch_size=self.batch_size,
                                            progress=self.progress):
-                yield scored, (math.exp(nll) if nll < 700 else math.inf)
+                yield scored, nll_to_perplexity(nll)
 
 
 class ImportanceFitness(Fitness):

@@ -320,6 +320,11 @@ def perplexity(
         50.0
     """
     nll = mean_token_nll(model, tokens, batch_size=batch_size, device=device, progress=progress)
+    return nll_to_perplexity(nll)
+
+
+def nll_to_perplexity(nll: float) -> float:
+    """``exp(nll)``; ``inf`` where it overflows, ``nan`` for a NaN mean NLL (a broken candidate)."""
     return math.exp(nll) if nll < 700 else (math.inf if not math.isnan(nll) else math.nan)
 
 
@@ -349,21 +354,16 @@ def evaluate(
     Returns:
         ``{"perplexity", "nll", "tokens", "parameters", "seq_len", "num_seqs", "data", "subnet"}``.
     """
-    from subnas.assets import resolve_text_source
     from subnas.supernet import Supernet
 
     dev = resolve_device(device)  # before loading: a missing device is named at once
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
-    if supernet.tokenizer is None:
-        raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluation needs one")
-    check_sequence_length(supernet.model, seq_len)
     supernet.to(dev)
-    tokens = tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
-                               add_bos=requires_bos(supernet.subnas_config))
+    tokens = supernet_tokens(supernet, data, seq_len, num_seqs)
     with supernet.sub_network(subnet):
         nll = mean_token_nll(supernet.model, tokens, batch_size=batch_size, progress=progress)
         parameters = supernet.count_parameters(subnet)
-    ppl = math.exp(nll) if nll < 700 else math.inf
+    ppl = nll_to_perplexity(nll)
     return {"perplexity": ppl, "nll": nll, "tokens": int(tokens.numel()), "parameters": parameters,
             "seq_len": seq_len, "num_seqs": num_seqs, "data": str(data),
             "subnet": None if subnet is None else subnet.to_dict()}
@@ -378,7 +378,7 @@ def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int) -> to
     from subnas.assets import resolve_text_source
 
     if supernet.tokenizer is None:
-        raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; a data-driven fitness needs one")
+        raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluating on text needs one")
     check_sequence_length(supernet.model, seq_len)
     return tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
                              add_bos=requires_bos(supernet.subnas_config))
