@@ -12,8 +12,11 @@ Arms, per bin and seed, each with ``--budget`` fitness evaluations at most (DESI
 * ``paper``: the paper's protocol — natural ("first n") order, coarse-uniform, bin-constrained
   evolution with the paper's N=20, k=5, m=c=0.2, r=5 and a random initial population;
 * ``default``: what ``subnas search`` runs by default — importance order, coarse-uniform, evolution
-  seeded with the one-shot grid (`subnas.search.EVOLUTION_DEFAULTS`);
-* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin;
+  seeded with the one-shot grid (`subnas.search.EVOLUTION_DEFAULTS`), and the last ``--confirm``
+  evaluations of the budget re-measure the best few candidates on the search split's next
+  ``--confirm-seqs`` sequences (``subnas search --confirm``): the best confirmed one wins;
+* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin, the same
+  confirmation as ``default``;
 * ``importance``: the default search with the importance fitness instead of perplexity (its
   candidates cost microseconds; only its winner is run);
 * ``default+median``: the default search with Optuna's MedianPruner over chunks of evaluation
@@ -59,6 +62,7 @@ from subnas.interfaces import Fitness  # noqa: E402
 from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
 
 ARMS = ("one-shot", "default", "default+median", "importance", "paper", "random")
+CONFIRMED_ARMS = ("default", "default+median", "random")  # arms that run `subnas search`'s confirmation
 PAPER_EVOLUTION = {"population_size": 20, "num_elites": 5, "mutation_prob": 0.2, "crossover_prob": 0.2,
                    "num_random": 5, "seed_one_shot": False}
 HERE = Path(__file__).resolve().parent
@@ -71,8 +75,9 @@ class CachedPerplexity(Fitness):
     direction = "minimize"
 
     def __init__(self, supernet: Any, tokens: torch.Tensor, space: Any, cache: dict[str, Any],
-                 data: str, batch_size: int) -> None:
+                 data: str, batch_size: int, confirm_tokens: torch.Tensor | None = None) -> None:
         self.supernet, self.tokens, self.space, self.cache, self.data = supernet, tokens, space, cache, data
+        self.confirm_tokens = confirm_tokens
         self.batch_size = batch_size
         self.spent = 0  # tokens actually run (cache misses), for the wall-time story only
 
@@ -93,10 +98,25 @@ class CachedPerplexity(Fitness):
             self.spent += trace[-1][0]
         yield from self.cache[key][1]
 
+    def confirm(self, subnet: subnas.SubNetwork) -> float | None:
+        """Perplexity on the confirmation sequences (the search split's next ones), memoised."""
+        if self.confirm_tokens is None:
+            return None
+        key = "confirm:" + subnet_key(self.space, subnet)
+        if key not in self.cache:
+            with self.supernet.sub_network(subnet):
+                used, nll = 0, math.nan
+                for used, nll in running_nll(self.supernet.model, self.confirm_tokens, batch_size=self.batch_size):
+                    pass
+            self.cache[key] = (subnet, [(used, nll_to_perplexity(nll))])
+            self.spent += used
+        return self.cache[key][1][-1][1]
+
 
 def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, seed: int, budget: int,
-            fitness: Fitness, importance: Fitness | None) -> list[dict[str, Any]]:
-    """One arm's search; returns its trials in order: sub-network, value, tokens used, pruned."""
+            fitness: Fitness, importance: Fitness | None, confirm: int) -> tuple[list[dict[str, Any]], Any]:
+    """One arm's search; returns its trials in order (sub-network, value, tokens used, pruned) and
+    its winner (None: the best trial by value)."""
     space = spaces["natural" if arm == "paper" else "importance"]
     if arm == "one-shot":
         out = []
@@ -105,15 +125,24 @@ def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, se
             for used, value in fitness.steps(subnet):
                 pass
             out.append({"subnet": subnet.to_dict(), "value": value, "tokens": used, "pruned": False})
-        return out
+        return out, None
     sampler_name = "random" if arm == "random" else "evolution"
     options = PAPER_EVOLUTION if arm == "paper" else {}
     smp = make_sampler(sampler_name, space, b, seed, dict(options))
     pruner = "median" if arm == "default+median" else "none"
     score = importance if arm == "importance" else fitness
+    # What `subnas search` does: the budget's last `confirm` evaluations re-measure the best few
+    # candidates on the search split's next sequences (never the validation split); the paper's
+    # protocol has no such step, and importance scores have no second measurement.
+    confirm = confirm if arm in CONFIRMED_ARMS else 0
     study = optuna.create_study(sampler=smp, direction=score.direction, pruner=make_pruner(pruner))
-    run = BinSearch(b, study, space, score, sampler_name, seed=seed, pruning=pruner != "none")
-    _optimize(run, epochs=None, trials=budget, progress=False, label=arm, on_trial=lambda: None)
+    run = BinSearch(b, study, space, score, sampler_name, seed=seed, pruning=pruner != "none",
+                    trials=budget - confirm, confirm=confirm)
+    _optimize(run, epochs=None, trials=budget - confirm, progress=False, label=arm, on_trial=lambda: None)
+    run.confirm_best()
+    winner, _ = run.winner()
+    confirm_tokens = (len(run.study.user_attrs.get("confirmed", {})) * fitness.confirm_tokens.numel()
+                      if confirm and isinstance(fitness, CachedPerplexity) else 0)
     out = []
     for t in sorted(study.trials, key=lambda t: t.number):
         if t.user_attrs.get("infeasible") or "subnet" not in t.user_attrs:
@@ -121,7 +150,10 @@ def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, se
         out.append({"subnet": t.user_attrs["subnet"], "value": t.value,
                     "tokens": 0 if t.user_attrs.get("duplicate") else int(t.user_attrs.get("budget_used", 0)),
                     "pruned": t.state == optuna.trial.TrialState.PRUNED})
-    return out
+    if confirm_tokens:  # the confirmations count as evaluations (and tokens) of the arm's budget
+        out.append({"subnet": winner.user_attrs["subnet"], "value": None, "tokens": confirm_tokens,
+                    "pruned": False, "confirmations": len(run.study.user_attrs["confirmed"])})
+    return out, (winner.user_attrs["subnet"] if confirm else None)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -131,7 +163,8 @@ def run(args: argparse.Namespace) -> None:
     results = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     done = {(r["bin"], r["seed"], r["arm"]) for r in results["runs"]}
     supernet = subnas.Supernet.from_pretrained("default")
-    search_tokens = supernet_tokens(supernet, "default:search", args.seq_len, args.num_seqs)
+    stream = supernet_tokens(supernet, "default:search", args.seq_len, args.num_seqs + args.confirm_seqs)
+    search_tokens, confirm_tokens = stream[:args.num_seqs], stream[args.num_seqs:]
     val_tokens = supernet_tokens(supernet, "default:validation", args.seq_len, args.val_seqs)
     spaces = {order: make_space(args.space, supernet, order=order, calibration="default:calibration", choices={})
               for order in ("importance", "natural")}
@@ -141,6 +174,9 @@ def run(args: argparse.Namespace) -> None:
                         "budget": args.budget, "search_tokens": f"default:search {args.num_seqs}x{args.seq_len}",
                         "validation_tokens": f"default:validation {args.val_seqs}x{args.seq_len}",
                         "calibration": "default:calibration 16x256", "threads": args.threads,
+                        "confirm": (f"{args.confirm} of the budget re-measure the best candidates on default:search "
+                                    f"sequences {args.num_seqs}-{args.num_seqs + args.confirm_seqs - 1} "
+                                    f"(arms {', '.join(CONFIRMED_ARMS)})") if args.confirm else "none",
                         "full_model_validation_perplexity": _validate(supernet, None, val_tokens, val_cache, spaces)}
     cache_path = path.with_suffix(".evaluations.json")
     if cache_path.is_file():  # evaluations survive a restart (the fitness is deterministic)
@@ -154,15 +190,22 @@ def run(args: argparse.Namespace) -> None:
                 if (bin_text, seed, arm) in done:
                     continue
                 space = spaces["natural" if arm == "paper" else "importance"]
-                fitness = CachedPerplexity(supernet, search_tokens, space, cache, "default:search", args.batch_size)
+                fitness = CachedPerplexity(supernet, search_tokens, space, cache, "default:search", args.batch_size,
+                                           confirm_tokens)
                 importance = subnas.get_fitness("importance", supernet=supernet) if arm == "importance" else None
                 start = time.perf_counter()
-                trials = _search(arm, supernet, spaces, b, seed, args.budget, fitness, importance)
+                trials, confirmed = _search(arm, supernet, spaces, b, seed, args.budget, fitness, importance,
+                                            args.confirm)
                 seconds = time.perf_counter() - start
                 scored = [t for t in trials if t["value"] is not None and not t["pruned"]]
                 best = (max if arm == "importance" else min)(scored, key=lambda t: t["value"])
+                if confirmed is not None:
+                    best = next(t for t in scored if t["subnet"] == confirmed)
                 winner = subnas.SubNetwork.from_dict(best["subnet"])
-                row = {"bin": bin_text, "seed": seed, "arm": arm, "evaluations": len(trials),
+                confirmations = sum(t.get("confirmations", 0) for t in trials)
+                row = {"bin": bin_text, "seed": seed, "arm": arm,
+                       "evaluations": len(scored) + sum(t["pruned"] for t in trials) + confirmations,
+                       "confirmations": confirmations,
                        "tokens": sum(t["tokens"] for t in trials), "seconds": round(seconds, 1),
                        "best_search_value": best["value"], "parameters": space.count(winner),
                        "val_perplexity": _validate(supernet, winner, val_tokens, val_cache, spaces),
@@ -205,7 +248,9 @@ def _correlation(supernet: Any, space: Any, cache: dict[str, Any], args: argpars
     for bin_text in args.bins:
         b = ParameterBin.parse(bin_text)
         pairs = []
-        for subnet, trace in cache.values():
+        for key, (subnet, trace) in cache.items():
+            if key.startswith("confirm:"):
+                continue  # confirmation perplexities are on other tokens
             if space.contains(subnet) and space.count(subnet) in b:
                 pairs.append((scorer(subnet), trace[-1][1]))
         if len(pairs) >= 10:
@@ -311,6 +356,10 @@ def main() -> None:
     p.add_argument("--num-seqs", type=int, default=16, help="search-split sequences (subnas search's default)")
     p.add_argument("--val-seqs", type=int, default=64, help="validation-split sequences for the reported numbers")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per chunk the pruner sees")
+    p.add_argument("--confirm", type=int, default=4,
+                   help="evaluations of the budget that re-measure the best candidates (subnas search --confirm)")
+    p.add_argument("--confirm-seqs", type=int, default=48,
+                   help="search-split sequences after the first --num-seqs on which candidates are confirmed")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", default=str(DOCS / "search_quality.json"))
     p.add_argument("--report", action="store_true", help="only print the table and redraw the plots")

@@ -172,6 +172,9 @@ class Fitness(ABC):
     #: Which data the scores come from (e.g. ``"default:search"``), written beside every result.
     data: str = ""
 
+    #: Which data `confirm` re-measures on (written beside confirmed results).
+    confirm_data: str = ""
+
     @abstractmethod
     def __call__(self, subnet: SubNetwork) -> float:
         """The sub-network's score."""
@@ -181,6 +184,16 @@ class Fitness(ABC):
         final score. Multi-fidelity search reports each to Optuna's pruner (``--pruner``), which
         may stop a hopeless candidate early. Default: one step, the full score."""
         yield 1, self(subnet)
+
+    def confirm(self, subnet: SubNetwork) -> float | None:
+        """A second, independent and larger measurement of the same score, or None (the default:
+        this fitness has none).
+
+        A search ranks hundreds of candidates on a small sample, and the best of many noisy scores
+        is mostly luck: at the end of a bin the search re-measures its few best candidates here and
+        keeps the best confirmed one (``subnas search --confirm``; docs/search.md). Must score
+        what ``__call__`` scores, on data ``__call__`` never saw, in the same direction."""
+        return None
 
 
 class Extractor(ABC):

@@ -35,6 +35,7 @@ from subnas.evolution import KEY, SEED, BinEvolutionSampler, subnet_key
 from subnas.subnet import SubNetwork
 
 WORKER = "subnas:worker"
+CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
 
 
 def open_storage(storage: str | None, out_dir: Path) -> Any:
@@ -171,6 +172,7 @@ class BinSearch:
     evaluated: dict[str, float] = field(default_factory=dict)
     trials: int | None = None
     epochs: int | None = None
+    confirm: int = 0
 
     def finished(self) -> bool:
         """True once the bin's budget is used (no candidate still being evaluated) or the bin is exhausted."""
@@ -236,6 +238,56 @@ class BinSearch:
             value = math.inf if self.fitness.direction == "minimize" else -math.inf
         return value
 
+    def confirm_best(self, progress: bool = False) -> dict[str, float]:
+        """Re-measure the ``confirm`` best distinct candidates with `Fitness.confirm` (more text,
+        never seen by the search) once the bin's budget is used; returns {key: confirmed fitness}.
+
+        Stored in the study, so a resumed or parallel search confirms each candidate once (two
+        workers finishing together may both measure one: same deterministic number)."""
+        confirmed: dict[str, float] = dict(self.study.user_attrs.get(CONFIRMED, {}))
+        if self.confirm < 1 or not self.finished():
+            return confirmed
+        todo = [t for t in self.top_trials(self.confirm) if t.system_attrs[KEY] not in confirmed]
+        if not todo:
+            return confirmed
+        from tqdm.auto import tqdm
+
+        for t in tqdm(todo, desc=f"confirming the best of bin {self.bin}", unit="candidate",
+                      disable=None if progress else True):
+            value = self.fitness.confirm(SubNetwork.from_dict(t.user_attrs["subnet"]))
+            if value is None:  # this fitness has no second measurement: the search's ranking stands
+                return confirmed
+            # Re-read before writing: another worker may have confirmed others meanwhile.
+            confirmed = {**self.study.user_attrs.get(CONFIRMED, {}), **confirmed,
+                         t.system_attrs[KEY]: float(value)}
+            self.study.set_user_attr(CONFIRMED, confirmed)
+        return confirmed
+
+    def top_trials(self, k: int) -> list[Any]:
+        """The ``k`` best complete trials, one per distinct sub-network, best first."""
+        trials = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if t.value is not None and math.isfinite(t.value) and t.system_attrs.get(KEY) is not None
+                  and not t.user_attrs.get("duplicate")]
+        trials.sort(key=lambda t: (t.value if self.fitness.direction == "minimize" else -t.value, t.number))
+        seen: set[str] = set()
+        out = []
+        for t in trials:
+            if t.system_attrs[KEY] not in seen:
+                seen.add(t.system_attrs[KEY])
+                out.append(t)
+        return out[:k]
+
+    def winner(self) -> tuple[Any, float | None]:
+        """The bin's winner and its confirmed fitness: the best confirmed candidate once confirmation
+        ran, else the best trial by the search's own fitness (confirmed fitness None)."""
+        confirmed = self.study.user_attrs.get(CONFIRMED, {})
+        candidates = [t for t in self.top_trials(max(self.confirm, 1)) if t.system_attrs[KEY] in confirmed]
+        if candidates:
+            sign = 1 if self.fitness.direction == "minimize" else -1
+            best = min(candidates, key=lambda t: (sign * confirmed[t.system_attrs[KEY]], t.number))
+            return best, float(confirmed[best.system_attrs[KEY]])
+        return _best(self.study), None
+
     def _evaluated(self, key: str) -> float | None:
         if key not in self.evaluated:
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -292,6 +344,7 @@ def search(
     order: str = "importance",
     calibration: str = "default:calibration",
     pruner: str = "none",
+    confirm: int = 4,
     sampler: str = "evolution",
     storage: str | None = None,
     study_name: str = "subnas",
@@ -311,6 +364,9 @@ def search(
     importance order comes from one pass over ``calibration`` text. The fitness reads ``data``
     (default: the offline corpus's *search* split), so neither touches the validation split on
     which winners are reported. ``pruner`` enables multi-fidelity search (see `make_pruner`).
+    ``confirm``: once a bin's budget is used, its ``confirm`` best candidates are re-measured on
+    more text the search never saw (`Fitness.confirm`; for perplexity the next 48 sequences of
+    ``data``) and the best confirmed one wins; 0 keeps the search's own ranking.
 
     Returns the content of ``results.json``: per bin the best sub-network, its fitness, its
     parameter count and the number of evaluations, and which data produced each number.
@@ -324,6 +380,8 @@ def search(
                         ("seq_len", seq_len)):
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} {value} is not a positive number; give at least 1")
+    if confirm < 0:
+        raise ValueError(f"--confirm {confirm} is negative; give 0 (keep the search's ranking) or a number of candidates")
     if pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
     if epochs is not None and sampler != "evolution":
@@ -349,6 +407,8 @@ def search(
         fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, **fit_kwargs}
         if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
             fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
+        if confirm == 0:  # no confirmation: do not tokenize (or demand) text for it
+            fit_kwargs.setdefault("confirm_seqs", 0)
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
     if store is None:
         store = open_storage(storage, out)
@@ -370,11 +430,12 @@ def search(
         study.set_user_attr("space", space)
         fail_dead_trials(study)
         runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none",
-                              trials=trials, epochs=epochs))
+                              trials=trials, epochs=epochs, confirm=confirm))
 
     for i, run in enumerate(runs):
         _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
                   on_trial=lambda: _write_results(runs, out))
+        run.confirm_best(progress=progress)
     return _write_results(runs, out, plot=True)
 
 
@@ -481,7 +542,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
         "order": None if order is None else order.source,
         "bins": []}
     for i, run in enumerate(runs):
-        best = _best(run.study)
+        best, confirmed_value = run.winner()
         complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         pruned = run.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
         entry = {"bin": [run.bin.lo, run.bin.hi], "study": run.study.study_name, "sampler": run.sampler_name,
@@ -496,6 +557,14 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
             entry.update(best_fitness=best.value, best_parameters=best.user_attrs.get("parameters"),
                          best_subnet=best.user_attrs.get("subnet"), best_trial=best.number,
                          best_subnet_file=str(out / f"bin{i}_best_subnet.json"))
+            confirmed = run.study.user_attrs.get(CONFIRMED, {})
+            if confirmed:
+                # The winner is the best of the confirmed few, on text the search never scored.
+                entry.update(confirmed_fitness=confirmed_value,
+                             confirm_data=run.fitness.confirm_data,
+                             confirmed=[{"trial": t.number, "fitness": t.value,
+                                         "confirmed_fitness": confirmed[t.system_attrs[KEY]]}
+                                        for t in run.top_trials(run.confirm) if t.system_attrs[KEY] in confirmed])
             SubNetwork.from_dict(best.user_attrs["subnet"]).save(out / f"bin{i}_best_subnet.json")
         results["bins"].append(entry)
     # False while a search runs, and after one was killed or a worker is still evaluating: rerun

@@ -69,8 +69,8 @@ def test_search_winner_file_reproduces_its_number(smollm2, tmp_path: Path, capsy
     original model and the same data gives the search's number, and the kept layers are the most
     influential ones, not the first n."""
     data = ["--data", "default:search", "--seq-len", "64", "--num-seqs", "2"]
-    assert main(["search", "default", "--bins", "85M-100M", "--trials", "2", "--out", str(tmp_path), *data,
-                 "--json"]) == 0
+    assert main(["search", "default", "--bins", "85M-100M", "--trials", "3", "--confirm", "2", "--out",
+                 str(tmp_path), *data, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     entry = result["bins"][0]
     assert result["fitness_data"] == "default:search" and result["order"].startswith("importance:default:calibration")
@@ -81,3 +81,6 @@ def test_search_winner_file_reproduces_its_number(smollm2, tmp_path: Path, capsy
     assert main(["evaluate", "default", "--subnet", entry["best_subnet_file"], *data, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["perplexity"] == pytest.approx(entry["best_fitness"], rel=1e-6)
+    # The winner is the better of the two best confirmed on the next 48 sequences of the split.
+    assert len(entry["confirmed"]) == 2 and entry["confirm_data"] == "default:search sequences 2-49 (64 tokens each)"
+    assert entry["confirmed_fitness"] == min(c["confirmed_fitness"] for c in entry["confirmed"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 import subnas
@@ -441,3 +442,85 @@ def test_sqlite_storage_in_a_missing_folder_and_unknown_fitness_options(tiny_mod
     with pytest.raises(ValueError, match="'importance' has no option 'nope'; its options are method, data, seq_len"):
         _tiny_search(tiny_models, tmp_path / "bad", fitness_options={"nope": 1})
     assert not (tmp_path / "bad" / "search.journal").exists()  # refused before anything was written
+
+
+class _ConfirmedFitness(_ChunkedFitness):
+    """`_ChunkedFitness` plus a second measurement that ranks the top candidates differently."""
+
+    calls: list[str] = []
+    confirm_data = "synthetic, more of it"
+
+    def confirm(self, subnet: subnas.SubNetwork) -> float | None:
+        import hashlib
+
+        _ConfirmedFitness.calls.append(subnet.to_json())
+        return float(int(hashlib.md5(subnet.to_json().encode()).hexdigest()[:6], 16) % 997)
+
+
+class _ConfirmedPlugin:
+    @subnas.hookimpl
+    def register_fitness(self, register: object) -> None:
+        register("confirmed", lambda supernet=None, **kw: _ConfirmedFitness())  # type: ignore[operator]
+
+
+def test_the_best_confirmed_candidate_wins_and_confirmation_resumes(tmp_path: Path, tiny_models: dict) -> None:
+    """--confirm K: the K best distinct candidates are re-measured once, on text the search never
+    scored, and the best confirmed one is the bin's winner (written to results and the best file)."""
+    from subnas.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    pm.register(_ConfirmedPlugin(), name="confirmed-test")
+    try:
+        supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+        space = subnas.get_search_space("coarse-layerwise", supernet.subnas_config)
+        lo, hi = space.bounds()
+        common = dict(space="coarse-layerwise", bins=[(lo + (hi - lo) // 5, lo + (hi - lo) // 2)],
+                      fitness="confirmed", calibration="weights", trials=20, seed=0, progress=False)
+        _ConfirmedFitness.calls.clear()
+        entry = subnas.search(supernet, out_dir=tmp_path / "c", confirm=4, **common)["bins"][0]
+        assert len(_ConfirmedFitness.calls) == 4 == len(set(_ConfirmedFitness.calls))
+        confirmed = entry["confirmed"]
+        # The four best by the search's own fitness, best first, each with its second measurement.
+        assert [c["fitness"] for c in confirmed] == sorted(c["fitness"] for c in confirmed)
+        plain = subnas.search(supernet, out_dir=tmp_path / "plain", confirm=0, **common)["bins"][0]
+        assert "confirmed" not in plain and plain["best_fitness"] == confirmed[0]["fitness"]
+        best = min(confirmed, key=lambda c: c["confirmed_fitness"])
+        assert entry["best_trial"] == best["trial"] and entry["confirmed_fitness"] == best["confirmed_fitness"]
+        assert entry["confirm_data"] == "synthetic, more of it"
+        winner = subnas.SubNetwork.load(entry["best_subnet_file"])
+        assert _ConfirmedFitness().confirm(winner) == entry["confirmed_fitness"]
+        assert winner.to_dict() == entry["best_subnet"]
+        # Rerun: nothing new to evaluate or confirm, same winner.
+        _ConfirmedFitness.calls.clear()
+        again = subnas.search(supernet, out_dir=tmp_path / "c", confirm=4, **common)["bins"][0]
+        assert _ConfirmedFitness.calls == [] and again["best_trial"] == entry["best_trial"]
+        with pytest.raises(ValueError, match="--confirm -1 is negative"):
+            subnas.search(supernet, out_dir=tmp_path / "bad", confirm=-1, **common)
+    finally:
+        pm.unregister(name="confirmed-test")
+
+
+def test_perplexity_confirms_on_the_sequences_after_its_own(tmp_path: Path) -> None:
+    from subnas.assets import DataSourceError
+    from subnas.evaluate import perplexity
+    from tests._train_helpers import tiny_model_dir, write_text
+
+    supernet = subnas.Supernet.from_pretrained(tiny_model_dir(tmp_path))
+    text = write_text(tmp_path / "t.txt", n=300)
+    fit = subnas.get_fitness("perplexity", supernet=supernet, data=str(text), seq_len=16, num_seqs=4,
+                             confirm_seqs=6)
+    assert fit.confirm_tokens.shape == (6, 16)
+    from subnas.evaluate import supernet_tokens
+
+    stream = supernet_tokens(supernet, str(text), 16, 10)
+    assert torch.equal(stream[:4], fit.tokens) and torch.equal(stream[4:], fit.confirm_tokens)
+    subnet = subnas.SubNetwork(n_layers=2)
+    with supernet.sub_network(subnet):
+        expected = perplexity(supernet.model, stream[4:], batch_size=4, progress=False)
+    assert fit.confirm(subnet) == pytest.approx(expected, rel=1e-6)
+    assert "sequences 4-9" in fit.confirm_data
+    off = subnas.get_fitness("perplexity", supernet=supernet, data=str(text), seq_len=16, num_seqs=4, confirm_seqs=0)
+    assert off.confirm(subnet) is None
+    with pytest.raises(DataSourceError, match="too little text to confirm.*--confirm 0"):
+        subnas.get_fitness("perplexity", supernet=supernet, data=str(text), seq_len=16, num_seqs=4,
+                           confirm_seqs=100_000)
