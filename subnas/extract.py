@@ -159,7 +159,11 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
                            note=note, how_to_load=how)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if supernet.tokenizer is not None:
+        if supernet.tokenizer is not None and resolved.vocab is not None:
+            from subnas.vocab import save_pruned_tokenizer
+
+            save_pruned_tokenizer(supernet.tokenizer, resolved.vocab, tmp)  # kept tokens and merges only
+        elif supernet.tokenizer is not None:
             supernet.tokenizer.save_pretrained(tmp)
         if flexible:
             # Read by people who open config.json after transformers' "does not recognize this

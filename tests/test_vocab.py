@@ -1,0 +1,219 @@
+"""Vocabulary pruning (issue #13): the kept tokens, the pruned tokenizer, its export and bits per byte.
+
+Tiny tokenizers are trained here with `tokenizers` (no Hub): a byte-level BPE (GPT-2 / SmolLM2
+style) and a byte-fallback BPE (Llama 2 / Gemma style, "▁" for spaces).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from subnas import Supernet, SubNetwork, count_parameters, extract
+from subnas.subnet import SubNetworkError
+from subnas.vocab import (
+    BYTE_FALLBACK_TOKENS,
+    TokenizerInfo,
+    VocabOrder,
+    VocabularyError,
+    prune_tokenizer_json,
+    pruned_tokenizer,
+    token_byte_lengths,
+    tokenizer_json,
+)
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Tokenization of rare words falls back to smaller pieces; frequent words stay whole.",
+    "Naïve café owners in Zürich serve crème brûlée — 日本語のテキストも少し。",
+    "In 1905 Einstein published four papers; the annus mirabilis changed physics forever.",
+    "def main():\n    return 42  # code, with tabs\tand newlines\n",
+] * 4
+HELD_OUT = ["Photosynthesis converts light into chemical energy.", "  leading spaces, ÜBER-großes Ünïcödé 🚀 ✓",
+            "zyzzyva\n\n\ttabs", "The lazy dog sleeps; the fox does not."]
+SPECIALS = ["<|endoftext|>", "<|im_start|>"]
+
+
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|im_start|>")
+
+
+def byte_fallback_tokenizer() -> PreTrainedTokenizerFast:
+    """Gemma-style: spaces become "▁", unknown characters become <0xNN> byte tokens."""
+    base = Tokenizer(models.BPE())
+    base.normalizer = normalizers.Replace(" ", "▁")
+    base.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, show_progress=False))
+    data = json.loads(base.to_str())
+    learned = sorted(data["model"]["vocab"].items(), key=lambda kv: kv[1])
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    vocab.update({t: 4 + b for b, t in enumerate(BYTE_FALLBACK_TOKENS)})
+    for token, _ in learned:
+        vocab.setdefault(token, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(m) for m in data["model"]["merges"]], unk_token="<unk>",
+                               byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                                   unk_token="<unk>")
+
+
+TOKENIZERS = {"byte_level": byte_level_tokenizer, "byte_fallback": byte_fallback_tokenizer}
+_cache: dict[str, Any] = {}
+
+
+def tokenizer_for(kind: str) -> PreTrainedTokenizerFast:
+    if kind not in _cache:
+        _cache[kind] = TOKENIZERS[kind]()
+    return _cache[kind]
+
+
+def order_for(tokenizer: Any) -> VocabOrder:
+    from subnas.vocab import token_counts
+
+    return VocabOrder.from_counts(token_counts(tokenizer, CORPUS, len(tokenizer)), TokenizerInfo.of(tokenizer),
+                                  source="test")
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENIZERS))
+def test_pruned_tokenizer_round_trips_any_text(kind: str) -> None:
+    full = tokenizer_for(kind)
+    order = order_for(full)
+    kept = order.kept(order.min_size + 20)
+    assert len(kept) == order.min_size + 20 and order.required <= set(kept)
+    pruned = pruned_tokenizer(full, kept)
+    assert len(pruned) == len(kept)
+
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(text=st.text(max_size=40) | st.sampled_from(HELD_OUT))
+    def check(text: str) -> None:
+        ids = pruned.encode(text, add_special_tokens=False)
+        assert all(0 <= i < len(kept) for i in ids)
+        assert pruned.decode(ids) == full.decode(full.encode(text, add_special_tokens=False))
+        if kind == "byte_level":
+            assert pruned.decode(ids) == text
+            assert int(token_byte_lengths(pruned)[ids].sum()) == len(text.encode("utf-8"))
+
+    check()
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENIZERS))
+def test_rare_words_fall_back_to_kept_smaller_pieces(kind: str) -> None:
+    full = tokenizer_for(kind)
+    order = order_for(full)
+    kept = order.kept(order.min_size + 30)
+    pruned = pruned_tokenizer(full, kept)
+    text = "The quick brown fox jumps over annus mirabilis"
+    full_ids, pruned_ids = full.encode(text, add_special_tokens=False), pruned.encode(text, add_special_tokens=False)
+    assert len(pruned_ids) > len(full_ids)  # rarer words are split further...
+    assert pruned.decode(pruned_ids) == text  # ...and nothing is lost
+    # Every kept non-required token is reachable: its merge's parts are kept too.
+    info = TokenizerInfo.of(full)
+    for t in set(kept) - order.required:
+        if t in info.parents:
+            assert set(info.parents[t]) <= set(kept)
+    # Special tokens keep their meaning under the new numbering.
+    assert pruned.convert_ids_to_tokens(pruned.eos_token_id) == full.eos_token
+
+
+def test_pruned_merges_keep_only_kept_parts_and_results() -> None:
+    full = tokenizer_for("byte_level")
+    order = order_for(full)
+    kept = order.kept(order.min_size + 10)
+    data = prune_tokenizer_json(tokenizer_json(full), kept)
+    vocab = data["model"]["vocab"]
+    assert sorted(vocab.values()) == list(range(len(vocab)))
+    for a, b in data["model"]["merges"]:
+        assert a in vocab and b in vocab and a + b in vocab
+    assert 0 < len(data["model"]["merges"]) < len(tokenizer_json(full)["model"]["merges"])
+
+
+def test_unsupported_and_incomplete_vocabularies_are_named() -> None:
+    word = Tokenizer(models.WordLevel(vocab={"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    with pytest.raises(VocabularyError, match="supports BPE tokenizers.*'WordLevel'"):
+        TokenizerInfo.of(PreTrainedTokenizerFast(tokenizer_object=word))
+    full = tokenizer_for("byte_level")
+    with pytest.raises(VocabularyError, match="drops .* token"):
+        prune_tokenizer_json(tokenizer_json(full), list(range(10)))
+    order = order_for(full)
+    with pytest.raises(VocabularyError, match=f"legal vocabulary sizes are {order.min_size}"):
+        order.kept(10)
+    with pytest.raises(SubNetworkError, match="vocab_size=0 is illegal"):
+        SubNetwork(vocab_size=0).resolve(Supernet.from_model(tiny_llama(64)).subnas_config)
+    with pytest.raises(SubNetworkError, match="vocab_indices: index 99 is out of range"):
+        SubNetwork(vocab_indices=[1, 99]).resolve(Supernet.from_model(tiny_llama(64)).subnas_config)
+
+
+def tiny_llama(vocab: int, tie: bool = True, tokenizer: Any = None) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    ids = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")} if tokenizer else {}
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+                      tie_word_embeddings=tie, **ids)
+    return LlamaForCausalLM(cfg).eval()
+
+
+_STOCK_CHECK = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+path, texts = sys.argv[1], json.loads(sys.argv[2])
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+out = {"roundtrip": [tok.decode(tok.encode(t, add_special_tokens=False)) == t for t in texts],
+       "ids": tok.encode(texts[0], add_special_tokens=False), "vocab": len(tok),
+       "rows": model.get_input_embeddings().weight.shape[0], "subnas": "subnas" in sys.modules,
+       "eos": [tok.eos_token, tok.eos_token_id, model.config.eos_token_id]}
+with torch.no_grad():
+    out["logits"] = model(torch.tensor([out["ids"]])).logits[0, -1, :8].tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENIZERS))
+def test_vocab_pruned_export_loads_without_subnas(kind: str, tmp_path: Path) -> None:
+    """The export's tokenizer and model load with stock Auto classes in a process that never imports
+    subnas; held-out text round-trips; the export's logits on its own tokens equal the supernet's."""
+    full = tokenizer_for(kind)
+    supernet = Supernet.from_model(tiny_llama(len(full), tie=kind == "byte_level", tokenizer=full), tokenizer=full)
+    order = order_for(full)
+    subnet = SubNetwork(n_layers=1, n_embd=24, vocab_indices=order.kept(order.min_size + 40))
+    result = extract(supernet, subnet, tmp_path / "m")
+    assert result.format == "stock"
+    assert result.num_parameters == count_parameters(supernet, subnet)
+    texts = HELD_OUT[:3] if kind == "byte_level" else ["Photosynthesis converts light.", "zyzzyva café 🚀"]
+    proc = subprocess.run([sys.executable, "-c", _STOCK_CHECK, str(tmp_path / "m"), json.dumps(texts)],
+                          capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["subnas"] and all(out["roundtrip"])
+    assert out["vocab"] == out["rows"] == order.min_size + 40
+    assert out["eos"][0] == full.eos_token and out["eos"][1] == out["eos"][2]
+    pruned = pruned_tokenizer(full, subnet.vocab_indices)
+    ids = pruned.encode(texts[0], add_special_tokens=False)
+    assert ids == out["ids"]
+    with torch.no_grad(), supernet.sub_network(subnet):
+        evaluated = supernet(torch.tensor([ids])).logits[0, -1, :8]
+    torch.testing.assert_close(torch.tensor(out["logits"]), evaluated, rtol=1e-4, atol=1e-4)
+
+
+def test_vocab_order_keeps_frequent_tokens() -> None:
+    full = tokenizer_for("byte_level")
+    order = order_for(full)
+    kept = set(order.kept(order.min_size + 15))
+    the = full.convert_tokens_to_ids("Ġthe")
+    assert the in kept  # among the most frequent words of the corpus
+    assert order.kept(len(full)) == tuple(range(len(full)))
