@@ -279,8 +279,10 @@ def cmd_evaluate(args: Any) -> dict[str, Any]:
 
     result = evaluate(args.model, data=args.data, subnet=_load_subnet(args.subnet), seq_len=args.seq_len,
                       num_seqs=args.num_seqs, batch_size=args.batch_size, device=args.device)
-    return {**result, "_text": f"perplexity {result['perplexity']:.4f} on {result['tokens']:,} tokens "
-                               f"({result['parameters']:,} parameters)"}
+    bpb = result.get("bits_per_byte")
+    return {**result, "_text": f"perplexity {result['perplexity']:.4f} on {result['tokens']:,} tokens"
+                               + ("" if bpb is None else f", {bpb:.4f} bits per byte on {result['bytes']:,} bytes")
+                               + f" ({result['parameters']:,} parameters, vocabulary {result['vocab_size']:,})"}
 
 
 def cmd_search(args: Any) -> dict[str, Any]:

@@ -231,6 +231,8 @@ class BinSearch:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise optuna.TrialPruned(f"the fitness failed on this candidate: {type(exc).__name__}: {exc}") from exc
         trial.set_user_attr("budget_used", used)
+        for name, metric in (getattr(self.fitness, "last_metrics", None) or {}).items():
+            trial.set_user_attr(name, metric)  # perplexity and bits per byte, whichever ranks
         value = float(value)
         if math.isnan(value):
             value = math.inf if self.fitness.direction == "minimize" else -math.inf
@@ -349,6 +351,8 @@ def search(
         fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, **fit_kwargs}
         if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
             fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
+        if len(getattr(search_space, "vocab_choices", ())) > 1:  # per-token perplexity is not comparable
+            fit_kwargs.setdefault("metric", "bits_per_byte")     # across vocabularies (issue #13)
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
     if store is None:
         store = open_storage(storage, out)
@@ -488,7 +492,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                  "evaluations": len(complete), "pruned": len([t for t in pruned if not t.user_attrs.get("infeasible")]),
                  "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
                                     if not t.user_attrs.get("duplicate")),
-                 "direction": run.fitness.direction}
+                 "direction": run.fitness.direction, "metric": getattr(run.fitness, "metric", None)}
         entry["finished"] = run.finished()
         if run.exhausted:
             entry["exhausted"] = run.exhausted

@@ -7,6 +7,7 @@ style) and a byte-fallback BPE (Llama 2 / Gemma style, "▁" for spaces).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,47 @@ def test_vocab_order_keeps_frequent_tokens() -> None:
     the = full.convert_tokens_to_ids("Ġthe")
     assert the in kept  # among the most frequent words of the corpus
     assert order.kept(len(full)) == tuple(range(len(full)))
+
+
+def test_bits_per_byte_of_pruned_subnetwork_matches_its_export_and_lm_eval(tmp_path: Path) -> None:
+    """Bits per byte is the same number in place (pruned tokenizer, gathered rows), on the export,
+    and from lm-eval's own ``bits_per_byte`` (a loglikelihood_rolling task, like wikitext) run on
+    the stock export; per-token perplexity differs between vocabularies, bits per byte is comparable."""
+    pytest.importorskip("lm_eval")
+    from subnas.evaluate import document_bits_per_byte, evaluate, target_bytes, tokenize_for_eval
+    from subnas.lm_eval_bridge import evaluate_tasks
+
+    full = tokenizer_for("byte_level")
+    supernet = Supernet.from_model(tiny_llama(len(full), tokenizer=full), tokenizer=full)
+    order = order_for(full)
+    subnet = SubNetwork(n_layers=1, vocab_indices=order.kept(order.min_size + 40))
+    pruned = pruned_tokenizer(full, subnet.vocab_indices)
+    docs = [d for d in HELD_OUT if d.strip()] + ["The quick brown fox.", "Ünïcödé 🚀 and the lazy dog"]
+    with supernet.sub_network(subnet):
+        ours = document_bits_per_byte(supernet.model, pruned, docs, max_length=64)
+    extract(supernet, subnet, tmp_path / "m")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32).eval()
+    theirs_tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert document_bits_per_byte(exported, theirs_tok, docs, max_length=64) == pytest.approx(ours, rel=1e-5)
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "bpb.yaml").write_text(
+        f"task: subnas_tiny_bpb\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / 'docs.jsonl'}\n"
+        "test_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: ''\ndoc_to_target: '{{text}}'\n"
+        "metric_list:\n  - metric: bits_per_byte\n    aggregation: bits_per_byte\n    higher_is_better: false\n")
+    out = evaluate_tasks(str(tmp_path / "m"), ["subnas_tiny_bpb"], include_path=tasks, include_defaults=False,
+                         batch_size=1)
+    assert out["results"]["subnas_tiny_bpb"]["bits_per_byte,none"] == pytest.approx(ours, rel=1e-4)
+
+    # The packed evaluation (what `subnas evaluate` and the search report) counts bytes exactly.
+    tokens = tokenize_for_eval([d for d in docs if d.isascii()] * 4, pruned, seq_len=16, num_seqs=4, cache=False)
+    text = "".join(pruned.decode(row[1:].tolist(), skip_special_tokens=True) for row in tokens)
+    assert target_bytes(pruned, tokens) == len(text.encode("utf-8"))
+    (tmp_path / "docs.txt").write_text("\n\n".join(docs * 4))
+    result = evaluate(supernet, data=str(tmp_path / "docs.txt"), subnet=subnet, seq_len=16, num_seqs=2,
+                      progress=False)
+    assert result["vocab_size"] == len(pruned) and result["bytes"] > 0
+    assert result["bits_per_byte"] == pytest.approx(
+        result["nll"] * 2 * 15 / (result["bytes"] * math.log(2)))
