@@ -416,6 +416,10 @@ def make_space(name: str, supernet: Any, *, order: str, calibration: str, choice
     if order not in ("importance", "natural"):
         raise ValueError(f"unknown order {order!r}; choose 'importance' or 'natural'")
     unit_order = importance_order(supernet, data=calibration) if order == "importance" else "natural"
+    if "vocab_size" in choices and supernet.tokenizer is not None:  # issue #13: most frequent tokens first
+        from subnas.vocab import vocab_order
+
+        choices = {"vocab_order": vocab_order(supernet, data=calibration), **choices}
     return get_search_space(name, supernet.subnas_config, order=unit_order, **choices)
 
 

@@ -262,3 +262,76 @@ def test_bits_per_byte_of_pruned_subnetwork_matches_its_export_and_lm_eval(tmp_p
     assert result["vocab_size"] == len(pruned) and result["bytes"] > 0
     assert result["bits_per_byte"] == pytest.approx(
         result["nll"] * 2 * 15 / (result["bytes"] * math.log(2)))
+
+
+@pytest.mark.parametrize("space_name", ["coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise"])
+@pytest.mark.parametrize("family", ["smollm2", "gemma3-270m"])
+def test_spaces_with_a_vocabulary_choice_stay_legal_and_in_bin(space_name: str, family: str) -> None:
+    """A 10M bin of SmolLM2 / Gemma 3 (whose full embedding alone exceeds it) is reachable once the
+    vocabulary is a dimension; every candidate is a member, in its bin, counted by the one counter."""
+    import random
+
+    from subnas.bins import ParameterBin
+    from tests.family_configs import CONFIGS, space_for
+
+    space = space_for(space_name, family, vocab_size="4k,8k,16k,32k,full")
+    assert "v" in space.dimensions and space.vocab_choices[-1] == CONFIGS[family].vocab_size
+    b = ParameterBin.parse("9M-11M")
+    rng = random.Random(0)
+    seeds = space.one_shot(b)
+    assert seeds and all(count_parameters(CONFIGS[family], s) in b for s in seeds)
+
+    @settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(seed=st.integers(0, 2**16))
+    def check(seed: int) -> None:
+        rng.seed(seed)
+        a, b2 = space.sample_in(b, rng), space.sample_in(b, rng)
+        assert a is not None and b2 is not None
+        children = [a, space.mutate_in(a, b, rng)]
+        if not space.layerwise or a.n_layers == b2.n_layers:
+            children.append(space.crossover_in(a, b2, b, rng))
+        for child in children:
+            if child is None:
+                continue
+            assert space.contains(child)
+            n = count_parameters(CONFIGS[family], child)
+            assert n == space.count(child) and n in b
+            assert child.resolve(CONFIGS[family]).vocab_size(CONFIGS[family]) in space.vocab_choices
+
+    check()
+
+
+def test_spaces_without_a_vocabulary_choice_are_unchanged() -> None:
+    import random
+
+    from subnas import get_search_space
+    from tests.family_configs import CONFIGS
+
+    plain = get_search_space("coarse-uniform", CONFIGS["smollm2"])
+    assert "v" not in plain.dimensions and plain.vocab_choices == ()
+    s = plain.sample(random.Random(3))
+    assert s.vocab_size is None and s.vocab_indices is None
+    assert not plain.contains(SubNetwork(n_layers=2, vocab_size=4096))  # pruned: not a member here
+    with pytest.raises(Exception, match="vocab_size: choices must lie in"):
+        get_search_space("coarse-uniform", CONFIGS["smollm2"], vocab_size="4k,64k")
+
+
+def test_search_over_vocabularies_ranks_by_bits_per_byte(tmp_path: Path) -> None:
+    """With a vocabulary choice the search fitness is bits per byte (perplexity recorded beside it);
+    the winner's file holds the most frequent tokens explicitly and evaluates to the same number."""
+    from subnas.evaluate import evaluate
+    from subnas.search import search
+
+    full = tokenizer_for("byte_level")
+    supernet = Supernet.from_model(tiny_llama(len(full), tokenizer=full), tokenizer=full)
+    (tmp_path / "text.txt").write_text("\n\n".join(CORPUS * 6))
+    order = order_for(full)
+    choices = {"vocab_size": [order.min_size + 20, order.min_size + 80, len(full)], "n_embd": "16:32:8"}
+    result = search(supernet, space="coarse-uniform", bins=[(1, 10**6)], data=str(tmp_path / "text.txt"),
+                    seq_len=32, num_seqs=4, order="natural", calibration=str(tmp_path / "text.txt"), trials=4,
+                    out_dir=tmp_path / "run", space_choices=choices, progress=False)
+    entry = result["bins"][0]
+    assert entry["metric"] == "bits_per_byte"
+    best = SubNetwork.load(entry["best_subnet_file"])
+    again = evaluate(supernet, data=str(tmp_path / "text.txt"), subnet=best, seq_len=32, num_seqs=4, progress=False)
+    assert again["bits_per_byte"] == pytest.approx(entry["best_fitness"], rel=1e-6)
