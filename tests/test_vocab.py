@@ -335,3 +335,23 @@ def test_search_over_vocabularies_ranks_by_bits_per_byte(tmp_path: Path) -> None
     best = SubNetwork.load(entry["best_subnet_file"])
     again = evaluate(supernet, data=str(tmp_path / "text.txt"), subnet=best, seq_len=32, num_seqs=4, progress=False)
     assert again["bits_per_byte"] == pytest.approx(entry["best_fitness"], rel=1e-6)
+
+
+def test_cli_evaluate_reports_bits_per_byte_for_a_pruned_subnetwork(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from subnas.cli import main
+
+    full = tokenizer_for("byte_level")
+    tiny_llama(len(full), tokenizer=full).save_pretrained(tmp_path / "model")
+    full.save_pretrained(tmp_path / "model")
+    (tmp_path / "text.txt").write_text("\n\n".join(CORPUS))
+    order = order_for(full)
+    SubNetwork(n_layers=1, vocab_indices=order.kept(order.min_size + 30)).save(tmp_path / "s.json")
+    args = ["--data", str(tmp_path / "text.txt"), "--seq-len", "16", "--num-seqs", "2", "--json"]
+    assert main(["evaluate", str(tmp_path / "model"), "--subnet", str(tmp_path / "s.json"), *args]) == 0
+    pruned = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(tmp_path / "model"), *args]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert pruned["vocab_size"] == order.min_size + 30 and whole["vocab_size"] == len(full)
+    assert pruned["bits_per_byte"] > 0 and whole["bits_per_byte"] > 0
+    assert pruned["bytes"] < whole["bytes"]  # the same number of tokens covers less text with fewer merges
