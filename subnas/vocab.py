@@ -211,7 +211,7 @@ def save_pruned_tokenizer(tokenizer: Any, kept: Sequence[int], out_dir: str | os
         cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-_PRUNED: dict[tuple[int, str], Any] = {}
+_PRUNED: dict[tuple[int, str], tuple[Any, Any]] = {}
 
 
 def pruned_tokenizer(tokenizer: Any, kept: Sequence[int] | None) -> Any:
@@ -223,12 +223,14 @@ def pruned_tokenizer(tokenizer: Any, kept: Sequence[int] | None) -> Any:
 
     key = (id(tokenizer), hashlib.sha1(json.dumps(sorted(kept)).encode()).hexdigest())
     hit = _PRUNED.get(key)
-    if hit is None:
+    if hit is None or hit[0] is not tokenizer:  # the entry holds its tokenizer: ids are never reused
         with tempfile.TemporaryDirectory() as tmp:
             save_pruned_tokenizer(tokenizer, kept, tmp)
-            hit = AutoTokenizer.from_pretrained(tmp)
+            hit = (tokenizer, AutoTokenizer.from_pretrained(tmp))
+        if len(_PRUNED) > 32:
+            _PRUNED.clear()
         _PRUNED[key] = hit
-    return hit
+    return hit[1]
 
 
 # ----------------------------------------------------------------------------- bytes per token
