@@ -212,7 +212,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     data = load(out)
-    data["setup"] = {k: v for k, v in vars(args).items() if k not in ("out", "plot", "work", "threads")}
+    setup = {k: v for k, v in vars(args).items() if k not in ("out", "plot", "work", "threads", "bins", "variants")}
+    data.setdefault("setup", setup)  # the first run's budgets; every row records its own distill_tokens
+    if setup != data["setup"]:
+        print(f"note: budgets differ from the recorded run's {data['setup']}", flush=True)
     supernet = Supernet.from_pretrained("default")
     supernet.model.requires_grad_(False)
     if "teacher" not in data:
