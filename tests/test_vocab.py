@@ -251,6 +251,10 @@ def test_bits_per_byte_of_pruned_subnetwork_matches_its_export_and_lm_eval(tmp_p
     out = evaluate_tasks(str(tmp_path / "m"), ["subnas_tiny_bpb"], include_path=tasks, include_defaults=False,
                          batch_size=1)
     assert out["results"]["subnas_tiny_bpb"]["bits_per_byte,none"] == pytest.approx(ours, rel=1e-4)
+    # In place: lm-eval runs the sub-network inside the supernet through its pruned tokenizer.
+    in_place = evaluate_tasks(supernet, ["subnas_tiny_bpb"], subnet=subnet, include_path=tasks,
+                              include_defaults=False, batch_size=1)
+    assert in_place["results"]["subnas_tiny_bpb"]["bits_per_byte,none"] == pytest.approx(ours, rel=1e-4)
 
     # The packed evaluation (what `subnas evaluate` and the search report) counts bytes exactly.
     tokens = tokenize_for_eval([d for d in docs if d.isascii()] * 4, pruned, seq_len=16, num_seqs=4, cache=False)
