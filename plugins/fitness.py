@@ -19,6 +19,11 @@ from subnas.subnet import ResolvedSubNetwork, SubNetwork
 class PerplexityFitness(Fitness):
     """Perplexity of the sub-network on held-out text, without further training (lower is better).
 
+    Every candidate also gets its bits per byte (`last_metrics`). Candidates with a pruned
+    vocabulary read the text through their pruned tokenizer; their per-token perplexity is not
+    comparable with other vocabularies' (DESIGN.md §12), so ``metric="bits_per_byte"`` ranks by
+    bits per byte — what `subnas.search` asks for whenever the space chooses the vocabulary.
+
     Args:
         supernet: the `subnas.Supernet` whose sub-networks are scored.
         data: held-out text, a ``--data`` value (default: the offline Wikipedia *search* split, so
@@ -27,20 +32,26 @@ class PerplexityFitness(Fitness):
         num_seqs: sequences (paper: 1000; the offline validation split holds ~89 x 512).
         batch_size: sequences per forward pass.
         progress: show a progress bar per candidate.
+        metric: ``"perplexity"`` (the paper's fitness) or ``"bits_per_byte"``.
         confirm_seqs: sequences of ``data`` *after* the first ``num_seqs`` on which `confirm`
             re-measures the search's best few candidates (0: no confirmation). 16 x 256 tokens rank
-            close candidates by luck; see docs/benchmarks/search.md for the measurement.
+            close candidates by luck; see docs/search.md for the measurement.
     """
 
     direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
+    METRICS: ClassVar[tuple[str, ...]] = ("perplexity", "bits_per_byte")
 
     def __init__(self, supernet: Any, *, data: str = "default:search", seq_len: int = 256, num_seqs: int = 16,
-                 batch_size: int = 4, progress: bool = False, confirm_seqs: int = 48) -> None:
+                 batch_size: int = 4, progress: bool = False, metric: str = "perplexity",
+                 confirm_seqs: int = 48) -> None:
         from subnas.evaluate import supernet_tokens
 
+        if metric not in self.METRICS:
+            raise ValueError(f"metric={metric!r} is not one of {', '.join(self.METRICS)}")
         if confirm_seqs < 0:
             raise ValueError(f"confirm_seqs {confirm_seqs} is negative; give 0 (no confirmation) or more sequences")
         self.supernet, self.batch_size, self.progress, self.data = supernet, batch_size, progress, data
+        self.seq_len, self.num_seqs, self.metric = seq_len, num_seqs, metric
         self.tokens = supernet_tokens(supernet, data, seq_len, num_seqs)
         self.confirm_tokens = None
         self.confirm_data = ""
@@ -57,6 +68,16 @@ class PerplexityFitness(Fitness):
                 ) from exc
             self.confirm_tokens = more[num_seqs:]
             self.confirm_data = f"{data} sequences {num_seqs}-{num_seqs + confirm_seqs - 1} ({seq_len} tokens each)"
+        self.confirm_seqs = confirm_seqs
+        if metric == "bits_per_byte":
+            from subnas.evaluate import target_bytes
+
+            if not target_bytes(supernet.tokenizer, self.tokens):
+                raise ValueError(f"metric='bits_per_byte' needs the bytes each token stands for, which this "
+                                 f"tokenizer ({type(supernet.tokenizer).__name__}) does not give (a fast BPE "
+                                 f"tokenizer does); use metric='perplexity'")
+        self._tokens: dict[Any, Any] = {None: self.tokens}
+        self.last_metrics: dict[str, float | None] = {}
 
     def __call__(self, subnet: SubNetwork | ResolvedSubNetwork) -> float:
         value = float("nan")
@@ -64,23 +85,52 @@ class PerplexityFitness(Fitness):
             pass
         return value
 
-    def steps(self, subnet: SubNetwork | ResolvedSubNetwork) -> Iterator[tuple[int, float]]:
-        """Running perplexity after every batch: ``(tokens scored, perplexity so far)``."""
-        from subnas.evaluate import nll_to_perplexity, running_nll
+    def tokens_for(self, vocab: tuple[int, ...] | None, *, confirm: bool = False) -> Any:
+        """The evaluation (or confirmation) tokens in a (pruned) vocabulary's numbering, tokenized
+        once per vocabulary."""
+        from subnas.evaluate import supernet_tokens
 
-        with self.supernet.sub_network(subnet):
-            for scored, nll in running_nll(self.supernet.model, self.tokens, batch_size=self.batch_size,
-                                           progress=self.progress):
-                yield scored, nll_to_perplexity(nll)
+        if confirm:
+            if vocab is None:
+                return self.confirm_tokens
+            more = supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs + self.confirm_seqs, vocab=vocab)
+            return more[self.num_seqs:]
+        if vocab not in self._tokens:
+            if len(self._tokens) > 16:
+                self._tokens = {None: self.tokens}
+            self._tokens[vocab] = supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs, vocab=vocab)
+        return self._tokens[vocab]
+
+    def steps(self, subnet: SubNetwork | ResolvedSubNetwork) -> Iterator[tuple[int, float]]:
+        """Running fitness after every batch: ``(tokens scored, perplexity or bits per byte so far)``."""
+        yield from self._running(subnet, confirm=False)
 
     def confirm(self, subnet: SubNetwork | ResolvedSubNetwork) -> float | None:
-        """Perplexity on the ``confirm_seqs`` sequences that follow the search's own (None if 0)."""
-        from subnas.evaluate import perplexity
-
+        """The fitness on the ``confirm_seqs`` sequences that follow the search's own (None if 0)."""
         if self.confirm_tokens is None:
             return None
-        with self.supernet.sub_network(subnet):
-            return perplexity(self.supernet.model, self.confirm_tokens, batch_size=self.batch_size, progress=False)
+        value = float("nan")
+        for _, value in self._running(subnet, confirm=True):
+            pass
+        return value
+
+    def _running(self, subnet: SubNetwork | ResolvedSubNetwork, *, confirm: bool) -> Iterator[tuple[int, float]]:
+        from subnas.evaluate import bits_per_byte, nll_to_perplexity, running_nll, supernet_tokenizer, target_bytes
+
+        resolved = subnet if isinstance(subnet, ResolvedSubNetwork) else subnet.resolve(self.supernet.subnas_config)
+        tokens = self.tokens_for(resolved.vocab, confirm=confirm)
+        tokenizer = supernet_tokenizer(self.supernet, resolved.vocab)
+        with self.supernet.sub_network(resolved):
+            for scored, nll in running_nll(self.supernet.model, tokens, batch_size=self.batch_size,
+                                           progress=self.progress and not confirm):
+                # Bytes of the batches scored so far, so bits per byte is a running value like perplexity.
+                part = tokens[: scored // (tokens.shape[1] - 1)]
+                bpb = bits_per_byte(nll, part, target_bytes(tokenizer, part))
+                metrics = {"perplexity": nll_to_perplexity(nll), "bits_per_byte": bpb}
+                if not confirm:
+                    self.last_metrics = metrics
+                value = metrics[self.metric]
+                yield scored, float("nan") if value is None else value
 
 
 class ImportanceFitness(Fitness):

@@ -46,6 +46,7 @@ class Arch:
     layers: tuple[Layer, ...]
     layer_idx: tuple[int, ...]  # the model layer of each kept layer, increasing
     embd_idx: tuple[int, ...] = ()
+    vocab: int = 0  # tokens kept, in spaces with a vocabulary choice (0: no choice, the full vocabulary)
 
 
 def fit_indices(current: tuple[int, ...], n: int, universe: int, rng: random.Random) -> tuple[int, ...]:
@@ -80,6 +81,9 @@ class ArchCodec:
         # that dropping the last layer drops the least important one. None: the natural order.
         self.order = None if order is None or order.is_natural else order
         self._rank = {layer: r for r, layer in enumerate(order.layers)} if self.order is not None else {}
+        # Spaces with a vocabulary choice set this: vocab size -> the SubNetwork fields that keep it
+        # (`subnas.vocab.VocabChoice.fields`); None: no vocabulary choice, the full vocabulary.
+        self.vocab_fields: Callable[[int], dict[str, Any]] | None = None
         # id(subnet) -> Arch for every emitted SubNetwork still alive, so operators on it skip parsing.
         # The Arch shares the SubNetwork's index tuples; the entry goes when the SubNetwork does.
         self._emitted: dict[int, Arch] = {}
@@ -134,6 +138,8 @@ class ArchCodec:
                 n_layers=len(arch.layers), n_embd=arch.embd, ranks=arch.layer_idx, num_heads=[x.heads for x in arch.layers],
                 query_groups=[x.groups for x in arch.layers], head_size=[x.head_size for x in arch.layers],
                 intermediate_size=[x.inter for x in arch.layers])
+            if self.vocab_fields is not None:
+                subnet = replace(subnet, **self.vocab_fields(arch.vocab))
             self._emitted[id(subnet)] = arch
             weakref.finalize(subnet, self._emitted.pop, id(subnet), None)
             return subnet
@@ -150,6 +156,8 @@ class ArchCodec:
                       head_size_indices=per(lambda x: x.pairs + tuple(p + half for p in x.pairs)
                                             + tuple(s.rotary + o for o in x.passes)),
                       intermediate_indices=per(lambda x: x.neurons))
+        if self.vocab_fields is not None:
+            kw.update(self.vocab_fields(arch.vocab))
         subnet = SubNetwork(**kw)
         self._emitted[id(subnet)] = arch
         weakref.finalize(subnet, self._emitted.pop, id(subnet), None)
@@ -162,14 +170,19 @@ class ArchCodec:
             return hit
         resolved = subnet.resolve(self.config)
         sel, s = resolved.layers, self.shape
+        if self.vocab_fields is None and resolved.vocab is not None:
+            raise SearchSpaceError(f"not a member of {self.name}: it prunes the vocabulary, and this space has no "
+                                   f"vocabulary choice (give the space vocab_size choices)")
+        vocab = 0 if self.vocab_fields is None else resolved.vocab_size(self.config)
         if not self.fine:
             ranks = tuple(range(len(sel)))
             if self.order is not None:  # layers by importance rank (see __init__)
                 sel = tuple(sorted(sel, key=lambda x: self._rank[x.layer]))
                 ranks = tuple(self._rank[x.layer] for x in sel)
             layers = tuple(Layer(x.num_heads, x.query_groups, x.head_size, x.intermediate_size) for x in sel)
-            arch = Arch(len(resolved.embd), layers, ranks)
-            if ((self.order is not None or any(getattr(subnet, f) is not None for f in INDEX_FIELDS))
+            arch = Arch(len(resolved.embd), layers, ranks, vocab=vocab)
+            if ((self.order is not None or any(getattr(subnet, f) is not None for f in INDEX_FIELDS)
+                 or subnet.vocab_indices is not None)
                     and self.emit(arch, random.Random(0)).resolve(self.config) != resolved):
                 which = "most important" if self.order is not None else "first"
                 raise SearchSpaceError(f"not a member of {self.name}: it keeps units other than the {which} n")
@@ -185,7 +198,7 @@ class ArchCodec:
                     tuple(d for d in dims if d < s.rotary // 2), tuple(d - s.rotary for d in dims if d >= s.rotary),
                     _raw(subnet.intermediate_indices, j) or x.neurons))
             arch = Arch(len(resolved.embd), tuple(layers), tuple(x.layer for x in sel),
-                        subnet.embd_indices or resolved.embd)
+                        subnet.embd_indices or resolved.embd, vocab=vocab)
         if not self.layerwise and len(set(arch.layers)) > 1:
             raise SearchSpaceError(f"not a member of {self.name}: its layers differ, the space is uniform")
         return arch

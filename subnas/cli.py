@@ -57,7 +57,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = verb("evaluate", "Perplexity of a model or sub-network on held-out text (the code path search uses).")
+    p = verb("evaluate", "Perplexity and bits per byte of a model or sub-network on held-out text (the code path "
+                         "search uses; a pruned vocabulary reads the text through its pruned tokenizer).")
     p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
     p.add_argument("--subnet", type=str, default=None, help="sub-network JSON file")
     p.add_argument("--data", type=str, default="default:validation",
@@ -108,7 +109,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed (same seed, one worker: same trajectory)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the storage")
     p.add_argument("--space-choices", type=dict, default=None,
-                   help='per-dimension choices, JSON: {"intermediate_size": "64:1536:64"}')
+                   help='per-dimension choices, JSON: {"intermediate_size": "64:1536:64"}; '
+                        '{"vocab_size": "4k,8k,16k,32k,full"} (or "default") adds the vocabulary as a dimension '
+                        'and ranks candidates by bits per byte')
     p.add_argument("--sampler-options", type=dict, default=None,
                    help='sampler keyword options, JSON: {"population_size": 20, "num_elites": 5}')
     p.add_argument("--fitness-options", type=dict, default=None, help='fitness keyword options, JSON')
@@ -283,8 +286,10 @@ def cmd_evaluate(args: Any) -> dict[str, Any]:
 
     result = evaluate(args.model, data=args.data, subnet=_load_subnet(args.subnet), seq_len=args.seq_len,
                       num_seqs=args.num_seqs, batch_size=args.batch_size, device=args.device)
-    return {**result, "_text": f"perplexity {result['perplexity']:.4f} on {result['tokens']:,} tokens "
-                               f"({result['parameters']:,} parameters)"}
+    bpb = result.get("bits_per_byte")
+    return {**result, "_text": f"perplexity {result['perplexity']:.4f} on {result['tokens']:,} tokens"
+                               + ("" if bpb is None else f", {bpb:.4f} bits per byte on {result['bytes']:,} bytes")
+                               + f" ({result['parameters']:,} parameters, vocabulary {result['vocab_size']:,})"}
 
 
 def cmd_search(args: Any) -> dict[str, Any]:

@@ -339,7 +339,13 @@ def evaluate(
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Perplexity of a model or one of its sub-networks on held-out text (``subnas evaluate``).
+    """Perplexity and bits per byte of a model or one of its sub-networks on held-out text
+    (``subnas evaluate``).
+
+    A sub-network with a pruned vocabulary reads the text through its pruned tokenizer (the one
+    its export carries), so its numbers are what the export gives. Per-token perplexity is not
+    comparable across vocabularies (a smaller vocabulary predicts more, easier tokens); bits per
+    byte is: the summed NLL in bits over the UTF-8 bytes those tokens stand for.
 
     Args:
         model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
@@ -352,33 +358,114 @@ def evaluate(
         progress: show a progress bar.
 
     Returns:
-        ``{"perplexity", "nll", "tokens", "parameters", "seq_len", "num_seqs", "data", "subnet"}``.
+        ``{"perplexity", "nll", "bits_per_byte", "bytes", "tokens", "parameters", "vocab_size",
+        "seq_len", "num_seqs", "data", "subnet"}`` (``bits_per_byte`` is ``None`` for a tokenizer
+        whose tokens' bytes are unknown).
     """
     from subnas.supernet import Supernet
 
     dev = resolve_device(device)  # before loading: a missing device is named at once
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     supernet.to(dev)
-    tokens = supernet_tokens(supernet, data, seq_len, num_seqs)
-    with supernet.sub_network(subnet):
+    if isinstance(subnet, dict):
+        from subnas.subnet import SubNetwork
+
+        subnet = SubNetwork.from_dict(subnet)
+    resolved = None if subnet is None else (subnet.resolve(supernet.subnas_config)
+                                            if hasattr(subnet, "resolve") else subnet)
+    vocab = None if resolved is None else resolved.vocab
+    tokens = supernet_tokens(supernet, data, seq_len, num_seqs, vocab=vocab)
+    with supernet.sub_network(resolved):
         nll = mean_token_nll(supernet.model, tokens, batch_size=batch_size, progress=progress)
-        parameters = supernet.count_parameters(subnet)
+        parameters = supernet.count_parameters(resolved)
     ppl = nll_to_perplexity(nll)
-    return {"perplexity": ppl, "nll": nll, "tokens": int(tokens.numel()), "parameters": parameters,
+    nbytes = target_bytes(supernet_tokenizer(supernet, vocab), tokens)
+    return {"perplexity": ppl, "nll": nll, "bits_per_byte": bits_per_byte(nll, tokens, nbytes),
+            "bytes": nbytes, "tokens": int(tokens.numel()), "parameters": parameters,
+            "vocab_size": supernet.subnas_config.vocab_size if vocab is None else len(vocab),
             "seq_len": seq_len, "num_seqs": num_seqs, "data": str(data),
-            "subnet": None if subnet is None else subnet.to_dict()}
+            "subnet": None if subnet is None else (subnet.to_dict() if hasattr(subnet, "to_dict")
+                                                   else subnet.to_subnetwork().to_dict())}
 
 
-def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int) -> torch.Tensor:
+def document_bits_per_byte(model: Callable[..., Any], tokenizer: Any, texts: Sequence[str], *,
+                           max_length: int) -> float:
+    """Bits per byte of whole documents, scored as lm-eval's ``loglikelihood_rolling`` tasks
+    (wikitext's ``bits_per_byte``) score them: every token of a document, the first predicted from
+    the BOS token (EOS when there is none; lm-eval's ``prefix_token_id``), in disjoint windows of at most ``max_length`` predictions with as much context as
+    fits; bytes are the documents' UTF-8 bytes. What `tests/test_vocab.py` checks lm-eval against.
+    """
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    total, nbytes = 0.0, 0
+    dev = _model_device(model)
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            full = [prefix] + ids
+            nbytes += len(text.encode("utf-8"))
+            for start in range(0, len(ids), max_length):
+                n = min(max_length, len(ids) - start)
+                end = start + n  # the last predicted token is full[end]
+                window = full[max(0, end - max_length):end]
+                out = model(torch.tensor([window], device=dev))
+                logits = (out if isinstance(out, torch.Tensor) else out.logits)[0, -n:].float()
+                target = torch.tensor(full[end - n + 1:end + 1], device=dev)
+                total += float(F.cross_entropy(logits, target, reduction="sum"))
+    return total / (math.log(2) * nbytes)
+
+
+def supernet_tokenizer(supernet: Any, vocab: Sequence[int] | None = None) -> Any:
+    """The supernet's tokenizer, or its pruned form for the kept token ids ``vocab``."""
+    if vocab is None or supernet.tokenizer is None:
+        return supernet.tokenizer
+    from subnas.vocab import pruned_tokenizer
+
+    return pruned_tokenizer(supernet.tokenizer, vocab)
+
+
+def target_bytes(tokenizer: Any, tokens: torch.Tensor) -> int | None:
+    """UTF-8 bytes that the predicted tokens (``tokens[:, 1:]``) stand for; ``None`` when the
+    tokenizer's bytes per token are unknown (no fast tokenizer)."""
+    from subnas.vocab import VocabularyError, token_byte_lengths
+
+    try:
+        lengths = _byte_lengths(tokenizer, token_byte_lengths)
+    except (VocabularyError, AttributeError, TypeError, ValueError):
+        return None
+    return int(lengths[tokens[:, 1:].clamp(max=len(lengths) - 1)].sum())
+
+
+_BYTE_LENGTHS: dict[int, tuple[Any, torch.Tensor]] = {}
+
+
+def _byte_lengths(tokenizer: Any, compute: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    hit = _BYTE_LENGTHS.get(id(tokenizer))
+    if hit is None or hit[0] is not tokenizer:
+        hit = (tokenizer, compute(tokenizer))
+        _BYTE_LENGTHS[id(tokenizer)] = hit
+    return hit[1]
+
+
+def bits_per_byte(nll: float, tokens: torch.Tensor, nbytes: int | None) -> float | None:
+    """Bits per byte from a mean next-token NLL (nats) over ``tokens``' predicted positions."""
+    if not nbytes:
+        return None
+    predicted = tokens.shape[0] * (tokens.shape[1] - 1)
+    return nll * predicted / (math.log(2) * nbytes)
+
+
+def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int,
+                    vocab: Sequence[int] | None = None) -> torch.Tensor:
     """``[num_seqs, seq_len]`` evaluation tokens of ``data`` for ``supernet`` (tokenized once, cached).
 
     What every data-driven fitness and the importance order read; raises a clear error when the
-    model has no tokenizer or ``seq_len`` exceeds its context.
+    model has no tokenizer or ``seq_len`` exceeds its context. ``vocab`` (kept token ids of a
+    pruned vocabulary) tokenizes with the pruned tokenizer, in the sub-network's own numbering.
     """
     from subnas.assets import resolve_text_source
 
     if supernet.tokenizer is None:
         raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluating on text needs one")
     check_sequence_length(supernet.model, seq_len)
-    return tokenize_for_eval(resolve_text_source(data), supernet.tokenizer, seq_len, num_seqs,
+    return tokenize_for_eval(resolve_text_source(data), supernet_tokenizer(supernet, vocab), seq_len, num_seqs,
                              add_bos=requires_bos(supernet.subnas_config))

@@ -117,6 +117,8 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
     written_cfg, reason, note, padding = sub_cfg, None, None, None
     if format != "subnas":
         family, hf_config = supernet.family, supernet.hf_config
+        if hf_config is not None and resolved.vocab is not None:
+            hf_config = _pruned_vocab_config(hf_config, resolved.vocab)
         if family is None:
             reason = "the supernet itself is in the flexible subnas format"
         else:
@@ -157,7 +159,11 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
                            note=note, how_to_load=how)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if supernet.tokenizer is not None:
+        if supernet.tokenizer is not None and resolved.vocab is not None:
+            from subnas.vocab import save_pruned_tokenizer
+
+            save_pruned_tokenizer(supernet.tokenizer, resolved.vocab, tmp)  # kept tokens and merges only
+        elif supernet.tokenizer is not None:
             supernet.tokenizer.save_pretrained(tmp)
         if flexible:
             # Read by people who open config.json after transformers' "does not recognize this
@@ -171,6 +177,20 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
             {**asdict(result), "source": supernet.source, "subnet": _compact(subnet)}, indent=2) + "\n")
         (tmp / "README.md").write_text(_readme(result))
     return result
+
+
+def _pruned_vocab_config(hf_config: Any, vocab: tuple[int, ...]) -> Any:
+    """A copy of the source `transformers` config with the pruned vocabulary's size and token ids,
+    so every family's ``to_hf`` (which starts from the source config) writes the pruned model."""
+    import copy
+
+    from subnas.modeling import remap_token_ids
+
+    cfg = copy.deepcopy(hf_config)
+    cfg.vocab_size = len(vocab)
+    for key, value in remap_token_ids(hf_config, vocab).items():
+        setattr(cfg, key, value)
+    return cfg
 
 
 def _readme(r: ExtractResult) -> str:

@@ -79,6 +79,11 @@ def _model_for_eval(model: Any, subnet: SubNetwork | dict[str, Any] | None,
                         "Load it with Supernet.from_pretrained or pass the model's folder name.")
     previous = model.active
     model.set_sub_network(SubNetwork.from_dict(subnet) if isinstance(subnet, dict) else subnet)
+    if model.active.vocab is not None and tokenizer is not None:
+        # A pruned vocabulary reads text through its pruned tokenizer, as its export does.
+        from subnas.vocab import pruned_tokenizer
+
+        tokenizer = pruned_tokenizer(tokenizer, model.active.vocab)
     try:
         yield model, tokenizer
     finally:

@@ -180,6 +180,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self._plan: list[_LayerPlan] = []
         self._embd: Index = slice(None)
+        self._vocab: Index = slice(None)  # kept token ids: rows of the embedding and the head
         self._embd_width = config.hidden_size
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor]] = {}
         # Optional observer of intermediate activations (importance scores, subnas.importance);
@@ -207,6 +208,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
             resolved = resolved.resolve(cfg)
         self.active = resolved
         self._embd = _index(resolved.embd, cfg.hidden_size)
+        self._vocab = slice(None) if resolved.vocab is None else _index(resolved.vocab, cfg.vocab_size)
         self._embd_width = len(resolved.embd)
         self._plan = [self._layer_plan(s) for s in resolved.layers]
         self._cache.clear()
@@ -262,11 +264,13 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         position_ids: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        cfg, E = self.config, self._embd
+        cfg, E, V = self.config, self._embd, self._vocab
         B, T = input_ids.shape
         if T > cfg.max_position_embeddings and cfg.position_embedding == "learned":
             raise ValueError(f"sequence length {T} exceeds the model's {cfg.max_position_embeddings} positions")
-        embed_w = self._w(("embed",), self.model.embed.weight, (1, E))
+        # A pruned vocabulary gathers the kept rows: input ids and logits are in the sub-network's
+        # own numbering 0..len(vocab)-1, exactly as in its export.
+        embed_w = self._w(("embed",), self.model.embed.weight, (0, V), (1, E))
         x = F.embedding(input_ids, embed_w)
         if cfg.embedding_scale:
             x = x * torch.tensor(self._embd_width**0.5, dtype=torch.float32).to(x.dtype)
@@ -286,7 +290,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
 
         norm = self.model.final_norm
         x = norm.run(x, self._w(("fn.w",), norm.weight, (0, E)), self._w(("fn.b",), norm.bias, (0, E)))
-        head = embed_w if cfg.tie_word_embeddings else self._w(("head",), self.lm_head.weight, (1, E))
+        head = embed_w if cfg.tie_word_embeddings else self._w(("head",), self.lm_head.weight, (0, V), (1, E))
         logits = F.linear(x, head)
         if cfg.final_logit_softcapping:
             logits = torch.tanh(logits / cfg.final_logit_softcapping) * cfg.final_logit_softcapping
@@ -401,7 +405,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         Uses the very same index plans as `forward`, so the exported model computes exactly what
         was evaluated (DESIGN.md §4, invariant 1).
         """
-        E = self._embd
+        E, V = self._embd, self._vocab
         out: dict[str, torch.Tensor] = {}
 
         def put(name: str, t: torch.Tensor | None) -> None:
@@ -409,7 +413,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
                 out[name] = t.detach().contiguous().clone()
 
         with torch.no_grad():
-            put("model.embed.weight", _take(self.model.embed.weight, 1, E))
+            put("model.embed.weight", _take(_take(self.model.embed.weight, 0, V), 1, E))
             if self.config.position_embedding == "learned":
                 put("model.pos_embed.weight", _take(self.model.pos_embed.weight, 1, E))
             for j, p in enumerate(self._plan):
@@ -446,7 +450,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
             if fn.bias is not None:
                 put("model.final_norm.bias", _take(fn.bias, 0, E))
             if not self.config.tie_word_embeddings:
-                put("lm_head.weight", _take(self.lm_head.weight, 1, E))
+                put("lm_head.weight", _take(_take(self.lm_head.weight, 0, V), 1, E))
         return out
 
 
@@ -468,7 +472,24 @@ def sub_config(config: SubnasConfig, resolved: ResolvedSubNetwork) -> SubnasConf
         rope_attention_scaling=[config.rope_attention_scaling[s.layer] for s in layers],
         layer_types=[config.layer_types[s.layer] for s in layers],
     )
+    if resolved.vocab is not None:
+        data.update(vocab_size=len(resolved.vocab), **remap_token_ids(data, resolved.vocab))
     return SubnasConfig(**data)
+
+
+def remap_token_ids(config: Any, vocab: tuple[int, ...]) -> dict[str, Any]:
+    """``bos/eos/pad_token_id`` of ``config`` (a dict or config) in a pruned vocabulary's numbering.
+
+    A special token that is not kept becomes ``None`` (dropped from a list of EOS ids)."""
+    new = {old: j for j, old in enumerate(vocab)}
+    out: dict[str, Any] = {}
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
+        if isinstance(value, (list, tuple)):
+            out[key] = [new[v] for v in value if v in new] or None
+        elif value is not None:
+            out[key] = new.get(value)
+    return out
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, r: int) -> torch.Tensor:

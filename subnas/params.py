@@ -20,7 +20,7 @@ def config_parameters(config: SubnasConfig, resolved: ResolvedSubNetwork | None 
     `SubnasForCausalLM` of the extracted config holds — without building that config (search
     calls this for every candidate).
     """
-    V = config.vocab_size
+    V = config.vocab_size if resolved is None else resolved.vocab_size(config)  # pruned vocabulary: kept rows
     if resolved is None:
         E = config.hidden_size
         widths = [(config.num_attention_heads[i], config.num_key_value_heads[i], config.head_dim[i],

@@ -233,6 +233,8 @@ class BinSearch:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise optuna.TrialPruned(f"the fitness failed on this candidate: {type(exc).__name__}: {exc}") from exc
         trial.set_user_attr("budget_used", used)
+        for name, metric in (getattr(self.fitness, "last_metrics", None) or {}).items():
+            trial.set_user_attr(name, metric)  # perplexity and bits per byte, whichever ranks
         value = float(value)
         if math.isnan(value):
             value = math.inf if self.fitness.direction == "minimize" else -math.inf
@@ -409,6 +411,8 @@ def search(
             fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
         if confirm == 0:  # no confirmation: do not tokenize (or demand) text for it
             fit_kwargs.setdefault("confirm_seqs", 0)
+        if len(getattr(search_space, "vocab_choices", ())) > 1:  # per-token perplexity is not comparable
+            fit_kwargs.setdefault("metric", "bits_per_byte")     # across vocabularies (issue #13)
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
     if store is None:
         store = open_storage(storage, out)
@@ -473,6 +477,10 @@ def make_space(name: str, supernet: Any, *, order: str, calibration: str, choice
     if order not in ("importance", "natural"):
         raise ValueError(f"unknown order {order!r}; choose 'importance' or 'natural'")
     unit_order = importance_order(supernet, data=calibration) if order == "importance" else "natural"
+    if "vocab_size" in choices and supernet.tokenizer is not None:  # issue #13: most frequent tokens first
+        from subnas.vocab import vocab_order
+
+        choices = {"vocab_order": vocab_order(supernet, data=calibration), **choices}
     return get_search_space(name, supernet.subnas_config, order=unit_order, **choices)
 
 
@@ -549,7 +557,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                  "evaluations": len(complete), "pruned": len([t for t in pruned if not t.user_attrs.get("infeasible")]),
                  "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
                                     if not t.user_attrs.get("duplicate")),
-                 "direction": run.fitness.direction}
+                 "direction": run.fitness.direction, "metric": getattr(run.fitness, "metric", None)}
         entry["finished"] = run.finished()
         if run.exhausted:
             entry["exhausted"] = run.exhausted

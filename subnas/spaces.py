@@ -28,6 +28,7 @@ from subnas.interfaces import SearchSpace
 from subnas.ordering import UnitOrder
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
+from subnas.vocab import VocabChoice
 
 if TYPE_CHECKING:
     import optuna
@@ -55,10 +56,15 @@ class StructuredSearchSpace(SearchSpace):
             `subnas.UnitOrder`. Default: importance when ``model_or_config`` is a Supernet (it has
             weights to rank), natural for a bare config. Fine-grained spaces choose arbitrary
             index sets either way; there the order only shapes `one_shot`'s seeds.
+        vocab_order: which tokens a pruned vocabulary keeps (`subnas.vocab.VocabOrder`); default:
+            the most frequent on the calibration split when ``model_or_config`` is a Supernet with a
+            tokenizer, else the first n ids. Only used with a ``vocab_size`` choice.
         **choices: per-dimension choices keyed by SubNetwork field name (``n_layers``, ``n_embd``,
             ``num_heads``, ``query_groups``, ``head_size``, ``intermediate_size``), in any form
             `subnas.choices.parse_choices` reads; defaults are the paper's ranges with steps of
-            8 (embedding) and 64 (MLP).
+            8 (embedding) and 64 (MLP). ``vocab_size`` adds the vocabulary as a dimension (issue
+            #13), e.g. ``"4k,8k,16k,32k,full"`` or ``"default"`` (those five); without it the
+            space keeps the whole vocabulary, as the paper's spaces do.
 
     Example:
         >>> import random
@@ -73,9 +79,11 @@ class StructuredSearchSpace(SearchSpace):
     fine: ClassVar[bool] = False
     layerwise: ClassVar[bool] = False
 
-    def __init__(self, model_or_config: Any, *, order: str | UnitOrder | None = None, **choices: Any) -> None:
+    def __init__(self, model_or_config: Any, *, order: str | UnitOrder | None = None, vocab_order: Any = None,
+                 **choices: Any) -> None:
         super().__init__(model_or_config)
         self.shape = ModelShape.of(self.config)
+        vocab = choices.pop("vocab_size", None)
         self.choices = Choices.for_model(self.shape, fine=self.fine, **choices)
         self.order = resolve_order(order, model_or_config, self.config, self.name)
         # Importance order: local mutation steps and width-first repair (see `_pick`, `_repair`);
@@ -84,6 +92,14 @@ class StructuredSearchSpace(SearchSpace):
         self._codec = ArchCodec(self.config, self.shape, fine=self.fine, layerwise=self.layerwise, name=self.name,
                                 order=self.order)
         self._emit, self._parse = self._codec.emit, self._codec.parse
+        self.vocab: VocabChoice | None = None
+        if vocab is not None:
+            if vocab_order is None and getattr(model_or_config, "tokenizer", None) is not None:
+                from subnas.vocab import vocab_order as frequency_order
+
+                vocab_order = frequency_order(model_or_config)
+            self.vocab = VocabChoice.build(vocab, self.config, vocab_order)
+            self._codec.vocab_fields = self.vocab.fields
         self._counts: dict[Any, int] = {}
         self._bounds: tuple[int, int] | None = None
 
@@ -124,7 +140,7 @@ class StructuredSearchSpace(SearchSpace):
         except (SearchSpaceError, ValueError):
             return False
         c = self.choices
-        return (len(arch.layers) in c.n_layers and arch.embd in c.n_embd
+        return (len(arch.layers) in c.n_layers and arch.embd in c.n_embd and arch.vocab in self._vocab_values()
                 and all((x.heads, x.groups) in c.attention and x.head_size in c.head_size
                         and x.inter in c.intermediate_size for x in arch.layers))
 
@@ -135,7 +151,16 @@ class StructuredSearchSpace(SearchSpace):
         c = self.choices
         dims = [d for d, n in (("l", c.n_layers), ("e", c.n_embd)) if len(n) > 1]
         dims += [d for d in ("h", "g") if any(self._attention_alternatives(h, g, d) for h, g in c.attention)]
-        return tuple(dims + [d for d, n in (("hs", c.head_size), ("d", c.intermediate_size)) if len(n) > 1])
+        dims += [d for d, n in (("hs", c.head_size), ("d", c.intermediate_size)) if len(n) > 1]
+        return tuple(dims + (["v"] if len(self.vocab_choices) > 1 else []))
+
+    @property
+    def vocab_choices(self) -> tuple[int, ...]:
+        """Vocabulary sizes this space chooses from (empty: the whole vocabulary, no choice)."""
+        return () if self.vocab is None else self.vocab.choices
+
+    def _vocab_values(self) -> tuple[int, ...]:
+        return self.vocab_choices or (0,)
 
     def size(self) -> int:
         # Exact count of distinct members. Coarse uniform with MHA and Table 1's choices is
@@ -155,8 +180,9 @@ class StructuredSearchSpace(SearchSpace):
         # Layer sets: any n of L in fine spaces and in importance order (mutations swap layers),
         # only the first n in the paper's coarse spaces.
         any_layers = self.fine or self.local
-        return embd * sum((comb(s.layers, n) if any_layers else 1) * (per_layer ** n if self.layerwise else per_layer)
-                          for n in c.n_layers)
+        return len(self._vocab_values()) * embd * sum(
+            (comb(s.layers, n) if any_layers else 1) * (per_layer ** n if self.layerwise else per_layer)
+            for n in c.n_layers)
 
     def bounds(self) -> tuple[int, int]:
         if self._bounds is None:
@@ -164,7 +190,7 @@ class StructuredSearchSpace(SearchSpace):
 
             def extreme(pick: Callable[[tuple[int, ...]], int]) -> list[int]:
                 return [self._count(self._uniform(pick(c.n_layers), pick(c.n_embd), Layer(h, g, pick(c.head_size),
-                        pick(c.intermediate_size)))) for h, g in c.attention]
+                        pick(c.intermediate_size)), pick(self._vocab_values()))) for h, g in c.attention]
 
             self._bounds = (min(extreme(min)), max(extreme(max)))  # counts grow with every dimension
         return self._bounds
@@ -180,19 +206,26 @@ class StructuredSearchSpace(SearchSpace):
         only (fine-uniform shares one index set across layers, so per-layer importance orders are
         members there only for single-layer seeds). The seeds `BinEvolutionSampler` starts from.
         """
+        out: list[SubNetwork] = []
+        seen: set[tuple[int, int, int, int]] = set()
+        # With a vocabulary choice, the same grid for every vocabulary size.
+        for v in self._vocab_values():
+            self._one_shot_grid(bin, depths, v, out, seen)
+        return [x for x in out if self.contains(x)]
+
+    def _one_shot_grid(self, bin: ParameterBin, depths: int, v: int, out: list[SubNetwork],
+                       seen: set[tuple[int, int, int, int]]) -> None:
         c, s = self.choices, self.shape
         full_attn = max(c.attention)
         hs = max(c.head_size)
 
         def arch(n: int, e: int, d: int) -> Arch:
-            return self._uniform(n, e, Layer(full_attn[0], full_attn[1], hs, d))
+            return self._uniform(n, e, Layer(full_attn[0], full_attn[1], hs, d), v)
 
         feasible = [n for n in c.n_layers if self._count(arch(n, min(c.n_embd), min(c.intermediate_size))) <= bin.hi
                     and self._count(arch(n, max(c.n_embd), max(c.intermediate_size))) >= bin.lo]
         if len(feasible) > depths:  # evenly spaced, both ends included
             feasible = sorted({feasible[round(i * (len(feasible) - 1) / (depths - 1))] for i in range(depths)})
-        out: list[SubNetwork] = []
-        seen: set[tuple[int, int, int]] = set()
         for n in feasible:
             recipes = [[(max(c.n_embd), d) for d in c.intermediate_size],
                        [(e, max(c.intermediate_size)) for e in c.n_embd],
@@ -203,17 +236,17 @@ class StructuredSearchSpace(SearchSpace):
                           if self._count(arch(n, e, d)) in bin]
                 if inside:
                     _, e, d = max(inside)  # the widest that fits: the most of the model kept
-                    if (n, e, d) not in seen:
-                        seen.add((n, e, d))
+                    if (n, e, d, v) not in seen:
+                        seen.add((n, e, d, v))
                         out.append(self._seed(arch(n, e, d)))
-        return [x for x in out if self.contains(x)]
 
     def _seed(self, arch: Arch) -> SubNetwork:
         if not self.fine:
             return self._emit(arch, random.Random(0))
         x = arch.layers[0]
-        return self.order.subnetwork(n_layers=len(arch.layers), n_embd=arch.embd, num_heads=x.heads,
+        seed = self.order.subnetwork(n_layers=len(arch.layers), n_embd=arch.embd, num_heads=x.heads,
                                      query_groups=x.groups, head_size=x.head_size, intermediate_size=x.inter)
+        return seed if self.vocab is None else replace(seed, **self.vocab.fields(arch.vocab))
 
     def suggest(self, trial: optuna.Trial) -> SubNetwork:
         # Define-by-run: sizes are Optuna params (per kept layer in layer-wise spaces, so Optuna
@@ -230,6 +263,8 @@ class StructuredSearchSpace(SearchSpace):
         """The Optuna params `suggest` would record for ``subnet`` (its sizes; not index sets)."""
         arch = self._parse(subnet)
         params: dict[str, Any] = {"n_layers": len(arch.layers), "n_embd": arch.embd}
+        if len(self.vocab_choices) > 1:
+            params["vocab_size"] = arch.vocab
         layers = list(enumerate(arch.layers)) if self.layerwise else [(None, arch.layers[0])]
         groups = sorted({g for _, g in self.choices.attention})
         heads = sorted({h for h, _ in self.choices.attention})
@@ -250,11 +285,12 @@ class StructuredSearchSpace(SearchSpace):
         c = self.choices
         n = _suggest(trial, "n_layers", c.n_layers)
         embd = _suggest(trial, "n_embd", c.n_embd)
+        vocab = _suggest(trial, "vocab_size", self.vocab_choices) if self.vocab_choices else 0
         if self.layerwise:
             layers = tuple(self._suggest_layer(trial, f"_{j}") for j in range(n))
         else:
             layers = (self._suggest_layer(trial, ""),) * n
-        arch = Arch(embd, layers, tuple(range(n)))
+        arch = Arch(embd, layers, tuple(range(n)), vocab=vocab)
         if not self.fine:
             return self._emit(arch, random.Random(0))
         rng = random.Random(trial.suggest_int("index_seed", 0, 2**31 - 1))
@@ -265,15 +301,16 @@ class StructuredSearchSpace(SearchSpace):
         h, g = rng.choice(self.choices.attention)
         return Layer(h, g, rng.choice(self.choices.head_size), rng.choice(self.choices.intermediate_size))
 
-    def _uniform(self, n: int, embd: int, layer: Layer) -> Arch:
-        return Arch(embd, (layer,) * n, tuple(range(n)))
+    def _uniform(self, n: int, embd: int, layer: Layer, vocab: int | None = None) -> Arch:
+        return Arch(embd, (layer,) * n, tuple(range(n)), vocab=max(self._vocab_values()) if vocab is None else vocab)
 
     def _sample_arch(self, rng: random.Random) -> Arch:
         n = rng.choice(self.choices.n_layers)
         embd = rng.choice(self.choices.n_embd)
         layers = tuple(self._sample_layer(rng) for _ in range(n)) if self.layerwise else (self._sample_layer(rng),) * n
         idx = tuple(sorted(rng.sample(range(self.shape.layers), n))) if self.fine else tuple(range(n))
-        return Arch(embd, layers, idx)
+        vocab = rng.choice(self.vocab_choices) if self.vocab_choices else 0  # no draw without a choice
+        return Arch(embd, layers, idx, vocab=vocab)
 
     def _attention_alternatives(self, h: int, g: int, dim: str) -> list[tuple[int, int]]:
         # h changes with g fixed and g with h fixed, so a mutation changes exactly one of them;
@@ -331,6 +368,8 @@ class StructuredSearchSpace(SearchSpace):
             options["swap"] = []  # importance order: trade a kept layer for a dropped one
         if any(e != arch.embd for e in c.n_embd):
             options["e"] = []
+        if any(v != arch.vocab for v in self.vocab_choices):
+            options["v"] = []
         for dim in PER_LAYER_DIMS:
             layers = [j for j, x in enumerate(arch.layers[: len(arch.layers) if self.layerwise else 1])
                       if self._alternatives(x, dim)]
@@ -355,6 +394,8 @@ class StructuredSearchSpace(SearchSpace):
             return self._with_depth(arch, n, *self._growth(arch, rng))
         if dim == "e":
             return replace(arch, embd=self._pick(rng, [e for e in c.n_embd if e != arch.embd], arch.embd))
+        if dim == "v":
+            return replace(arch, vocab=self._pick(rng, [v for v in self.vocab_choices if v != arch.vocab], arch.vocab))
         j = rng.choice(options[dim])
         x = arch.layers[j]
         current = {"h": x.heads, "g": x.groups, "hs": x.head_size, "d": x.inter}[dim]
@@ -404,6 +445,7 @@ class StructuredSearchSpace(SearchSpace):
             return a if rng.random() < 0.5 else b
 
         depth, embd, hs_from, d_from, h_from, g_from = (pick() for _ in range(6))
+        vocab = pick().vocab if self.vocab_choices else 0  # drawn only with a vocabulary choice
         n = len(depth.layers)
         if self.fine:
             g_from = h_from  # fine-grained heads belong to their groups: both travel together
@@ -416,7 +458,8 @@ class StructuredSearchSpace(SearchSpace):
             h, g, hs, d = (p.layers[j] for p in (h_from, g_from, hs_from, d_from))
             layers.append(Layer(h.heads, g.groups, hs.head_size, d.inter, h.group_idx, h.head_idx,
                                  hs.pairs, hs.passes, d.neurons))
-        return Arch(embd.embd, tuple(layers) if self.layerwise else (layers[0],) * n, depth.layer_idx, embd.embd_idx)
+        return Arch(embd.embd, tuple(layers) if self.layerwise else (layers[0],) * n, depth.layer_idx, embd.embd_idx,
+                    vocab=vocab)
 
     def _pairs_legal(self, h_from: Arch, g_from: Arch) -> bool:
         """Whether the heads of ``h_from`` with the groups of ``g_from`` obey the GQA rule in every layer."""
@@ -427,7 +470,7 @@ class StructuredSearchSpace(SearchSpace):
     def _count(self, arch: Arch) -> int:
         # The count depends on sizes only (every layer has the same shape, see ModelShape), so it is
         # taken on the first-n sub-network of the same sizes — the one counter, memoised.
-        key = (arch.embd, tuple(x.sizes for x in arch.layers))
+        key = (arch.embd, tuple(x.sizes for x in arch.layers), arch.vocab)
         if key not in self._counts:
             if len(self._counts) > 1 << 16:
                 self._counts.clear()
@@ -439,7 +482,7 @@ class StructuredSearchSpace(SearchSpace):
                 kw["head_size_indices"] = tuple(self._codec.layout(v) for v in hs)
             self._counts[key] = count_parameters(self.config, SubNetwork(
                 n_layers=len(arch.layers), n_embd=arch.embd, num_heads=h, query_groups=g, head_size=hs,
-                intermediate_size=d, **kw))
+                intermediate_size=d, vocab_size=arch.vocab or None, **kw))
         return self._counts[key]
 
     def _in_bin(self, propose: Callable[[], Arch], bin: ParameterBin, rng: random.Random,
@@ -456,7 +499,7 @@ class StructuredSearchSpace(SearchSpace):
         """
         dims = list(self.dimensions)
         if self.local:
-            dims.sort(key=lambda d: ("d", "e", "l", "hs", "g", "h").index(d))
+            dims.sort(key=lambda d: ("d", "e", "v", "l", "hs", "g", "h").index(d))
         else:
             rng.shuffle(dims)
         for _ in range(2):
@@ -474,6 +517,8 @@ class StructuredSearchSpace(SearchSpace):
             values, at = c.n_layers, lambda v: self._with_depth(arch, v, *growth)
         elif dim == "e":
             values, at = c.n_embd, lambda v: replace(arch, embd=v)
+        elif dim == "v":
+            values, at = self.vocab_choices, lambda v: replace(arch, vocab=v)
         else:
             values = tuple(sorted({p[0 if dim == "h" else 1] for p in c.attention})) if dim in ("h", "g") else (
                 c.head_size if dim == "hs" else c.intermediate_size)

@@ -47,14 +47,17 @@ WHITTLE_KEYS = {
     "sampled_head_size_indices": "head_size_indices",
     "sampled_intermediate_indices": "intermediate_indices",
 }
+# The vocabulary (issue #13): kept token ids. Not in INDEX_FIELDS, which the structured search
+# spaces parse; a vocabulary choice is handled beside them (subnas.vocab).
+VOCAB_FIELDS = ("vocab_size", "vocab_indices")
 
 
 class SubNetworkError(ValueError):
     """A sub-network that the model cannot run; the message names the field and what is legal."""
 
 
-SCALAR_FIELDS = ("n_layers", "n_embd")
-FLAT_INDEX_FIELDS = ("layer_indices", "embd_indices")
+SCALAR_FIELDS = ("n_layers", "n_embd", "vocab_size")
+FLAT_INDEX_FIELDS = ("layer_indices", "embd_indices", "vocab_indices")
 
 # What each kind of field takes, for error messages (the range is checked against the model later,
 # in `SubNetwork.resolve`, because only the model knows it).
@@ -127,6 +130,11 @@ class SubNetwork:
     (the same in every kept layer) or one value per kept layer. Index sets take a list of original
     indices (the same for every layer) or one list per kept layer.
 
+    ``vocab_size`` / ``vocab_indices`` prune the vocabulary: the kept token ids (original
+    numbering; the sub-network's token ``j`` is the ``j``-th smallest kept id). ``vocab_size``
+    alone keeps the first n ids; `subnas.vocab.VocabOrder` writes the most frequent tokens on a
+    calibration corpus (plus every token needed so any text still encodes) as explicit indices.
+
     Example:
         >>> s = SubNetwork(n_layers=4, n_embd=256, num_heads=4, intermediate_size=512)
         >>> SubNetwork.from_dict(s.to_dict()) == s
@@ -145,6 +153,8 @@ class SubNetwork:
     query_group_indices: IndexSet | None = None
     head_size_indices: IndexSet | None = None
     intermediate_indices: IndexSet | None = None
+    vocab_size: int | None = None
+    vocab_indices: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -261,6 +271,11 @@ class ResolvedSubNetwork:
 
     embd: tuple[int, ...]
     layers: tuple[LayerSelection, ...] = field(default_factory=tuple)
+    vocab: tuple[int, ...] | None = None  # kept token ids, increasing; None: the whole vocabulary
+
+    def vocab_size(self, config: SubnasConfig) -> int:
+        """Tokens kept: ``len(vocab)``, or the model's vocabulary size when it is not pruned."""
+        return config.vocab_size if self.vocab is None else len(self.vocab)
 
     def to_subnetwork(self) -> SubNetwork:
         """The explicit (fine-grained) `SubNetwork` that resolves back to this selection."""
@@ -277,6 +292,8 @@ class ResolvedSubNetwork:
             query_group_indices=tuple(s.groups for s in self.layers),
             head_size_indices=tuple(tuple(sorted(s.head_dims)) for s in self.layers),
             intermediate_indices=tuple(s.neurons for s in self.layers),
+            vocab_size=None if self.vocab is None else len(self.vocab),
+            vocab_indices=self.vocab,
         )
 
 
@@ -471,4 +488,19 @@ def _resolve(sub: SubNetwork, config: SubnasConfig) -> ResolvedSubNetwork:
 
         selections.append(LayerSelection(layer=layer, groups=groups, heads=heads, rotary_pairs=tuple(pairs),
                                          head_dims=head_dims, neurons=neurons))
-    return ResolvedSubNetwork(embd=embd, layers=tuple(selections))
+    return ResolvedSubNetwork(embd=embd, layers=tuple(selections), vocab=_resolve_vocab(sub, config))
+
+
+def _resolve_vocab(sub: SubNetwork, config: SubnasConfig) -> tuple[int, ...] | None:
+    """Kept token ids, increasing, or ``None`` for the whole vocabulary (so an unpruned
+    sub-network resolves to the same value however it is written)."""
+    V = config.vocab_size
+    if sub.vocab_indices is not None:
+        vocab = _check_indices("vocab_indices", sub.vocab_indices, V)
+        if sub.vocab_size is not None and sub.vocab_size != len(vocab):
+            raise SubNetworkError(f"vocab_size={sub.vocab_size} disagrees with the {len(vocab)} vocab_indices given")
+    elif sub.vocab_size is not None:
+        vocab = _first(_check_size("vocab_size", sub.vocab_size, V))
+    else:
+        return None
+    return None if len(vocab) == V else vocab

@@ -14,7 +14,7 @@ from subnas import SubnasConfig, SubNetwork
 
 
 @st.composite
-def subnetworks(draw: Any, config: SubnasConfig, *, fine: bool, layerwise: bool) -> SubNetwork:
+def subnetworks(draw: Any, config: SubnasConfig, *, fine: bool, layerwise: bool, vocab: bool = False) -> SubNetwork:
     L, E = config.num_hidden_layers, config.hidden_size
     n = draw(st.integers(1, L))
     layers = sorted(draw(st.permutations(range(L)))[:n]) if fine else list(range(n))
@@ -49,4 +49,11 @@ def subnetworks(draw: Any, config: SubnasConfig, *, fine: bool, layerwise: bool)
         per_layer = {key: [c[key] for c in choices] for key in choices[0]}
     else:
         per_layer = layer_choice(layers[0])
+    if vocab:  # a pruned vocabulary: the first v ids (coarse) or any v ids (fine)
+        V = config.vocab_size
+        v = draw(st.integers(1, V))
+        if fine:
+            per_layer["vocab_indices"] = sorted(draw(st.permutations(range(V)))[:v])
+        else:
+            per_layer["vocab_size"] = v
     return SubNetwork(n_layers=n, n_embd=e, layer_indices=layers if fine else None, embd_indices=embd, **per_layer)

@@ -84,3 +84,40 @@ def test_search_winner_file_reproduces_its_number(smollm2, tmp_path: Path, capsy
     # The winner is the better of the two best confirmed on the next 48 sequences of the split.
     assert len(entry["confirmed"]) == 2 and entry["confirm_data"] == "default:search sequences 2-49 (64 tokens each)"
     assert entry["confirmed_fitness"] == min(c["confirmed_fitness"] for c in entry["confirmed"])
+
+
+def test_vocab_pruned_10m_export_is_stock_and_round_trips(smollm2, tmp_path: Path) -> None:
+    """Issue #13's "done when": a ~10M SmolLM2 sub-network with an 8k vocabulary (most frequent on
+    the calibration split) exports as stock Llama + a pruned tokenizer that a process which never
+    imports subnas loads with AutoModelForCausalLM + AutoTokenizer; held-out validation text
+    (unicode included) round-trips exactly, and the export computes what the supernet evaluated."""
+    import subprocess
+    import sys
+
+    from subnas.assets import resolve_text_source
+    from subnas.vocab import pruned_tokenizer, vocab_order
+
+    kept = vocab_order(smollm2).kept(8192)
+    subnet = SubNetwork(n_layers=14, n_embd=256, num_heads=3, query_groups=1, intermediate_size=512, vocab_indices=kept)
+    assert 9_000_000 <= count_parameters(smollm2, subnet) <= 11_000_000
+    result = extract(smollm2, subnet, tmp_path / "m")
+    assert result.format == "stock" and result.padding is None
+    texts = resolve_text_source("default:validation")[:8] + ["Zürich, naïve café — 日本語 🚀 ‰ \t\n"]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    script = ("import json, sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+              "p = sys.argv[1]; texts = json.load(open(sys.argv[2])); tok = AutoTokenizer.from_pretrained(p); "
+              "m = AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32); "
+              "ids = tok.encode(texts[0], add_special_tokens=False)[:64]; "
+              "print(json.dumps({'ok': [tok.decode(tok.encode(t, add_special_tokens=False)) == t for t in texts], "
+              "'subnas': 'subnas' in sys.modules, 'vocab': len(tok), 'ids': ids, "
+              "'params': sum(x.numel() for x in m.parameters()), "
+              "'logits': m(torch.tensor([ids])).logits[0, -1, :16].tolist()}))")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m"), str(tmp_path / "texts.json")],
+                          capture_output=True, text=True, check=True)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert all(out["ok"]) and not out["subnas"]
+    assert out["vocab"] == 8192 and out["params"] == result.num_parameters
+    assert out["ids"] == pruned_tokenizer(smollm2.tokenizer, kept).encode(texts[0], add_special_tokens=False)[:64]
+    with torch.no_grad(), smollm2.sub_network(subnet):
+        evaluated = smollm2(torch.tensor([out["ids"]])).logits[0, -1, :16]
+    torch.testing.assert_close(torch.tensor(out["logits"]), evaluated, rtol=2e-4, atol=2e-4)

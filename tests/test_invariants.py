@@ -65,6 +65,43 @@ def test_evaluated_equals_exported(tiny_models: dict, name: str, fine: bool, lay
     check()
 
 
+@pytest.mark.parametrize("fine,layerwise", [(False, False), (True, True)], ids=["coarse-uniform", "fine-layerwise"])
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_evaluated_equals_exported_with_pruned_vocabulary(tiny_models: dict, name: str, fine: bool,
+                                                          layerwise: bool) -> None:
+    """Invariants 1 and 3 with a pruned vocabulary (issue #13): the kept embedding rows (and the
+    tied or untied head's) are gathered in place and exported; input ids and logits are in the
+    sub-network's own numbering 0..V'-1 on both sides."""
+    supernet = supernet_for(tiny_models, name)
+    ids = tokens(supernet.subnas_config.vocab_size, seed=2)
+
+    @settings(max_examples=4, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(subnet=subnetworks(supernet.subnas_config, fine=fine, layerwise=layerwise, vocab=True))
+    def check(subnet: SubNetwork) -> None:
+        kept = subnet.resolve(supernet.subnas_config).vocab_size(supernet.subnas_config)
+        assert_evaluated_equals_exported(supernet, subnet, ids % kept)
+
+    check()
+
+
+def test_pruned_vocabulary_rows_are_the_kept_tokens(tiny_models: dict) -> None:
+    """Token j of a pruned sub-network is the j-th kept id of the full model: its logits over the
+    kept ids equal the full model's logits at those ids (embedding and head gathered alike)."""
+    supernet = supernet_for(tiny_models, "llama-mqa")  # untied head
+    kept = [0, 3, 7, 8, 50, 127]
+    full_ids = torch.tensor([[3, 7, 50, 0, 127, 8]])
+    with torch.no_grad():
+        supernet.reset()
+        full = supernet(full_ids).logits[..., kept]
+        with supernet.sub_network(SubNetwork(vocab_indices=kept)):
+            pruned = supernet(torch.tensor([[kept.index(int(t)) for t in full_ids[0]]])).logits
+    torch.testing.assert_close(pruned, full)
+    cfg = supernet.subnas_config
+    assert count_parameters(cfg) - count_parameters(cfg, SubNetwork(vocab_indices=kept)) == \
+        2 * (cfg.vocab_size - len(kept)) * cfg.hidden_size
+
+
 def assert_evaluated_equals_exported(supernet: Supernet, subnet: SubNetwork, ids: torch.Tensor) -> None:
     """Invariants 1 and 3 for one sub-network: supernet logits == the export's, loaded from disk
     with stock Auto classes; count_parameters == the export's true count (padding stated apart)."""
