@@ -37,7 +37,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -52,6 +54,12 @@ from subnas.subnet import SubNetwork
 
 GEN, SLOT, ROLE, SUBNET, KEY = ("subnas:generation", "subnas:slot", "subnas:role", "subnas:subnet", "subnas:key")
 SEED = "subnas:evolution_seed"
+WORKER = "subnas:worker"  # trial system attribute: {"host", "pid"} of the process running it
+
+
+def record_worker(storage: Any, trial_id: int) -> None:
+    """Write which process runs ``trial_id`` (read by `subnas.search.fail_dead_trials`)."""
+    storage.set_trial_system_attr(trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -149,6 +157,9 @@ class BinEvolutionSampler(BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         seed = self._study_seed(study)
         storage, tid = study._storage, trial._trial_id
+        # Who runs this trial, before it claims a slot: a process killed after claiming one must
+        # be recognisable as dead, or every other worker waits for its slot forever.
+        record_worker(storage, tid)
         last_check = time.monotonic()
         while True:
             trials = study.get_trials(deepcopy=False)

@@ -31,10 +31,9 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.choices import SearchSpaceError
-from subnas.evolution import KEY, SEED, BinEvolutionSampler, subnet_key
+from subnas.evolution import KEY, SEED, WORKER, BinEvolutionSampler, record_worker, subnet_key
 from subnas.subnet import SubNetwork
 
-WORKER = "subnas:worker"
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
 
 
@@ -143,12 +142,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: A RUNNING trial with no worker record this old was left by a process killed between creating
+#: the trial and its first write (microseconds apart in a live worker).
+UNCLAIMED_SECONDS = 120
+
+
 def fail_dead_trials(study: optuna.Study) -> int:
     """Mark RUNNING trials of dead processes on this machine as FAIL (a killed run's leftovers)."""
+    import datetime
+
     host, failed = socket.gethostname(), 0
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.system_attrs.get(WORKER)
-        if worker and worker["host"] == host and not _alive(int(worker["pid"])):
+        orphan = (worker is None and t.datetime_start is not None
+                  and (now - t.datetime_start).total_seconds() > UNCLAIMED_SECONDS)
+        if orphan or (worker and worker["host"] == host and not _alive(int(worker["pid"]))):
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             failed += 1
     with warnings.catch_warnings():  # "experimental" since Optuna 2.9; stable in use
@@ -188,7 +197,7 @@ class BinSearch:
         return self.trials is not None and len(done) >= self.trials
 
     def objective(self, trial: optuna.Trial) -> float:
-        trial.storage.set_trial_system_attr(trial._trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
+        record_worker(trial.storage, trial._trial_id)
         subnet = self.space.suggest(trial)
         bred = self.space.bred(trial)
         if bred is not None and subnet_key(self.space, subnet) != subnet_key(self.space, bred):

@@ -110,7 +110,9 @@ def test_time_budget_is_honoured(table_path: Path, tmp_path: Path) -> None:
     for b in {row["bin"] for row in log}:
         times = [row["wall_time"] for row in log if row["bin"] == b]
         assert times[-1] >= 1.0 > times[-2]  # stopped by the first trial that reached the budget
-        assert 8 <= len(times) <= 11
+        # The replayed 0.1 s each reach the budget by the 10th trial; real time (sampler overhead,
+        # larger on a loaded machine) can only end it sooner, never later.
+        assert 1 <= len(times) <= 11
 
 
 def test_budget_is_required(table_path: Path, tmp_path: Path) -> None:

@@ -524,3 +524,19 @@ def test_perplexity_confirms_on_the_sequences_after_its_own(tmp_path: Path) -> N
     with pytest.raises(DataSourceError, match="too little text to confirm.*--confirm 0"):
         subnas.get_fitness("perplexity", supernet=supernet, data=str(text), seq_len=16, num_seqs=4,
                            confirm_seqs=100_000)
+
+
+def test_a_trial_left_without_a_worker_record_is_freed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process killed between creating a trial and writing who runs it leaves a RUNNING trial with
+    no worker record: once it is older than any live worker's first write, it is failed (else a
+    resumed evolution would wait for its slot forever); a fresh one is left alone."""
+    from subnas.search import fail_dead_trials, open_storage
+
+    search_module = sys.modules["subnas.search"]  # (subnas.search the attribute is the function)
+
+    study = optuna.create_study(storage=open_storage(str(tmp_path / "s.journal"), tmp_path), study_name="s")
+    orphan = study._storage.create_new_trial(study._study_id)
+    assert fail_dead_trials(study) == 0  # young: maybe a live worker about to write
+    monkeypatch.setattr(search_module, "UNCLAIMED_SECONDS", -1)
+    assert fail_dead_trials(study) == 1
+    assert study._storage.get_trial(orphan).state == TrialState.FAIL
