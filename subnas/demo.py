@@ -116,13 +116,14 @@ def search_subnet(supernet: Any, out: Path, *, bin: str, data: str, seq_len: int
 
 def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, train_tokens: int, seq_len: int,
                 batch_size: int, eval_seqs: int, seed: int, lrs: dict[str, float], warmup_steps: int,
-                step: int | None = None) -> list[dict[str, Any]]:
+                step: int | None = None, on_run: Any = None) -> list[dict[str, Any]]:
     """Train ``subnet`` three ways (`RUNS`) at ``train_tokens`` each, in ``out/{distill,ce,random}``.
 
     The sub-network is extracted into ``out/subnet`` when a run still needs it. A run whose folder
     holds a finished model is not touched again (its summary is read back), so a rerun is cheap
     and needs no extraction. Returns one row per run: learning rate, tokens, start and end
-    validation perplexity, its curve, tokens/s and the model folder.
+    validation perplexity, its curve, tokens/s and the model folder; ``on_run(row)`` is called as
+    each run finishes (a benchmark merges it into its results at once).
     """
     from subnas.extract import extract
     from subnas.train import distill, pretrain
@@ -165,6 +166,8 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
         rows.append({"run": name, "init": init_kind, "loss": loss, "lr": lrs[name], "tokens": result["tokens"],
                      "start_perplexity": curve[0][1] if curve else None, "val_perplexity": result["val_perplexity"],
                      "tokens_per_s": result["tokens_per_s"], "model_dir": result["model_dir"], "curve": curve})
+        if on_run is not None:
+            on_run(rows[-1])
     info = extracted or _extract_info(init) or {}
     for row in rows:
         row["parameters"], row["export_format"] = info.get("parameters"), info.get("format")
