@@ -15,7 +15,7 @@ back, an interrupted one continues from its checkpoint). (b) and (c) are read fr
 benchmark's results (``benchmarks/search_quality.py``, arms ``default``, ``random``,
 ``importance``), which are not re-run here.
 
-    python benchmarks/paper_claims.py --seeds 0 1 --train-tokens 49152 --out runs/paper_claims
+    python benchmarks/paper_claims.py --seeds 0 1 --train-tokens 40960 --out runs/paper_claims
     python benchmarks/paper_claims.py --out runs/paper_claims --report   # tables + plots only
 """
 
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/paper_claims", help="folder for the runs and paper_claims.json")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (>= 2 for a spread)")
-    p.add_argument("--train-tokens", type=int, default=49_152, help="training tokens per run")
+    p.add_argument("--train-tokens", type=int, default=40_960, help="training tokens per run")
     p.add_argument("--bin", default="85M-100M")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
@@ -201,9 +201,9 @@ def report(results: dict[str, Any] | None, search: dict[str, Any] | None, docs: 
                                                                                  "paper", "one-shot")) + " |")
         b, c = search["b"], search["c"]
         lines += ["", f"(b) evolution beats random search at equal evaluations: {b['bins_won']}/{b['bins']} bins -> "
-                      f"{'holds' if b['holds'] else 'does not hold'}",
+                      + ("holds" if b["holds"] else "does not hold" if b["bins"] else "no results for both arms"),
                   f"(c) perplexity fitness wins {c['bins_won_by_perplexity']}/{c['bins']} bins against importance "
-                  f"fitness -> {c['winner']} fitness wins"]
+                  "fitness -> " + (f"{c['winner']} fitness wins" if c["winner"] else "no results for both arms")]
         lines.append(f"plot: {plot_search(search, docs / 'paper_claims_search.png')}")
     return "\n".join(lines)
 

@@ -149,7 +149,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--bin", type=str, default="85M-100M", help="parameter bin of the searched sub-network")
     p.add_argument("--epochs", type=int, default=2, help="evolution epochs")
     p.add_argument("--population", type=int, default=6, help="evolution population size")
-    p.add_argument("--train-tokens", type=int, default=49_152, help="training tokens per run (equal for all)")
+    p.add_argument("--train-tokens", type=int, default=40_960, help="training tokens per run (equal for all)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per step")
     p.add_argument("--eval-seqs", type=int, default=16, help="validation sequences per evaluation")

@@ -46,7 +46,7 @@ def _say(message: str) -> None:
 
 
 def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str = "default",
-         bin: str = "85M-100M", epochs: int = 2, population: int = 6, train_tokens: int = 49_152,
+         bin: str = "85M-100M", epochs: int = 2, population: int = 6, train_tokens: int = 40_960,
          seq_len: int = 128, batch_size: int = 4, eval_seqs: int = 16, seed: int = 0,
          lrs: dict[str, float] | None = None, warmup_steps: int = 8) -> dict[str, Any]:
     """Run the main job; returns (and writes to ``out_dir/summary.json``) the comparison table."""
