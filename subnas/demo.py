@@ -269,25 +269,30 @@ def plot_comparison(summaries: list[dict[str, Any]], path: Path) -> str | None:
     except ImportError:
         return None
     colors = {"distilled": "tab:blue", "cross-entropy": "tab:orange", "random init": "tab:red"}
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    labelled: set[str] = set()
-    for summary in summaries:
-        for row in summary["runs"]:
-            if row["curve"]:
-                xs, ys = zip(*row["curve"])
-                label = row["run"] if row["init"] == "random" else f"{row['run']} (supernet init)"
-                ax.plot(xs, ys, marker="o", ms=3, color=colors.get(row["run"]),
-                        label=None if label in labelled else label)
-                labelled.add(label)
     teacher = summaries[0]["teacher_perplexity"]
-    ax.axhline(teacher, color="black", ls="--", lw=1, label=f"teacher (full model): {teacher:.1f}")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel("validation perplexity")
-    ax.set_yscale("log")
+    # Left: every run (log scale: random init is orders of magnitude above); right: the two
+    # supernet-initialised runs on a linear scale, where their difference is visible.
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, keep in ((axes[0], lambda row: True), (axes[1], lambda row: row["init"] != "random")):
+        labelled: set[str] = set()
+        for summary in summaries:
+            for row in summary["runs"]:
+                if row["curve"] and keep(row):
+                    xs, ys = zip(*row["curve"])
+                    label = row["run"] if row["init"] == "random" else f"{row['run']} (supernet init)"
+                    ax.plot(xs, ys, marker="o", ms=3, color=colors.get(row["run"]),
+                            label=None if label in labelled else label)
+                    labelled.add(label)
+        ax.axhline(teacher, color="black", ls="--", lw=1, label=f"teacher (full model): {teacher:.1f}")
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel("validation perplexity")
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    axes[1].set_ylim(0, None)
     size = _millions(summaries[0].get("parameters"))
-    ax.set_title(f"searched {size} sub-network of SmolLM2-135M, equal tokens" if summaries[0].get("model") in (
-        None, "default") else f"searched {size} sub-network, equal tokens")
-    ax.legend(fontsize=8)
+    seeds = f", {len(summaries)} seeds" if len(summaries) > 1 else ""
+    axes[0].set_title(f"searched {size} sub-network, equal tokens{seeds}")
+    axes[1].set_title("supernet init only (linear scale)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
