@@ -134,6 +134,9 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
                    seed=seed, val_data=val,
                    # One distillation run per text: a top-k cache (k x 6 bytes per token) would only cost disk.
                    teacher_cache="off")
+    _claim_folder(out, {"subnet": subnet.to_dict(), "data": data, "val": val, "lrs": lrs,
+                        **{k: v for k, v in options.items() if k in ("seq_len", "batch_size", "max_tokens",
+                                                                      "warmup_steps", "seed")}})
     init = out / "subnet"
     extracted: dict[str, Any] = {}
 
@@ -172,6 +175,22 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
     for row in rows:
         row["parameters"], row["export_format"] = info.get("parameters"), info.get("format")
     return rows
+
+
+def _claim_folder(out: Path, identity: dict[str, Any]) -> None:
+    """Record what ``out``'s runs train (``comparison.json``); refuse a folder whose runs trained
+    something else, since its finished runs would otherwise be read back as this comparison's."""
+    path = out / "comparison.json"
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+        if changed:
+            raise ValueError(f"{out} holds runs of another comparison (different {', '.join(changed)}); "
+                             "give another output folder, or the same settings to resume it")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(identity, indent=1) + "\n")
 
 
 def _extract_info(folder: Path) -> dict[str, Any]:

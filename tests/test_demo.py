@@ -75,6 +75,9 @@ def test_demo_trains_three_ways_writes_summary_plot_verdict_and_reruns_as_a_no_o
     again = demo(out, **args)
     assert [r["val_perplexity"] for r in again["runs"]] == [r["val_perplexity"] for r in saved["runs"]]
     assert not list((out / "subnet").glob("*.safetensors"))
+    # Other settings in the same folder: refused, not silently answered with the old runs.
+    with pytest.raises(ValueError, match="another comparison.*max_tokens"):
+        demo(out, **{**args, "train_tokens": 2 * 4 * 32})
 
 
 def _summary(kd: float, ce: float, rnd: float, teacher: float = 20.0) -> dict[str, Any]:
