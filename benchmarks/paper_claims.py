@@ -15,7 +15,7 @@ back, an interrupted one continues from its checkpoint). (b) and (c) are read fr
 benchmark's results (``benchmarks/search_quality.py``, arms ``default``, ``random``,
 ``importance``), which are not re-run here.
 
-    python benchmarks/paper_claims.py --seeds 0 1 --train-tokens 40960 --out runs/paper_claims
+    python benchmarks/paper_claims.py --seeds 0 1 2 --train-tokens 40960 --out runs/paper_claims
     python benchmarks/paper_claims.py --out runs/paper_claims --report   # tables + plots only
 """
 
