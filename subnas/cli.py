@@ -156,9 +156,17 @@ def _parser() -> ArgumentParser:
     p.add_argument("--bin", type=str, default="85M-100M", help="parameter bin of the searched sub-network")
     p.add_argument("--epochs", type=int, default=2, help="evolution epochs")
     p.add_argument("--population", type=int, default=6, help="evolution population size")
-    p.add_argument("--train-tokens", type=int, default=8_192, help="training tokens per run (equal for all)")
+    p.add_argument("--train-tokens", type=int, default=40_960, help="training tokens per run (equal for all)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per step")
+    p.add_argument("--eval-seqs", type=int, default=16, help="validation sequences per evaluation")
+    p.add_argument("--warmup-steps", type=int, default=8, help="linear warmup steps of every run")
+    p.add_argument("--lr-distilled", type=float, default=None, help="peak learning rate of the distilled run "
+                   "(default: the swept one, see docs/training.md)")
+    p.add_argument("--lr-cross-entropy", type=float, default=None,
+                   help="peak learning rate of cross-entropy from the supernet's weights")
+    p.add_argument("--lr-random-init", type=float, default=None, help="peak learning rate of the random-init run")
+    p.add_argument("--seed", type=int, default=0, help="search and training seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = verb("plugins", "List installed plugins and what each registers.")
@@ -218,6 +226,15 @@ def _check_arguments(command: str, args: Any) -> None:
     seconds = getattr(args, "seconds", None)
     if seconds is not None and not seconds > 0:
         raise UsageError(f"--seconds {seconds} is out of range: give a number > 0 (wall seconds per run)")
+    if command == "demo":
+        if args.eval_seqs < 1:
+            raise UsageError(f"--eval-seqs {args.eval_seqs} is out of range: give an integer >= 1 (sequences)")
+        if args.warmup_steps < 0:
+            raise UsageError(f"--warmup-steps {args.warmup_steps} is out of range: give an integer >= 0 (steps)")
+        for name in ("lr_distilled", "lr_cross_entropy", "lr_random_init"):
+            value = getattr(args, name)
+            if value is not None and not value > 0:
+                raise UsageError(f"{_flag(name)} {value} is out of range: give a number > 0 (peak learning rate)")
     if command in ("pretrain", "distill"):
         from subnas.train import TrainConfig, TrainConfigError
 
@@ -356,9 +373,12 @@ def cmd_benchmark(args: Any) -> dict[str, Any]:
 def cmd_demo(args: Any) -> dict[str, Any]:
     from subnas.demo import demo, format_summary
 
+    lrs = {name: lr for name, lr in (("distilled", args.lr_distilled), ("cross-entropy", args.lr_cross_entropy),
+                                     ("random init", args.lr_random_init)) if lr is not None}
     summary = demo(args.out, model=args.model, data=args.data, bin=args.bin, epochs=args.epochs,
                    population=args.population, train_tokens=args.train_tokens, seq_len=args.seq_len,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, eval_seqs=args.eval_seqs, seed=args.seed, lrs=lrs,
+                   warmup_steps=args.warmup_steps)
     return {**summary, "_text": format_summary(summary)}
 
 
