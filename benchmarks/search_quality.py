@@ -56,7 +56,7 @@ import torch  # noqa: E402
 import subnas  # noqa: E402
 from subnas._io import atomic_write_text  # noqa: E402
 from subnas.bins import ParameterBin  # noqa: E402
-from subnas.evaluate import nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
+from subnas.evaluate import mean_token_nll, nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
 from subnas.evolution import subnet_key  # noqa: E402
 from subnas.interfaces import Fitness  # noqa: E402
 from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
@@ -105,9 +105,8 @@ class CachedPerplexity(Fitness):
         key = "confirm:" + subnet_key(self.space, subnet)
         if key not in self.cache:
             with self.supernet.sub_network(subnet):
-                used, nll = 0, math.nan
-                for used, nll in running_nll(self.supernet.model, self.confirm_tokens, batch_size=self.batch_size):
-                    pass
+                nll = mean_token_nll(self.supernet.model, self.confirm_tokens, batch_size=self.batch_size)
+            used = self.confirm_tokens.shape[0] * (self.confirm_tokens.shape[1] - 1)
             self.cache[key] = (subnet, [(used, nll_to_perplexity(nll))])
             self.spent += used
         return self.cache[key][1][-1][1]

@@ -44,31 +44,22 @@ class PerplexityFitness(Fitness):
     def __init__(self, supernet: Any, *, data: str = "default:search", seq_len: int = 256, num_seqs: int = 16,
                  batch_size: int = 4, progress: bool = False, metric: str = "perplexity",
                  confirm_seqs: int = 48) -> None:
-        from subnas.evaluate import supernet_tokens
-
         if metric not in self.METRICS:
             raise ValueError(f"metric={metric!r} is not one of {', '.join(self.METRICS)}")
         if confirm_seqs < 0:
             raise ValueError(f"confirm_seqs {confirm_seqs} is negative; give 0 (no confirmation) or more sequences")
         self.supernet, self.batch_size, self.progress, self.data = supernet, batch_size, progress, data
         self.seq_len, self.num_seqs, self.metric = seq_len, num_seqs, metric
-        self.tokens = supernet_tokens(supernet, data, seq_len, num_seqs)
+        self.confirm_seqs = confirm_seqs
         self.confirm_tokens = None
         self.confirm_data = ""
+        # One tokenization for both: blocks are cut from one token stream, so the first num_seqs of
+        # the longer request are the search's own and the rest is text its score never saw.
+        stream = self._stream(None)
+        self.tokens = stream[:num_seqs]
         if confirm_seqs:
-            # Blocks are cut from one token stream, so the first num_seqs of a longer request are
-            # exactly self.tokens: the rest is text the search's own score never saw.
-            try:
-                more = supernet_tokens(supernet, data, seq_len, num_seqs + confirm_seqs)
-            except DataSourceError as exc:
-                raise DataSourceError(
-                    f"{data!r} has too little text to confirm the best candidates on {confirm_seqs} more sequences "
-                    f"of {seq_len} tokens after the {num_seqs} the search scores on; give fewer confirmation "
-                    f"sequences (--fitness-options '{{\"confirm_seqs\": 8}}'), --confirm 0, or more text ({exc})"
-                ) from exc
-            self.confirm_tokens = more[num_seqs:]
+            self.confirm_tokens = stream[num_seqs:]
             self.confirm_data = f"{data} sequences {num_seqs}-{num_seqs + confirm_seqs - 1} ({seq_len} tokens each)"
-        self.confirm_seqs = confirm_seqs
         if metric == "bits_per_byte":
             from subnas.evaluate import target_bytes
 
@@ -76,8 +67,25 @@ class PerplexityFitness(Fitness):
                 raise ValueError(f"metric='bits_per_byte' needs the bytes each token stands for, which this "
                                  f"tokenizer ({type(supernet.tokenizer).__name__}) does not give (a fast BPE "
                                  f"tokenizer does); use metric='perplexity'")
-        self._tokens: dict[Any, Any] = {None: self.tokens}
+        self._streams: dict[Any, Any] = {None: stream}
         self.last_metrics: dict[str, float | None] = {}
+
+    def _stream(self, vocab: tuple[int, ...] | None) -> Any:
+        """The search's and the confirmation's sequences of ``data``, in a vocabulary's numbering."""
+        from subnas.evaluate import supernet_tokens
+
+        try:
+            return supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs + self.confirm_seqs,
+                                   vocab=vocab)
+        except DataSourceError as exc:
+            if not self.confirm_seqs:
+                raise
+            supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs, vocab=vocab)  # the plain error
+            raise DataSourceError(
+                f"{self.data!r} has too little text to confirm the best candidates on {self.confirm_seqs} more "
+                f"sequences of {self.seq_len} tokens after the {self.num_seqs} the search scores on; give fewer "
+                f"confirmation sequences (--fitness-options '{{\"confirm_seqs\": 8}}'), --confirm 0, or more "
+                f"text ({exc})") from exc
 
     def __call__(self, subnet: SubNetwork | ResolvedSubNetwork) -> float:
         value = float("nan")
@@ -88,18 +96,12 @@ class PerplexityFitness(Fitness):
     def tokens_for(self, vocab: tuple[int, ...] | None, *, confirm: bool = False) -> Any:
         """The evaluation (or confirmation) tokens in a (pruned) vocabulary's numbering, tokenized
         once per vocabulary."""
-        from subnas.evaluate import supernet_tokens
-
-        if confirm:
-            if vocab is None:
-                return self.confirm_tokens
-            more = supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs + self.confirm_seqs, vocab=vocab)
-            return more[self.num_seqs:]
-        if vocab not in self._tokens:
-            if len(self._tokens) > 16:
-                self._tokens = {None: self.tokens}
-            self._tokens[vocab] = supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs, vocab=vocab)
-        return self._tokens[vocab]
+        if vocab not in self._streams:
+            if len(self._streams) > 16:
+                self._streams = {None: self._streams[None]}
+            self._streams[vocab] = self._stream(vocab)
+        stream = self._streams[vocab]
+        return stream[self.num_seqs:] if confirm else stream[:self.num_seqs]
 
     def steps(self, subnet: SubNetwork | ResolvedSubNetwork) -> Iterator[tuple[int, float]]:
         """Running fitness after every batch: ``(tokens scored, perplexity or bits per byte so far)``."""
