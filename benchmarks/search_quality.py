@@ -6,9 +6,13 @@
 
 Arms, per bin and seed, each with ``--budget`` fitness evaluations at most (DESIGN.md §12):
 
-* ``one-shot``: the practitioner's baseline — the bin's depth × width grid in importance order
-  (`SearchSpace.one_shot`: the n most influential layers, the most active neurons / channels),
-  every point evaluated, the best kept; deterministic, so the same for every seed;
+* ``one-shot``: the practitioner's baseline — the bin's depth × width grid in the literature's
+  importance order (`SearchSpace.one_shot` with ``order="block-influence"``: the n layers of
+  highest block influence (ShortGPT), the most active neurons / channels (Minitron)), every point
+  evaluated, the best kept; deterministic, so the same for every seed;
+* ``removal-grid``: the same grid in ``subnas search``'s importance order (layers ranked by the
+  calibration loss of skipping each one): the default search's seeds alone, to show what the
+  order gives and what the search adds;
 * ``paper``: the paper's protocol — natural ("first n") order, coarse-uniform, bin-constrained
   evolution with the paper's N=20, k=5, m=c=0.2, r=5 and a random initial population;
 * ``default``: what ``subnas search`` runs by default — importance order, coarse-uniform, evolution
@@ -61,7 +65,8 @@ from subnas.evolution import subnet_key  # noqa: E402
 from subnas.interfaces import Fitness  # noqa: E402
 from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
 
-ARMS = ("one-shot", "default", "default+median", "importance", "paper", "random")
+ARMS = ("one-shot", "removal-grid", "default", "default+median", "importance", "paper", "random")
+ARM_SPACE = {"one-shot": "block-influence", "paper": "natural"}  # every other arm: the importance order
 CONFIRMED_ARMS = ("default", "default+median", "random")  # arms that run `subnas search`'s confirmation
 PAPER_EVOLUTION = {"population_size": 20, "num_elites": 5, "mutation_prob": 0.2, "crossover_prob": 0.2,
                    "num_random": 5, "seed_one_shot": False}
@@ -116,8 +121,8 @@ def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, se
             fitness: Fitness, importance: Fitness | None, confirm: int) -> tuple[list[dict[str, Any]], Any]:
     """One arm's search; returns its trials in order (sub-network, value, tokens used, pruned) and
     its winner (None: the best trial by value)."""
-    space = spaces["natural" if arm == "paper" else "importance"]
-    if arm == "one-shot":
+    space = spaces[ARM_SPACE.get(arm, "importance")]
+    if arm in ("one-shot", "removal-grid"):
         out = []
         for subnet in space.one_shot(b)[:budget]:
             value, used = math.nan, 0
@@ -166,13 +171,13 @@ def run(args: argparse.Namespace) -> None:
     search_tokens, confirm_tokens = stream[:args.num_seqs], stream[args.num_seqs:]
     val_tokens = supernet_tokens(supernet, "default:validation", args.seq_len, args.val_seqs)
     spaces = {order: make_space(args.space, supernet, order=order, calibration="default:calibration", choices={})
-              for order in ("importance", "natural")}
+              for order in ("importance", "block-influence", "natural")}
     cache: dict[str, Any] = {}  # key -> (sub-network, [(tokens, perplexity so far), ...])
     val_cache: dict[str, float] = {}
     results["setup"] = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)", "space": args.space,
                         "budget": args.budget, "search_tokens": f"default:search {args.num_seqs}x{args.seq_len}",
                         "validation_tokens": f"default:validation {args.val_seqs}x{args.seq_len}",
-                        "calibration": "default:calibration 16x256", "threads": args.threads,
+                        "calibration": "default:calibration 16x256 (layer removal: its first 8)", "threads": args.threads,
                         "confirm": (f"{args.confirm} of the budget re-measure the best candidates on default:search "
                                     f"sequences {args.num_seqs}-{args.num_seqs + args.confirm_seqs - 1} "
                                     f"(arms {', '.join(CONFIRMED_ARMS)})") if args.confirm else "none",
@@ -188,7 +193,7 @@ def run(args: argparse.Namespace) -> None:
             for arm in args.arms:
                 if (bin_text, seed, arm) in done:
                     continue
-                space = spaces["natural" if arm == "paper" else "importance"]
+                space = spaces[ARM_SPACE.get(arm, "importance")]
                 fitness = CachedPerplexity(supernet, search_tokens, space, cache, "default:search", args.batch_size,
                                            confirm_tokens)
                 importance = subnas.get_fitness("importance", supernet=supernet) if arm == "importance" else None

@@ -72,7 +72,7 @@ def _parser() -> ArgumentParser:
     p = verb("search", "Search the best sub-network in each parameter bin (one Optuna study per bin). "
                        "Cost: one fitness evaluation per trial; on SmolLM2-135M with the defaults "
                        "(16 x 256 tokens) ~4-6 s each on 2 CPU cores, so --trials 40 takes ~3-4 min per bin, "
-                       "plus a one-time ~15 s calibration pass for the importance order.")
+                       "plus one-time calibration passes for the importance order (~2 min, cached).")
     p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
     p.add_argument("--space", type=str, default="coarse-uniform",
                    help="coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space")
@@ -87,9 +87,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--num-seqs", type=int, default=16,
                    help="sequences (perplexity); cost grows linearly, and fewer make the winner a matter of noise "
                         "between the search and validation text")
-    p.add_argument("--order", type=Literal["importance", "natural"], default="importance",
-                   help="which units 'the first n' keeps: the n most important (one calibration pass, cached) "
-                        "or the paper's natural first n (for reproducing it; far worse on real models)")
+    p.add_argument("--order", type=Literal["importance", "block-influence", "natural"], default="importance",
+                   help="which units 'the first n' keeps. importance: the n most important — layers by the loss "
+                        "of skipping each one, width units by activation (calibration passes, cached; ~2 min "
+                        "once for SmolLM2-135M on 2 CPU cores); block-influence: the same but layers by "
+                        "ShortGPT's block influence (the literature's one-shot prune; worse, ~15 s); natural: "
+                        "the paper's first n (for reproducing it; far worse on real models)")
     p.add_argument("--calibration", type=str, default="default:calibration",
                    help="text for the importance order's calibration pass (default: the corpus's calibration "
                         "split), or 'weights' for a data-free weight-magnitude order")

@@ -15,7 +15,9 @@ means the n most influential ones.
 
 How each component is ranked (per layer where the component is per layer):
 
-* layers: block influence, 1 − cos(x_in, x_out) (ShortGPT; paper Appendix E);
+* layers: the rise in calibration loss when the layer alone is skipped (``layers="removal"``,
+  the default), or block influence, 1 − cos(x_in, x_out) (ShortGPT; paper Appendix E;
+  ``layers="block-influence"``, the one-shot prune of the literature);
 * embedding channels: mean |output| of every norm (Minitron);
 * query groups: the summed scores of their heads, so heads move with their group (GQA/MQA);
   heads inside a kept group: their own score (mean L2 norm of the head's attention output);
@@ -59,7 +61,7 @@ class UnitOrder:
     """Units of every component, most important first, in the original model's numbering.
 
     Attributes:
-        layers: model layers by block influence.
+        layers: model layers, most important first (by removal cost or block influence).
         embd: embedding channels.
         groups: per model layer, its query groups.
         heads: per model layer, per query group (indexed by group number), head offsets in it.
@@ -95,8 +97,13 @@ class UnitOrder:
         )
 
     @classmethod
-    def from_scores(cls, scores: Any, config: SubnasConfig, *, source: str = "importance") -> UnitOrder:
-        """Rank every unit by `subnas.importance.ImportanceScores` (higher score = more important)."""
+    def from_scores(cls, scores: Any, config: SubnasConfig, *, source: str = "importance",
+                    layer_scores: torch.Tensor | None = None) -> UnitOrder:
+        """Rank every unit by `subnas.importance.ImportanceScores` (higher score = more important).
+
+        ``layer_scores`` ranks the layers instead of the scores' block influence (the importance
+        order passes the measured cost of skipping each layer, `layer_removal_scores`).
+        """
         L = config.num_hidden_layers
         groups, heads, pairs, passes = [], [], [], []
         for i in range(L):
@@ -108,7 +115,8 @@ class UnitOrder:
             dims = scores.head_dims[i].double()
             pairs.append(_ranked(dims[: R // 2] + dims[R // 2: R]))
             passes.append(_ranked(dims[R:]))
-        return cls(layers=_ranked(scores.blocks), embd=_ranked(scores.embd), groups=tuple(groups),
+        blocks = scores.blocks if layer_scores is None else layer_scores
+        return cls(layers=_ranked(blocks), embd=_ranked(scores.embd), groups=tuple(groups),
                    heads=tuple(heads), rotary_pairs=tuple(pairs), passes=tuple(passes),
                    neurons=tuple(_ranked(t) for t in scores.neurons), source=source)
 
@@ -191,18 +199,29 @@ class UnitOrder:
         return cls(**{k: tup(v) for k, v in data.items()})
 
 
-def importance_order(supernet: Any, *, data: str = "default:calibration", seq_len: int = 256, num_seqs: int = 16,
-                     batch_size: int = 4, cache_dir: Path | None = None) -> UnitOrder:
-    """The `UnitOrder` of a `subnas.Supernet` from one calibration pass over ``data`` (cached on disk).
+LAYER_CRITERIA = ("removal", "block-influence")
+REMOVAL_SEQS = 8  # calibration sequences the layer-removal pass reads (its costs span 0.09-8.2 nats on SmolLM2)
 
-    The cache key is (model weights' identity, the calibration tokens), via
-    `subnas.importance.cached_scores`; the pass over SmolLM2-135M with the defaults takes ~15 s on
-    two CPU cores, a cached load a few milliseconds. ``data="weights"`` ranks by weight magnitude
-    instead (no data, no tokenizer needed; a weaker signal than activations).
+
+def importance_order(supernet: Any, *, data: str = "default:calibration", seq_len: int = 256, num_seqs: int = 16,
+                     batch_size: int = 4, layers: str = "removal", cache_dir: Path | None = None) -> UnitOrder:
+    """The `UnitOrder` of a `subnas.Supernet` from calibration passes over ``data`` (cached on disk).
+
+    Every width unit is ranked by one activation pass (`subnas.importance.activation_scores`).
+    Layers by ``layers``: ``"removal"`` (default) — the rise in calibration loss when the layer
+    alone is skipped, one pass per layer over the first `REMOVAL_SEQS` calibration sequences;
+    ``"block-influence"`` — ShortGPT's 1 − cos(x_in, x_out) from the activation pass (what a
+    one-shot prune in the literature uses; measured worse, see `layer_removal_scores`).
+    The cache key is (model weights' identity, the calibration tokens); on SmolLM2-135M with the
+    defaults the activation pass takes ~15 s and the removal passes ~1.5 min on two CPU cores, a
+    cached load a few milliseconds. ``data="weights"`` ranks by weight magnitude instead (no data,
+    no tokenizer needed; a weaker signal than activations; layers by their weights' norm).
     """
     from subnas.evaluate import supernet_tokens
-    from subnas.importance import cached_scores, magnitude_scores
+    from subnas.importance import cached_layer_removal, cached_scores, magnitude_scores
 
+    if layers not in LAYER_CRITERIA:
+        raise ValueError(f"unknown layer criterion {layers!r}; choose one of {', '.join(LAYER_CRITERIA)}")
     if data == "weights":
         return UnitOrder.from_scores(magnitude_scores(supernet.model), supernet.subnas_config, source="magnitude")
     if supernet.tokenizer is None:
@@ -213,10 +232,14 @@ def importance_order(supernet: Any, *, data: str = "default:calibration", seq_le
     try:
         scores = cached_scores(supernet.model, "activation", tokens=tokens, source=str(supernet.source),
                                batch_size=batch_size, cache_dir=cache_dir)
+        removal = None if layers == "block-influence" else cached_layer_removal(
+            supernet.model, tokens[:REMOVAL_SEQS], source=str(supernet.source), cache_dir=cache_dir,
+            batch_size=batch_size)
     finally:
         supernet.set_sub_network(previous)
     digest = hashlib.sha1(tokens.numpy().tobytes()).hexdigest()[:12]
-    return UnitOrder.from_scores(scores, supernet.subnas_config, source=f"importance:{data}:{digest}")
+    return UnitOrder.from_scores(scores, supernet.subnas_config, source=f"importance:{data}:{digest}:layers={layers}",
+                                 layer_scores=None if removal is None else removal.double())
 
 
 def save_order(order: UnitOrder, path: Path) -> None:

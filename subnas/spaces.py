@@ -51,8 +51,10 @@ class StructuredSearchSpace(SearchSpace):
 
     Args:
         model_or_config: anything `subnas.families.load_config` accepts.
-        order: which units "the first n" keeps: ``"importance"`` (the n most important, after one
-            calibration pass; needs a `subnas.Supernet`), ``"natural"`` (the paper's first n), or a
+        order: which units "the first n" keeps: ``"importance"`` (the n most important, after
+            calibration passes — layers by the loss of skipping each; needs a `subnas.Supernet`),
+            ``"block-influence"`` (the same with layers by ShortGPT's block influence),
+            ``"natural"`` (the paper's first n), or a
             `subnas.UnitOrder`. Default: importance when ``model_or_config`` is a Supernet (it has
             weights to rank), natural for a bare config. Fine-grained spaces choose arbitrary
             index sets either way; there the order only shapes `one_shot`'s seeds.
@@ -591,6 +593,9 @@ def _nearest(values: tuple[int, ...], target: float) -> int:
     return max(below) if below else min(values)
 
 
+ORDERS = ("importance", "block-influence", "natural")
+
+
 def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space: str) -> UnitOrder:
     """The `UnitOrder` a space uses for ``order`` (see `StructuredSearchSpace`)."""
     if isinstance(order, UnitOrder):
@@ -600,14 +605,14 @@ def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space:
         order = "importance" if has_weights else "natural"
     if order == "natural":
         return UnitOrder.natural(config)
-    if order != "importance":
-        raise SearchSpaceError(f"{space}: order={order!r} is not one of 'importance', 'natural' (or a UnitOrder)")
+    if order not in ORDERS:
+        raise SearchSpaceError(f"{space}: order={order!r} is not one of {', '.join(map(repr, ORDERS))} (or a UnitOrder)")
     if not has_weights:
-        raise SearchSpaceError(f"{space}: order='importance' ranks units by one calibration pass, which needs the "
+        raise SearchSpaceError(f"{space}: order={order!r} ranks units by calibration passes, which need the "
                                f"model's weights: pass a subnas.Supernet (or order='natural' for a bare config)")
     from subnas.ordering import importance_order
 
-    return importance_order(model)
+    return importance_order(model, layers="block-influence" if order == "block-influence" else "removal")
 
 
 def _suggest(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:

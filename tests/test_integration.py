@@ -67,13 +67,14 @@ def test_cli_evaluate_matches_exported_model(smollm2, tmp_path: Path, capsys: py
 def test_search_winner_file_reproduces_its_number(smollm2, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`subnas search` (importance order) writes explicit original indices: `subnas evaluate` with the
     original model and the same data gives the search's number, and the kept layers are the most
-    influential ones, not the first n."""
+    important ones, not the first n."""
     data = ["--data", "default:search", "--seq-len", "64", "--num-seqs", "2"]
     assert main(["search", "default", "--bins", "85M-100M", "--trials", "3", "--confirm", "2", "--out",
                  str(tmp_path), *data, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     entry = result["bins"][0]
     assert result["fitness_data"] == "default:search" and result["order"].startswith("importance:default:calibration")
+    assert result["order"].endswith("layers=removal")  # layers ranked by the loss of skipping each
     best = SubNetwork.load(entry["best_subnet_file"])
     assert 85_000_000 <= count_parameters(smollm2, best) <= 100_000_000
     layers = [s.layer for s in best.resolve(smollm2.subnas_config).layers]

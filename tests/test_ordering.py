@@ -137,7 +137,61 @@ def test_one_shot_seeds_are_members_in_the_bin(tiny_models: dict, space_name: st
 def test_importance_order_needs_weights_or_says_so() -> None:
     cfg = subnas.SubnasConfig(num_hidden_layers=2)
     assert subnas.get_search_space("coarse-uniform", cfg).order.is_natural  # a bare config: nothing to rank
-    with pytest.raises(subnas.choices.SearchSpaceError, match="needs the model's weights"):
+    with pytest.raises(subnas.choices.SearchSpaceError, match="need the model's weights"):
         subnas.get_search_space("coarse-uniform", cfg, order="importance")
     with pytest.raises(subnas.choices.SearchSpaceError, match="not one of"):
         subnas.get_search_space("coarse-uniform", cfg, order="alphabetical")
+
+
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_layer_removal_scores_measure_skipping_each_layer(tiny_models: dict, name: str, tmp_path) -> None:
+    """The removal cost of a layer is the loss rise of the model without it; a layer whose every
+    output projection is zero is the identity (residual), so skipping it costs nothing — and the
+    importance order built from the costs ranks layers by them."""
+    import copy
+
+    from subnas.evaluate import mean_token_nll
+    from subnas.importance import cached_layer_removal, layer_removal_scores
+
+    hf = copy.deepcopy(tiny_models[name])
+    supernet = Supernet.from_model(hf)
+    model, cfg = supernet.model, supernet.subnas_config
+    L = cfg.num_hidden_layers
+    dead = L - 1
+    with torch.no_grad():
+        for pname, p in model.model.layers[dead].named_parameters():
+            if pname.split(".")[-2] in ("o", "down"):  # the two writes into the residual stream
+                p.zero_()
+    ids = torch.randint(0, cfg.vocab_size, (3, SEQ), generator=torch.Generator().manual_seed(3))
+    costs = layer_removal_scores(model, ids, batch_size=2, progress=False)
+    assert costs.shape == (L,) and costs.dtype == torch.float64
+    assert abs(float(costs[dead])) < 1e-5
+    full = mean_token_nll(model, ids, batch_size=2, progress=False)
+    with supernet.sub_network(SubNetwork(n_layers=L - 1, layer_indices=tuple(range(1, L)))):
+        assert float(costs[0]) == pytest.approx(mean_token_nll(model, ids, batch_size=2, progress=False) - full,
+                                                abs=1e-6)
+    assert model.active == SubNetwork().resolve(cfg)  # the full network is active again
+    # Cached: the second call reads the file and returns exactly the same costs.
+    first = cached_layer_removal(model, ids, source="t", cache_dir=tmp_path, batch_size=2)
+    assert len(list(tmp_path.iterdir())) == 1
+    assert torch.equal(cached_layer_removal(model, ids, source="t", cache_dir=tmp_path), first)
+    scores = activation_scores(model, ids)
+    order = UnitOrder.from_scores(scores, cfg, layer_scores=costs)
+    assert [float(costs[i]) for i in order.layers] == sorted(costs.tolist(), reverse=True)
+
+
+def test_block_influence_order_is_the_literatures_one_shot(smollm2: Supernet) -> None:
+    """On the real model the two layer criteria disagree where it matters (DESIGN.md §12): skipping
+    layer 11 costs more than skipping most layers, though block influence ranks it 15th."""
+    from subnas.ordering import importance_order
+
+    removal = importance_order(smollm2)
+    influence = importance_order(smollm2, layers="block-influence")
+    assert removal.source.endswith("layers=removal") and influence.source.endswith("layers=block-influence")
+    assert removal.neurons == influence.neurons and removal.embd == influence.embd
+    assert removal.layers.index(11) < 6 < influence.layers.index(11)
+    assert set(removal.layers[:3]) == {0, 1, 29}
+    space = subnas.get_search_space("coarse-uniform", smollm2.subnas_config, order=influence)
+    assert space.order is influence
+    with pytest.raises(ValueError, match="unknown layer criterion"):
+        importance_order(smollm2, layers="cosine")
