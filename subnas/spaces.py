@@ -204,7 +204,7 @@ class StructuredSearchSpace(SearchSpace):
         shrink the MLP, shrink the embedding, shrink both by the same fraction — each at the widest
         setting inside the bin; heads and head size stay whole (Minitron: width pruning of heads
         hurts most). In importance order these are Minitron's sort-then-slice candidates: the n
-        most influential layers with the most active neurons and channels. Members of this space
+        most important layers with the most active neurons and channels. Members of this space
         only (fine-uniform shares one index set across layers, so per-layer importance orders are
         members there only for single-layer seeds). The seeds `BinEvolutionSampler` starts from.
         """
@@ -408,9 +408,9 @@ class StructuredSearchSpace(SearchSpace):
     def _swap_layer(self, arch: Arch, rng: random.Random) -> Arch:
         """Replace one of the least important kept layers by one of the most important dropped ones.
 
-        Block influence ranks layers one at a time; which n layers work best together is not
-        exactly its top n (measured on SmolLM2: keeping its 25 most influential layers but one
-        swapped gave perplexity 144 against 159). Local, like `_pick`: among the last four kept
+        The importance order ranks layers one at a time; which n layers work best together is
+        not exactly its top n (measured on SmolLM2 with block influence: keeping its 25 most
+        influential layers but one swapped gave perplexity 144 against 159). Local, like `_pick`: among the last four kept
         and the first four dropped ranks.
         """
         kept = list(arch.layer_idx)
