@@ -89,39 +89,33 @@ def run_search(supernet: Any, bin_name: str, variant: str, args: argparse.Namesp
 
 
 def run_distill(supernet: Any, subnet: Any, name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Distil the extracted ``subnet`` from the teacher for ``--distill-tokens`` tokens."""
+    """Distil the extracted ``subnet`` from the teacher for ``--distill-tokens`` tokens.
+
+    `subnas.train.distill` extracts the student into ``<run>/init`` and, for a pruned vocabulary,
+    trains it on text read through its own pruned tokenizer against the teacher restricted to the
+    kept tokens (`subnas.train.teacher_for_student`: the full model's weights, softmax over the kept
+    rows).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from subnas import SubNetwork, extract
     from subnas.assets import resolve_text_source
     from subnas.evaluate import bits_per_byte, mean_token_nll, nll_to_perplexity, target_bytes, tokenize_for_eval
-    from subnas.train import make_config
-    from subnas.trainer import run_training
+    from subnas.train import distill
 
-    init_dir, out_dir = work / f"init-{name}", work / f"distill-{name}"
-    if not (init_dir / "config.json").is_file():
-        extract(supernet, subnet, init_dir, overwrite=True, pad=False)
-    student = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(init_dir)
-    # The teacher speaks the student's tokens: the full model with only the vocabulary pruned
-    # (its embedding and head restricted to the kept rows).
-    kept = subnet.resolve(supernet.subnas_config).vocab
-    supernet.set_sub_network(None if kept is None else SubNetwork(vocab_indices=kept))
-    cfg = make_config(seq_len=args.seq_len, batch_size=args.batch_size, max_tokens=args.distill_tokens,
-                      eval_every=0, eval_seqs=4, checkpoint_every=max(1, args.distill_tokens // (args.batch_size
-                      * args.seq_len) // 2), teacher_cache="off", progress=False, tensorboard=False, bf16=False)
+    out_dir = work / f"distill-{name}"
+    steps = args.distill_tokens // (args.batch_size * args.seq_len)
     t0 = time.time()
     try:
-        summary = run_training("distill", student=student, tokenizer=tokenizer, teacher=supernet.model,
-                               sources={"data": "default:train", "val_data": None, "subnet": subnet.to_dict(),
-                                        "teacher_subnet": None if kept is None else {"vocab_size": len(kept)}},
-                               out_dir=out_dir, config=cfg)
+        summary = distill(supernet, "default:train", out_dir, subnet=subnet, val_data=None, seq_len=args.seq_len,
+                          batch_size=args.batch_size, max_tokens=args.distill_tokens, eval_every=0, eval_seqs=4,
+                          checkpoint_every=max(1, steps // 2), teacher_cache="off", progress=False,
+                          tensorboard=False, bf16=False)
     finally:
-        supernet.reset()
         supernet.model.requires_grad_(False)
-    # The trained student itself (stock Llama or Mistral class), on the validation tokens of its own tokenizer.
+    # The trained student itself (stock Llama or Mistral class), on the validation tokens of its own
+    # tokenizer; read back from the run folder (a finished run returns at once without training).
+    tokenizer = AutoTokenizer.from_pretrained(out_dir / "model")
     tokens = tokenize_for_eval(resolve_text_source("default:validation"), tokenizer, args.val_seq_len, args.val_seqs)
-    # Read back from the run folder (a finished run returns at once without training in memory).
     student = AutoModelForCausalLM.from_pretrained(out_dir / "model", dtype=torch.float32).eval()
     nll = mean_token_nll(student, tokens, progress=False)
     after = {"bits_per_byte": bits_per_byte(nll, tokens, target_bytes(tokenizer, tokens)),

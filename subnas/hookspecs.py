@@ -38,4 +38,4 @@ def register_extractors(register: Register) -> Any:
 
 @hookspec
 def register_model_families(register: Register) -> Any:
-    """Add model families, e.g. ``register(MistralFamily())`` (a `subnas.families.ModelFamily`)."""
+    """Add model families, e.g. ``register(Phi3Family())`` (a `subnas.families.ModelFamily`)."""

@@ -260,14 +260,15 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
         data, out_dir, init, val_data, tokenizer, config, on_step, options: as in `pretrain`.
         student: the student (a model folder or a loaded model), or ``None`` with ``subnet``.
         subnet: a sub-network of the teacher to extract as the student (paper: the teacher is the
-            model the sub-network came from).
+            model the sub-network came from). With a pruned vocabulary (``vocab_size`` /
+            ``vocab_indices``) the student reads text through its pruned tokenizer and the teacher is
+            restricted to the same tokens (`teacher_for_student`).
         teacher_subnet: run the teacher with this sub-network active (default: the full model).
 
     Returns:
         The run summary, as `pretrain`.
     """
     from subnas.supernet import Supernet
-    from subnas.trainer import run_training
 
     cfg = _checked_config(config, options, distill=True)
     check_run_folder(out_dir)
@@ -280,14 +281,31 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
         supernet = (Supernet.from_model(teacher, tokenizer=tokenizer) if isinstance(teacher, PreTrainedModel)
                     else Supernet.from_pretrained(teacher))
     teacher_model: Any
-    if supernet is not None:
-        if teacher_subnet is not None:
-            supernet.set_sub_network(teacher_subnet)
-        teacher_model, teacher_tok = supernet.model, supernet.tokenizer
-    else:
+    if supernet is None:
         teacher_model, teacher_tok = _load_model(teacher, tokenizer)
+        stud, tok, described = _student(student, None, init, out_dir, cfg, tokenizer or teacher_tok)
+        return _distill(teacher_model, teacher_tok, stud, tok, teacher, None, student, described, data, val_data,
+                        out_dir, cfg, on_step)
+    teacher_subnet = teacher_for_student(supernet, subnet, teacher_subnet)
+    teacher_tok = _teacher_tokenizer(supernet, teacher_subnet, tokenizer)
+    # The student first: a sub-network is extracted from the full supernet, which the teacher's
+    # sub-network (set below; the caller's supernet comes back as it was) must not touch.
     stud, tok, described = _student(supernet if subnet is not None else student, subnet, init, out_dir, cfg,
-                                    tokenizer or teacher_tok)
+                                    teacher_tok if subnet is None else tokenizer or supernet.tokenizer)
+    previous = supernet.active
+    try:
+        supernet.set_sub_network(teacher_subnet)
+        return _distill(supernet.model, teacher_tok, stud, tok, teacher, teacher_subnet, student, described, data,
+                        val_data, out_dir, cfg, on_step)
+    finally:
+        supernet.set_sub_network(previous)
+
+
+def _distill(teacher_model: Any, teacher_tok: Any, stud: Any, tok: Any, teacher: Any, teacher_subnet: Any,
+             student: Any, described: dict[str, Any], data: str, val_data: str | None, out_dir: Any,
+             cfg: TrainConfig, on_step: Any) -> dict[str, Any]:
+    from subnas.trainer import run_training
+
     check_same_vocabulary(teacher_model, stud, teacher_tok, tok)
     sources = {"teacher": _name(teacher), "teacher_subnet": _subnet_dict(teacher_subnet),
                "student": _name(student) if student is not None else None, **described, "data": data,
@@ -296,14 +314,66 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
                         sources=sources, out_dir=Path(out_dir), config=cfg, on_step=on_step)
 
 
+def teacher_for_student(supernet: Any, subnet: SubNetwork | None,
+                        teacher_subnet: SubNetwork | None = None) -> SubNetwork | None:
+    """The sub-network the teacher runs to distil ``subnet`` of ``supernet``: ``teacher_subnet``
+    (default: the full model) restricted to the student's kept tokens.
+
+    A student with a pruned vocabulary reads text through its own, pruned tokenizer (which
+    segments text differently from the full one, so the full token stream cannot simply be
+    renumbered), and the KL term compares logits token by token; so the teacher must speak the
+    same tokens. The supernet with only the vocabulary pruned is exactly that teacher: the same
+    weights, its input ids and softmax over the kept rows (issue #13).
+
+    Example:
+        >>> import torch
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> from subnas import Supernet, SubNetwork
+        >>> supernet = Supernet.from_model(LlamaForCausalLM(LlamaConfig(
+        ...     vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)))
+        >>> teacher = teacher_for_student(supernet, SubNetwork(n_layers=1, vocab_size=40))
+        >>> teacher.n_layers is None, len(teacher.vocab_indices)  # all layers, the student's 40 tokens
+        (True, 40)
+    """
+    config = supernet.subnas_config
+    kept = None if subnet is None else subnet.resolve(config).vocab
+    if kept is None:
+        return teacher_subnet
+    if teacher_subnet is None:
+        return SubNetwork(vocab_indices=kept)
+    own = teacher_subnet.resolve(config).vocab
+    if own is None:
+        return replace(teacher_subnet, vocab_size=None, vocab_indices=kept)
+    if own != kept:
+        raise VocabularyMismatchError(
+            f"the teacher sub-network keeps {len(own):,} tokens and the student {len(kept):,} different ones; "
+            "distillation compares logits token by token, so leave the vocabulary out of the teacher's "
+            "sub-network (it is then restricted to the student's kept tokens) or give it the student's vocab_indices")
+    return teacher_subnet
+
+
+def _teacher_tokenizer(supernet: Any, teacher_subnet: SubNetwork | None, tokenizer: Any) -> Any:
+    """The tokenizer of the teacher's vocabulary: the pruned one when its sub-network keeps fewer tokens."""
+    from subnas.vocab import pruned_tokenizer
+
+    full = tokenizer or supernet.tokenizer
+    if full is None or teacher_subnet is None:
+        return full
+    return pruned_tokenizer(full, teacher_subnet.resolve(supernet.subnas_config).vocab)
+
+
 def check_same_vocabulary(teacher: Any, student: Any, teacher_tokenizer: Any = None,
                           student_tokenizer: Any = None) -> None:
     """Raise `VocabularyMismatchError` unless both models emit logits over the same token ids."""
     tv, sv = _vocab_size(teacher), _vocab_size(student)
     if tv != sv:
+        pruned = (" A student with a pruned vocabulary (vocab_size / vocab_indices) is distilled with --subnet / "
+                  "subnet= (its sub-network of the teacher), which restricts the teacher to the student's kept "
+                  "tokens." if sv < tv else "")
         raise VocabularyMismatchError(
             f"the teacher has a vocabulary of {tv:,} tokens, the student {sv:,}; distillation compares their "
-            "logits token by token, so both must use the same tokenizer (extract the student from the teacher)")
+            "logits token by token, so both must use the same tokenizer (extract the student from the teacher)."
+            + pruned)
     if teacher_tokenizer is not None and student_tokenizer is not None and hasattr(teacher_tokenizer, "get_vocab"):
         if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
             raise VocabularyMismatchError("teacher and student tokenizers map tokens to different ids; "
@@ -312,6 +382,9 @@ def check_same_vocabulary(teacher: Any, student: Any, teacher_tokenizer: Any = N
 
 # ---------------------------------------------------------------------------- loading the student
 def _vocab_size(model: Any) -> int:
+    active = getattr(model, "active", None)  # a supernet whose active sub-network prunes the vocabulary
+    if getattr(active, "vocab", None) is not None:
+        return len(active.vocab)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
 
@@ -373,6 +446,7 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
     from subnas import distributed
     from subnas.extract import extract
     from subnas.supernet import Supernet
+    from subnas.vocab import save_pruned_tokenizer
 
     if init not in INITS:
         raise ValueError(f"init={init!r} is not one of {INITS}")
@@ -390,10 +464,13 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
             # baseline of "the same architecture") must see the searched widths.
             extract(supernet, sub, init_dir, overwrite=True, pad=False)
             if tokenizer is not None and not (init_dir / "tokenizer_config.json").is_file():
-                tokenizer.save_pretrained(init_dir)
+                kept = sub.resolve(supernet.subnas_config).vocab  # the supernet had none: write the given one
+                tokenizer.save_pretrained(init_dir) if kept is None else save_pruned_tokenizer(tokenizer, kept, init_dir)
         distributed.barrier()
         described["init_dir"] = str(init_dir)
-        source = init_dir
+        # The student reads text through the tokenizer beside its weights: for a pruned vocabulary
+        # the pruned one (`subnas.extract` writes it), never the full one given for the teacher.
+        source, tokenizer = init_dir, None
     elif isinstance(source, Supernet):
         source, tokenizer = source.model, tokenizer or source.tokenizer
     model, tokenizer = _load_model(source, tokenizer)

@@ -25,6 +25,7 @@ from transformers import (
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
     PretrainedConfig,
     Qwen2Config,
     Qwen3Config,
@@ -57,6 +58,17 @@ CASES: dict[str, Case] = {
         lambda: LlamaConfig(**COMMON, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
                             head_dim=16, intermediate_size=80, attention_bias=True, mlp_bias=True, tie_word_embeddings=False),
         SubNetwork(n_layers=2, n_embd=40, num_heads=2, head_size=12, intermediate_size=50),
+    ),
+    "mistral": Case(
+        # what subnas exports Llama shapes as when LlamaConfig refuses them (hidden % heads != 0)
+        lambda: MistralConfig(**COMMON, hidden_size=36, num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                              head_dim=16, intermediate_size=64, sliding_window=None, tie_word_embeddings=True),
+        SubNetwork(n_layers=1, n_embd=20, num_heads=3, head_size=8, intermediate_size=40),
+    ),
+    "mistral-sliding": Case(
+        lambda: MistralConfig(**COMMON, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              intermediate_size=96, sliding_window=4, tie_word_embeddings=False),
+        SubNetwork(n_layers=2, n_embd=48, num_heads=2, head_size=8, intermediate_size=64),
     ),
     "qwen2-sliding": Case(
         lambda: Qwen2Config(**COMMON, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
@@ -196,7 +208,7 @@ def test_subnetwork_round_trips_through_stock_transformers(name: str, tmp_path: 
         torch.testing.assert_close(reloaded(ids).logits, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gemma3-mqa", "qwen2-sliding", "qwen3-mqa-sliding"])
+@pytest.mark.parametrize("name", ["gemma3-mqa", "qwen2-sliding", "qwen3-mqa-sliding", "mistral-sliding"])
 def test_sliding_window_is_used(name: str) -> None:
     """Parity alone would not notice a window that both sides ignore: with a window shorter than
     the sequence, the (transformers-equal) logits must differ from unwindowed ones."""

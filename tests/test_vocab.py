@@ -359,3 +359,24 @@ def test_cli_evaluate_reports_bits_per_byte_for_a_pruned_subnetwork(tmp_path: Pa
     assert pruned["vocab_size"] == order.min_size + 30 and whole["vocab_size"] == len(full)
     assert pruned["bits_per_byte"] > 0 and whole["bits_per_byte"] > 0
     assert pruned["bytes"] < whole["bytes"]  # the same number of tokens covers less text with fewer merges
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_importance_fitness_counts_the_kept_vocabulary(tie: bool) -> None:
+    """The importance score multiplies the embedding's term by the share of rows kept (its share of
+    parameters): 1.0 for the full model however it is written, lower for every pruned vocabulary,
+    and falling with the vocabulary at fixed structure."""
+    from subnas.importance import _mass
+    from subnas_plugins.fitness import ImportanceFitness
+
+    supernet = Supernet.from_model(tiny_llama(400, tie=tie))
+    fitness = ImportanceFitness(supernet, method="magnitude")
+    scorer = fitness.scorer
+    assert fitness(SubNetwork()) == fitness(SubNetwork(vocab_size=400)) == 1.0
+    scores = [fitness(SubNetwork(vocab_indices=list(range(0, 400, step)))) for step in (1, 2, 4, 8)]
+    assert scores[0] == 1.0 and scores == sorted(scores, reverse=True) and len(set(scores)) == 4
+    assert scores[1] == pytest.approx(1.0 - scorer.embd_share / 2)  # half the rows: half the embedding term
+    structural = SubNetwork(n_layers=1, n_embd=24)  # a quarter of the rows: a quarter of its embedding term
+    embedding_term = scorer.embd_share * _mass(scorer.embd, structural.resolve(supernet.subnas_config).embd)
+    assert fitness(SubNetwork(n_layers=1, n_embd=24, vocab_size=100)) == pytest.approx(
+        fitness(structural) - 0.75 * embedding_term)

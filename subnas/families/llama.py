@@ -1,4 +1,4 @@
-"""Llama (SmolLM, Llama-2/3 GQA configs) — and the shared base of the Llama-shaped families.
+"""Llama (SmolLM, Llama-2/3 GQA configs) and Mistral — and the shared base of the Llama-shaped families.
 
 Qwen2/3 and Gemma 3 use the same `transformers` module names (``self_attn.q_proj``,
 ``mlp.gate_proj``, ...), so they subclass `LlamaLikeFamily` and change only flags and norm names.
@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from transformers import GraniteConfig, MistralConfig, PretrainedConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+from transformers.models.mistral.modeling_mistral import MistralRotaryEmbedding
 
 from subnas.config import SubnasConfig
 from subnas.families import (
@@ -183,4 +184,25 @@ class LlamaLikeFamily(ModelFamily):
         return params
 
 
-FAMILIES = [LlamaLikeFamily()]
+class MistralFamily(LlamaLikeFamily):
+    """Mistral: Llama without biases, with an optional sliding window on every layer.
+
+    With ``sliding_window: null`` (Mistral v0.2 and later, and the exports subnas writes as
+    `MistralForCausalLM` for Llama shapes that `LlamaConfig` refuses) it is exactly Llama. With a
+    window every layer is a ``sliding_attention`` layer: key k is visible from query q iff
+    ``q - sliding_window < k <= q`` (transformers' ``create_sliding_window_causal_mask``, used on
+    every layer when the window is set), as for Qwen's and Gemma's sliding layers.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ("mistral",)
+    rotary_cls: ClassVar[Any] = MistralRotaryEmbedding
+
+    def layer_types(self, hf: PretrainedConfig) -> list[str]:
+        kind = "full_attention" if getattr(hf, "sliding_window", None) is None else "sliding_attention"
+        return [kind] * hf.num_hidden_layers
+
+    def stock_alternatives(self, data: dict[str, Any]) -> list[PretrainedConfig]:
+        return []  # `MistralConfig` accepts every shape the Llama alternatives exist for
+
+
+FAMILIES = [LlamaLikeFamily(), MistralFamily()]
