@@ -371,8 +371,9 @@ def search(
 ) -> dict[str, Any]:
     """Search the best sub-network in each bin; mirrors ``subnas search`` (see its ``--help``).
 
-    ``order`` ("importance" or "natural") decides what the space's "first n" units are; the
-    importance order comes from one pass over ``calibration`` text. The fitness reads ``data``
+    ``order`` ("importance", "block-influence" or "natural") decides what the space's "first n"
+    units are; the importance order comes from calibration passes over ``calibration`` text
+    (`subnas.ordering.importance_order`). A stored search resumes only with the order it began with. The fitness reads ``data``
     (default: the offline corpus's *search* split), so neither touches the validation split on
     which winners are reported. ``pruner`` enables multi-fidelity search (see `make_pruner`).
     ``confirm``: once a bin's budget is used, its ``confirm`` best candidates are re-measured on
@@ -439,8 +440,18 @@ def search(
         if sampler == "evolution" and seed is not None and stored is not None and int(stored) != seed:
             raise ValueError(f"{out} holds a search started with --seed {stored}; rerun with --seed {stored} to "
                              f"resume it, or give a new --out (or --study-name) for a search with --seed {seed}")
+        unit_order = getattr(getattr(search_space, "order", None), "source", None)
+        started = study.user_attrs.get("order")
+        if unit_order is not None and started is not None and started != unit_order:
+            # The seeds and every "first n" of the stored trials' space would silently change.
+            raise ValueError(f"{out} holds a search whose units were ranked as {started!r}, but this run ranks them "
+                             f"as {unit_order!r} (another --order or --calibration, or a subnas version with "
+                             f"another importance order); rerun with the original options to resume it, or give a "
+                             f"new --out (or --study-name)")
         study.set_user_attr("bin", [b.lo, b.hi])
         study.set_user_attr("space", space)
+        if unit_order is not None:
+            study.set_user_attr("order", unit_order)
         fail_dead_trials(study)
         runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none",
                               trials=trials, epochs=epochs, confirm=confirm))

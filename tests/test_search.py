@@ -346,6 +346,10 @@ def test_bad_budgets_and_a_changed_seed_are_refused(tiny_models: dict, tmp_path:
     _tiny_search(tiny_models, tmp_path / "run")
     with pytest.raises(ValueError, match="started with --seed 0; rerun with --seed 0"):
         _tiny_search(tiny_models, tmp_path / "run", seed=1)
+    # Another unit order would change what the stored trials' "first n" and seeds mean.
+    with pytest.raises(ValueError, match="ranked as 'magnitude', but this run ranks them as 'natural'"):
+        _tiny_search(tiny_models, tmp_path / "run", order="natural")
+    assert _tiny_search(tiny_models, tmp_path / "run")["order"] == "magnitude"  # the same options resume
 
 
 def test_a_failing_candidate_is_recorded_and_the_search_goes_on(tiny_models: dict, tmp_path: Path,
