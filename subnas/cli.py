@@ -94,7 +94,7 @@ def _parser() -> ArgumentParser:
                         "ShortGPT's block influence (the literature's one-shot prune; worse, ~15 s); natural: "
                         "the paper's first n (for reproducing it; far worse on real models)")
     p.add_argument("--calibration", type=str, default="default:calibration",
-                   help="text for the importance order's calibration pass (default: the corpus's calibration "
+                   help="text for the importance order's calibration passes (default: the corpus's calibration "
                         "split), or 'weights' for a data-free weight-magnitude order")
     p.add_argument("--pruner", type=Literal["none", "median", "successive-halving", "hyperband"], default="none",
                    help="multi-fidelity: stop hopeless candidates after a fraction of their tokens (Optuna pruners)")

@@ -4,7 +4,8 @@ The paper's coarse spaces keep the *first* n layers, channels, heads and neurons
 models that is the wrong order: SmolLM2-135M's last layer is among its most important, and the
 first 20 of its 30 layers give perplexity ~3e9 where the 20 most influential give ~112 (DESIGN.md
 §12). Minitron sorts units by importance and then slices; `UnitOrder` is that sort, computed from
-one calibration pass (`subnas.importance.activation_scores`) and used by the search spaces with
+calibration passes (`subnas.importance.activation_scores` for width units,
+`subnas.importance.layer_removal_scores` for layers) and used by the search spaces with
 ``order="importance"`` (the default when the space is built from a model with weights).
 
 A sub-network in importance order is written with explicit index sets in the *original* model's
