@@ -240,7 +240,7 @@ def importance_order(supernet: Any, *, data: str = "default:calibration", seq_le
         supernet.set_sub_network(previous)
     digest = hashlib.sha1(tokens.numpy().tobytes()).hexdigest()[:12]
     return UnitOrder.from_scores(scores, supernet.subnas_config, source=f"importance:{data}:{digest}:layers={layers}",
-                                 layer_scores=None if removal is None else removal.double())
+                                 layer_scores=removal)
 
 
 def save_order(order: UnitOrder, path: Path) -> None:

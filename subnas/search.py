@@ -488,17 +488,13 @@ def make_space(name: str, supernet: Any, *, order: str, calibration: str, choice
     """The search space ``name`` over ``supernet`` in ``order`` (importance from ``calibration``)."""
     import inspect
 
-    from subnas.ordering import importance_order
     from subnas.plugins import get_search_space, registry
-    from subnas.spaces import ORDERS
+    from subnas.spaces import resolve_order
 
     takes_order = "order" in inspect.signature(registry("search_spaces")[name]).parameters
     if not takes_order:  # a plugin space with no notion of unit order
         return get_search_space(name, supernet.subnas_config, **choices)
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
-    unit_order = "natural" if order == "natural" else importance_order(
-        supernet, data=calibration, layers="block-influence" if order == "block-influence" else "removal")
+    unit_order = resolve_order(order, supernet, supernet.subnas_config, name, calibration=calibration)
     if "vocab_size" in choices and supernet.tokenizer is not None:  # issue #13: most frequent tokens first
         from subnas.vocab import vocab_order
 

@@ -596,8 +596,9 @@ def _nearest(values: tuple[int, ...], target: float) -> int:
 ORDERS = ("importance", "block-influence", "natural")
 
 
-def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space: str) -> UnitOrder:
-    """The `UnitOrder` a space uses for ``order`` (see `StructuredSearchSpace`)."""
+def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space: str,
+                  calibration: str = "default:calibration") -> UnitOrder:
+    """The `UnitOrder` a space uses for ``order`` (see `StructuredSearchSpace`), ranked on ``calibration``."""
     if isinstance(order, UnitOrder):
         return order
     has_weights = hasattr(model, "subnas_config") and hasattr(model, "model")
@@ -612,7 +613,8 @@ def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space:
                                f"model's weights: pass a subnas.Supernet (or order='natural' for a bare config)")
     from subnas.ordering import importance_order
 
-    return importance_order(model, layers="block-influence" if order == "block-influence" else "removal")
+    return importance_order(model, data=calibration,
+                            layers="block-influence" if order == "block-influence" else "removal")
 
 
 def _suggest(trial: optuna.Trial, name: str, values: tuple[int, ...]) -> int:
