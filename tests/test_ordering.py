@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import subnas
 from subnas import Supernet, SubNetwork, count_parameters
 from subnas.bins import ParameterBin
-from subnas.importance import ImportanceScores, activation_scores
+from subnas.importance import ImportanceScores, activation_scores, layer_removal_scores
 from subnas.ordering import UnitOrder
 from tests.conftest import SEQ, TINY_CONFIGS
 from tests.test_invariants import assert_evaluated_equals_exported
@@ -32,7 +32,9 @@ def supernet_and_order(tiny_models: dict, name: str) -> tuple[Supernet, UnitOrde
         g = torch.Generator().manual_seed(0)
         calibration = torch.randint(0, supernet.subnas_config.vocab_size, (4, SEQ), generator=g)
         scores = activation_scores(supernet.model, calibration)
-        _CACHE[name] = supernet, UnitOrder.from_scores(scores, supernet.subnas_config)
+        # The default importance order: layers ranked by the loss of skipping each one.
+        removal = layer_removal_scores(supernet.model, calibration, progress=False)
+        _CACHE[name] = supernet, UnitOrder.from_scores(scores, supernet.subnas_config, layer_scores=removal)
     return _CACHE[name]
 
 
