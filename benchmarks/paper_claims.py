@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------- training, (a) and (d)
 def train(args: argparse.Namespace) -> dict[str, Any]:
     from subnas.demo import DEFAULT_LRS, search_subnet, train_three
-    from subnas.evaluate import evaluate
+    from subnas.evaluation._perplexity import evaluate
     from subnas.supernet import Supernet
 
     out = Path(args.out)

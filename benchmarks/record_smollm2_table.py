@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from subnas.benchmark import record_table
+from subnas.benchmark._samplers import record_table
 from subnas.plugins import get_fitness
 from subnas.supernet import Supernet
 

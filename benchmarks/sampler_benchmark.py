@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from subnas._benchmark_report import DEFINITIONS, markdown_table
-from subnas.benchmark import benchmark_samplers
-from subnas.fitness_table import FitnessTable
+from subnas.benchmark._report import DEFINITIONS, markdown_table
+from subnas.benchmark._samplers import benchmark_samplers
+from subnas.benchmark._fitness_table import FitnessTable
 from subnas.plugins import get_fitness
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -60,8 +60,8 @@ import torch  # noqa: E402
 import subnas  # noqa: E402
 from subnas._io import atomic_write_text  # noqa: E402
 from subnas.bins import ParameterBin  # noqa: E402
-from subnas.evaluate import mean_token_nll, nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
-from subnas.evolution import subnet_key  # noqa: E402
+from subnas.evaluation._perplexity import mean_token_nll, nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
+from subnas.samplers._evolution import subnet_key  # noqa: E402
 from subnas.interfaces import Fitness  # noqa: E402
 from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
 
@@ -233,7 +233,7 @@ def _compact(subnet: dict[str, Any]) -> dict[str, Any]:
 def _validate(supernet: Any, subnet: Any, tokens: torch.Tensor, cache: dict[str, float], spaces: dict[str, Any]) -> float:
     key = "full" if subnet is None else subnet_key(spaces["importance"], subnet)
     if key not in cache:
-        from subnas.evaluate import perplexity
+        from subnas.evaluation._perplexity import perplexity
 
         with supernet.sub_network(subnet):
             cache[key] = perplexity(supernet.model, tokens, batch_size=4, progress=False)

@@ -54,7 +54,7 @@ def save(path: Path, data: dict[str, Any]) -> None:
 
 
 def validation(supernet: Any, subnet: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from subnas.evaluate import evaluate
+    from subnas.evaluation._perplexity import evaluate
 
     r = evaluate(supernet, data="default:validation", subnet=subnet, seq_len=args.val_seq_len,
                  num_seqs=args.val_seqs, progress=False)
@@ -91,16 +91,16 @@ def run_search(supernet: Any, bin_name: str, variant: str, args: argparse.Namesp
 def run_distill(supernet: Any, subnet: Any, name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Distil the extracted ``subnet`` from the teacher for ``--distill-tokens`` tokens.
 
-    `subnas.train.distill` extracts the student into ``<run>/init`` and, for a pruned vocabulary,
+    `subnas.training.distill` extracts the student into ``<run>/init`` and, for a pruned vocabulary,
     trains it on text read through its own pruned tokenizer against the teacher restricted to the
-    kept tokens (`subnas.train.teacher_for_student`: the full model's weights, softmax over the kept
+    kept tokens (`subnas.training._run.teacher_for_student`: the full model's weights, softmax over the kept
     rows).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from subnas.assets import resolve_text_source
-    from subnas.evaluate import bits_per_byte, mean_token_nll, nll_to_perplexity, target_bytes, tokenize_for_eval
-    from subnas.train import distill
+    from subnas.data._assets import resolve_text_source
+    from subnas.evaluation._perplexity import bits_per_byte, mean_token_nll, nll_to_perplexity, target_bytes, tokenize_for_eval
+    from subnas.training._run import distill
 
     out_dir = work / f"distill-{name}"
     steps = args.distill_tokens // (args.batch_size * args.seq_len)
@@ -139,7 +139,7 @@ print(json.dumps({"round_trip": all(tok.decode(tok.encode(t, add_special_tokens=
 
 def stock_check(supernet: Any, subnet: Any, work: Path) -> dict[str, Any]:
     from subnas import extract
-    from subnas.assets import resolve_text_source
+    from subnas.data._assets import resolve_text_source
 
     folder = work / "export-10M-pruned"
     extract(supernet, subnet, folder, overwrite=True)

@@ -9,7 +9,7 @@ All modes run in this one process, one after another, each from the same student
   default implementation. The baseline.
 - ``kd-fp32``: the library's loss (top-k with tail bucket, chunked, closed-form gradient) and fused
   AdamW, still float32 and no cache: what the algorithms alone buy.
-- ``kd-cold``: the default training path (`subnas.trainer`): bf16 autocast where the hardware has
+- ``kd-cold``: the default training path (`subnas.training._loop`): bf16 autocast where the hardware has
   native bf16, top-k targets computed and written to an empty teacher cache.
 - ``kd-warm``: the same with the cache filled by ``kd-cold``: the teacher never runs. What every
   later run on the same text (other seeds, other students, resumes) gets.
@@ -22,7 +22,7 @@ forward + top-k or cache read/write; student forward; loss; backward; optimizer 
 and the peak memory above the footprint at the mode's start (CPU: RSS sampled every 5 ms, after
 ``gc`` and ``malloc_trim``; CUDA: ``max_memory_allocated``). The first mode's peak includes
 allocator warm-up that later modes reuse, so read memory as a rough comparison.
-Then, unless ``--no-trainer``, the real entry point `subnas.train.distill` runs the default path
+Then, unless ``--no-trainer``, the real entry point `subnas.training.distill` runs the default path
 cold and warm on a fresh cache, so the product path's own tokens/s is on record too.
 
     python benchmarks/train_speed.py                        # CPU: seq 256 x 4, 1 + 3 steps a mode (~5 min on 2 cores)
@@ -109,10 +109,10 @@ def run_mode(mode: str, *, args: argparse.Namespace, teacher: Any, student_dir: 
              cache_dir: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
-    from subnas.losses import distillation_loss, teacher_topk
-    from subnas.teacher_cache import TeacherCache, teacher_identity
-    from subnas.train import TrainConfig
-    from subnas.trainer import precision
+    from subnas.training._losses import distillation_loss, teacher_topk
+    from subnas.training._teacher_cache import TeacherCache, teacher_identity
+    from subnas.training._run import TrainConfig
+    from subnas.training._loop import precision
 
     device = torch.device(args.device)
     cfg = TrainConfig()  # the paper's α, β, T and top-k, and the default bf16 setting
@@ -186,8 +186,8 @@ def run_mode(mode: str, *, args: argparse.Namespace, teacher: Any, student_dir: 
 
 def trainer_runs(args: argparse.Namespace, supernet: Any, student_dir: str, tmp: Path) -> list[dict[str, Any]]:
     """The real `distill` entry point, default settings, cold then warm on a fresh cache folder."""
-    from subnas.train import distill
-    from subnas.training_log import read_log
+    from subnas.training._run import distill
+    from subnas.training._log import read_log
 
     out = []
     for name in ("distill-cold", "distill-warm"):
@@ -221,7 +221,7 @@ def main() -> None:
         ap.error("kd-warm reads the cache that kd-cold fills: list kd-cold before it")
 
     from subnas import Supernet, SubNetwork, extract
-    from subnas.data import BlockOrder, load_token_blocks
+    from subnas.data._tokens import BlockOrder, load_token_blocks
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -255,7 +255,7 @@ def main() -> None:
         if not args.no_trainer and "naive-kd" in args.modes:
             for r in trainer_runs(args, supernet, student.path, tmp):
                 results.append(r)
-                print(f"{r['mode']:13s} {r['precision']:8s} {r['tokens_per_s']:7.0f}   (subnas.train.distill, "
+                print(f"{r['mode']:13s} {r['precision']:8s} {r['tokens_per_s']:7.0f}   (subnas.training.distill, "
                       f"cache {r['cache']})", flush=True)
     base = next((r for r in results if r["mode"] == "naive-kd"), None)
     if base is not None:

@@ -1,11 +1,11 @@
 """Built-in fitness plugins for benchmarking search strategies cheaply: ``replay`` and ``surrogate``.
 
-Both read a recorded `subnas.fitness_table.FitnessTable` (``subnas.benchmark.record_table``
+Both read a recorded `subnas.benchmark.FitnessTable` (``subnas.benchmark.record_table``
 writes one; ``benchmarks/tables/smollm2_coarse.json`` ships one for SmolLM2-135M) and need no
 model weights, so a sampler comparison with thousands of evaluations runs in seconds.
 
 * ``replay`` returns the recorded fitness of a candidate, looked up by its canonical key
-  (`subnas.evolution.subnet_key`). A candidate that was never recorded gets the fitness of its
+  (`subnas.samplers._evolution.subnet_key`). A candidate that was never recorded gets the fitness of its
   nearest recorded neighbour in standardised architecture features (``missing="nearest"``) or
   raises (``missing="error"``); every lookup is reported in ``last_lookup`` (the benchmark's
   trial log records it), so a reader sees how much of a benchmark was exact.
@@ -13,13 +13,13 @@ model weights, so a sampler comparison with thousands of evaluations runs in sec
   (inverse-distance weights, in log space for positive fitness such as perplexity), with optional
   Gaussian noise that is a deterministic function of (noise seed, candidate).
 
-Features (`subnas.fitness_table.FEATURES`): depth, width, mean/min/max per-layer heads, query
+Features (`subnas.benchmark._fitness_table.FEATURES`): depth, width, mean/min/max per-layer heads, query
 groups, head size and MLP width, and log10 of the parameter count.
 
 Example:
     >>> import subnas, tempfile
     >>> from pathlib import Path
-    >>> from subnas.fitness_table import FitnessTable
+    >>> from subnas.benchmark import FitnessTable
     >>> cfg = subnas.SubnasConfig(num_hidden_layers=4, hidden_size=64, num_attention_heads=4, intermediate_size=128)
     >>> table = FitnessTable({"fitness": "toy", "direction": "minimize"}, config=cfg)
     >>> for n in (1, 2, 3):
@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from subnas.fitness_table import FitnessTable, architecture_features, model_signature
+from subnas.benchmark._fitness_table import FitnessTable, architecture_features, model_signature
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Fitness
 from subnas.subnet import SubNetwork
@@ -58,7 +58,7 @@ class NotRecordedError(KeyError, ValueError):
 class _TableFitness(Fitness):
     """What replay and surrogate share: the table, its config, standardised features."""
 
-    #: Tells `subnas.benchmark` to pass the model or config as it is, never to load weights.
+    #: Tells `subnas.benchmark._samplers` to pass the model or config as it is, never to load weights.
     needs_weights: ClassVar[bool] = False
 
     def __init__(self, *, table: str | os.PathLike[str] | FitnessTable, supernet: Any = None,

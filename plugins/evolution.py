@@ -1,5 +1,5 @@
 """Built-in sampler plugin ``evolution``: the paper's bin-constrained evolutionary search
-(Algorithm 1) as an Optuna sampler, `subnas.evolution.BinEvolutionSampler`.
+(Algorithm 1) as an Optuna sampler, `subnas.samplers.BinEvolutionSampler`.
 
 It needs the search space and the bin: ``get_sampler("evolution", space=space, bin=(lo, hi), seed=0)``.
 """
@@ -13,6 +13,6 @@ from subnas.hookspecs import hookimpl
 
 @hookimpl
 def register_samplers(register: Any) -> None:
-    from subnas.evolution import BinEvolutionSampler
+    from subnas.samplers._evolution import BinEvolutionSampler
 
     register("evolution", BinEvolutionSampler)

@@ -20,7 +20,7 @@ class TransformersExtractor(Extractor):
         self.format, self.overwrite, self.pad = format, overwrite, pad
 
     def extract(self, supernet: Any, subnet: SubNetwork, out_dir: str | os.PathLike[str]) -> Path:
-        from subnas.extract import extract
+        from subnas.export._extract import extract
 
         result = extract(supernet, subnet, out_dir, format=self.format, overwrite=self.overwrite, pad=self.pad)
         return Path(result.path)

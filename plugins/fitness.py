@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Iterator, Literal
 
-from subnas.assets import DataSourceError
+from subnas.data._assets import DataSourceError
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Fitness
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
@@ -61,7 +61,7 @@ class PerplexityFitness(Fitness):
             self.confirm_tokens = stream[num_seqs:]
             self.confirm_data = f"{data} sequences {num_seqs}-{num_seqs + confirm_seqs - 1} ({seq_len} tokens each)"
         if metric == "bits_per_byte":
-            from subnas.evaluate import target_bytes
+            from subnas.evaluation._perplexity import target_bytes
 
             if not target_bytes(supernet.tokenizer, self.tokens):
                 raise ValueError(f"metric='bits_per_byte' needs the bytes each token stands for, which this "
@@ -72,7 +72,7 @@ class PerplexityFitness(Fitness):
 
     def _stream(self, vocab: tuple[int, ...] | None) -> Any:
         """The search's and the confirmation's sequences of ``data``, in a vocabulary's numbering."""
-        from subnas.evaluate import supernet_tokens
+        from subnas.evaluation._perplexity import supernet_tokens
 
         try:
             return supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs + self.confirm_seqs,
@@ -117,7 +117,7 @@ class PerplexityFitness(Fitness):
         return value
 
     def _running(self, subnet: SubNetwork | ResolvedSubNetwork, *, confirm: bool) -> Iterator[tuple[int, float]]:
-        from subnas.evaluate import bits_per_byte, nll_to_perplexity, running_nll, supernet_tokenizer, target_bytes
+        from subnas.evaluation._perplexity import bits_per_byte, nll_to_perplexity, running_nll, supernet_tokenizer, target_bytes
 
         resolved = subnet if isinstance(subnet, ResolvedSubNetwork) else subnet.resolve(self.supernet.subnas_config)
         tokens = self.tokens_for(resolved.vocab, confirm=confirm)
@@ -150,8 +150,8 @@ class ImportanceFitness(Fitness):
 
     def __init__(self, supernet: Any, *, method: str = "activation", data: str = "default:calibration",
                  seq_len: int = 256, num_seqs: int = 16, batch_size: int = 4) -> None:
-        from subnas.evaluate import supernet_tokens
-        from subnas.importance import ImportanceScorer, cached_scores
+        from subnas.evaluation._perplexity import supernet_tokens
+        from subnas.evaluation._importance import ImportanceScorer, cached_scores
 
         self.data = data if method == "activation" else "weights"
         tokens = supernet_tokens(supernet, data, seq_len, num_seqs) if method == "activation" else None

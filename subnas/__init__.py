@@ -14,8 +14,8 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from subnas.bins import BinConstrainedSpace, InfeasibleBinError, ParameterBin
 from subnas.config import SubnasConfig
-from subnas.evolution import BinEvolutionSampler
-from subnas.extract import ExtractResult, extract
+from subnas.samplers._evolution import BinEvolutionSampler
+from subnas.export._extract import ExtractResult, extract
 from subnas.hookspecs import hookimpl
 from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters

@@ -2,10 +2,10 @@
 
 ``subnas params``   -> `subnas.count_parameters`
 ``subnas extract``  -> `subnas.extract`
-``subnas evaluate`` -> `subnas.evaluate.evaluate`
+``subnas evaluate`` -> `subnas.evaluation.evaluate`
 ``subnas search``   -> `subnas.search`
-``subnas pretrain`` -> `subnas.train.pretrain`
-``subnas distill``  -> `subnas.train.distill`
+``subnas pretrain`` -> `subnas.training.pretrain`
+``subnas distill``  -> `subnas.training.distill`
 ``subnas benchmark`` -> `subnas.benchmark.benchmark_samplers`
 ``subnas plugins``  -> `subnas.plugins.plugins_report`
 ``subnas demo``     -> `subnas.demo.demo` (the README's main job)
@@ -178,11 +178,11 @@ def _parser() -> ArgumentParser:
 
 
 def _training_arguments(p: ArgumentParser) -> None:
-    """--data/--out plus one flag per `subnas.train.TrainConfig` field (``lr`` -> ``--lr``)."""
+    """--data/--out plus one flag per `subnas.training.TrainConfig` field (``lr`` -> ``--lr``)."""
     import dataclasses
     import typing
 
-    from subnas.train import TrainConfig
+    from subnas.training._run import TrainConfig
 
     p.add_argument("--data", type=str, default="default", help="training text (see `evaluate --data`)")
     p.add_argument("--val-data", type=str, default="auto", help="validation text ('auto': default:validation "
@@ -198,7 +198,7 @@ def _training_arguments(p: ArgumentParser) -> None:
 def _train_options(args: Any) -> dict[str, Any]:
     import dataclasses
 
-    from subnas.train import TrainConfig
+    from subnas.training._run import TrainConfig
 
     return {f.name: args[f.name] for f in dataclasses.fields(TrainConfig)}
 
@@ -239,7 +239,7 @@ def _check_arguments(command: str, args: Any) -> None:
             if value is not None and not value > 0:
                 raise UsageError(f"{_flag(name)} {value} is out of range: give a number > 0 (peak learning rate)")
     if command in ("pretrain", "distill"):
-        from subnas.train import TrainConfig, TrainConfigError
+        from subnas.training._run import TrainConfig, TrainConfigError
 
         try:
             config = TrainConfig(**_train_options(args))
@@ -248,7 +248,7 @@ def _check_arguments(command: str, args: Any) -> None:
         except TrainConfigError as exc:
             raise UsageError(exc.describe(lambda name, value: f"{_flag(name)} {value}")) from None
     if getattr(args, "device", None) is not None:
-        from subnas.evaluate import resolve_device
+        from subnas.evaluation._perplexity import resolve_device
 
         resolve_device(args.device)
 
@@ -269,7 +269,7 @@ def _load_subnet(path: str | None) -> Any:
 
 
 def cmd_params(args: Any) -> dict[str, Any]:
-    from subnas.assets import locate_model
+    from subnas.data._assets import locate_model
     from subnas.families import load_config
     from subnas.params import count_parameters
 
@@ -285,7 +285,7 @@ def cmd_params(args: Any) -> dict[str, Any]:
 def cmd_extract(args: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from subnas.extract import extract
+    from subnas.export._extract import extract
     from subnas.supernet import Supernet
 
     subnet = _load_subnet(args.subnet)
@@ -302,7 +302,7 @@ def cmd_extract(args: Any) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: Any) -> dict[str, Any]:
-    from subnas.evaluate import evaluate
+    from subnas.evaluation._perplexity import evaluate
 
     result = evaluate(args.model, data=args.data, subnet=_load_subnet(args.subnet), seq_len=args.seq_len,
                       num_seqs=args.num_seqs, batch_size=args.batch_size, device=args.device)
@@ -341,7 +341,7 @@ def _train_text(result: dict[str, Any]) -> str:
 
 
 def cmd_pretrain(args: Any) -> dict[str, Any]:
-    from subnas.train import pretrain
+    from subnas.training._run import pretrain
 
     result = pretrain(args.model, args.data, args.out, subnet=_load_subnet(args.subnet), init=args.init,
                       val_data=args.val_data, **_train_options(args))
@@ -349,7 +349,7 @@ def cmd_pretrain(args: Any) -> dict[str, Any]:
 
 
 def cmd_distill(args: Any) -> dict[str, Any]:
-    from subnas.train import distill
+    from subnas.training._run import distill
 
     result = distill(args.teacher, args.data, args.out, student=args.student, subnet=_load_subnet(args.subnet),
                      init=args.init, val_data=args.val_data, **_train_options(args))
@@ -357,8 +357,8 @@ def cmd_distill(args: Any) -> dict[str, Any]:
 
 
 def cmd_benchmark(args: Any) -> dict[str, Any]:
-    from subnas._benchmark_report import markdown_table
-    from subnas.benchmark import benchmark_samplers
+    from subnas.benchmark._report import markdown_table
+    from subnas.benchmark._samplers import benchmark_samplers
 
     options: dict[str, Any] = {}
     if args.fitness in ("replay", "surrogate"):
@@ -411,7 +411,7 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from subnas.checkpoints import CorruptCheckpointError
+    from subnas.training._checkpoints import CorruptCheckpointError
     from subnas.families import NotExpressible
     from subnas.plugins import PluginError
 

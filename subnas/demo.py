@@ -50,7 +50,7 @@ def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str
          seq_len: int = 128, batch_size: int = 4, eval_seqs: int = 16, seed: int = 0,
          lrs: dict[str, float] | None = None, warmup_steps: int = 8) -> dict[str, Any]:
     """Run the main job; returns (and writes to ``out_dir/summary.json``) the comparison table."""
-    from subnas.evaluate import evaluate
+    from subnas.evaluation._perplexity import evaluate
     from subnas.supernet import Supernet
 
     lrs = check_lrs(lrs)
@@ -125,8 +125,8 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
     validation perplexity, its curve, tokens/s and the model folder; ``on_run(row)`` is called as
     each run finishes (a benchmark merges it into its results at once).
     """
-    from subnas.extract import extract
-    from subnas.train import distill, pretrain
+    from subnas.export._extract import extract
+    from subnas.training._run import distill, pretrain
 
     steps = max(1, train_tokens // (seq_len * batch_size))
     options = dict(seq_len=seq_len, batch_size=batch_size, max_tokens=train_tokens, eval_seqs=eval_seqs,

@@ -183,7 +183,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         self._vocab: Index = slice(None)  # kept token ids: rows of the embedding and the head
         self._embd_width = config.hidden_size
         self._cache: dict[tuple[Any, ...], tuple[int, torch.Tensor]] = {}
-        # Optional observer of intermediate activations (importance scores, subnas.importance);
+        # Optional observer of intermediate activations (importance scores, subnas.evaluation._importance);
         # called as recorder(kind, layer, tensor). None on every ordinary forward.
         self.recorder: Any = None
         self.post_init()

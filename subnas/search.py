@@ -30,8 +30,8 @@ from optuna.trial import TrialState
 
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
-from subnas.choices import SearchSpaceError
-from subnas.evolution import KEY, SEED, WORKER, BinEvolutionSampler, record_worker, subnet_key
+from subnas.spaces._choices import SearchSpaceError
+from subnas.samplers._evolution import KEY, SEED, WORKER, BinEvolutionSampler, record_worker, subnet_key
 from subnas.subnet import SubNetwork
 
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
@@ -373,7 +373,7 @@ def search(
 
     ``order`` ("importance", "block-influence" or "natural") decides what the space's "first n"
     units are; the importance order comes from calibration passes over ``calibration`` text
-    (`subnas.ordering.importance_order`). A stored search resumes only with the order it began with. The fitness reads ``data``
+    (`subnas.spaces.importance_order`). A stored search resumes only with the order it began with. The fitness reads ``data``
     (default: the offline corpus's *search* split), so neither touches the validation split on
     which winners are reported. ``pruner`` enables multi-fidelity search (see `make_pruner`).
     ``confirm``: once a bin's budget is used, its ``confirm`` best candidates are re-measured on
@@ -489,7 +489,7 @@ def make_space(name: str, supernet: Any, *, order: str, calibration: str, choice
     import inspect
 
     from subnas.plugins import get_search_space, registry
-    from subnas.spaces import resolve_order
+    from subnas.spaces._structured import resolve_order
 
     takes_order = "order" in inspect.signature(registry("search_spaces")[name]).parameters
     if not takes_order:  # a plugin space with no notion of unit order

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from subnas.checkpoints import CorruptCheckpointError
+from subnas.training._checkpoints import CorruptCheckpointError
 from subnas.config import SubnasConfig
 from subnas.families import ModelFamily, family_for, load_hf_config
 from subnas.modeling import SubnasForCausalLM
@@ -56,8 +56,8 @@ class Supernet:
         A folder written by `subnas.extract` in the flexible format loads too, so an extracted
         model can itself serve as a supernet.
         """
-        from subnas.assets import locate_model
-        from subnas.checkpoints import check_model_files
+        from subnas.data._assets import locate_model
+        from subnas.training._checkpoints import check_model_files
 
         name = locate_model(name_or_path)  # "default"; a Hub name fails fast when the Hub is unreachable
         if Path(name).is_file():
@@ -163,7 +163,7 @@ class Supernet:
 @contextlib.contextmanager
 def weights_errors(name: str) -> Iterator[None]:
     """Turn a weights file that fails to load (e.g. a corrupt file in the Hugging Face cache, which
-    `subnas.checkpoints.check_model_files` does not see) into `CorruptCheckpointError` naming the model."""
+    `subnas.training._checkpoints.check_model_files` does not see) into `CorruptCheckpointError` naming the model."""
     from safetensors import SafetensorError
 
     try:

@@ -340,7 +340,7 @@ DEFAULT_VOCAB_CHOICES = (4096, 8192, 16384, 32768)
 
 def parse_vocab_choices(value: Any, full: int, min_size: int = 1) -> tuple[int, ...]:
     """Vocabulary sizes from ``"4k,8k,16k,32k,full"``, ``"default"``, ints or a list of them."""
-    from subnas.choices import SearchSpaceError
+    from subnas.spaces._choices import SearchSpaceError
 
     if isinstance(value, str):
         items: list[Any] = ["default"] if value.strip() == "default" else [v.strip() for v in value.split(",")]
@@ -407,8 +407,8 @@ def vocab_order(supernet: Any, *, data: str = "default:calibration", cache: bool
     """The `VocabOrder` of a `subnas.Supernet`'s tokenizer from token counts on ``data`` (the
     calibration split by default, never the validation text); counts are cached on disk."""
     from subnas._io import atomic_write_text
-    from subnas.assets import cache_root, resolve_text_source
-    from subnas.evaluate import _cache_key
+    from subnas.data._assets import cache_root, resolve_text_source
+    from subnas.evaluation._perplexity import _cache_key
 
     tokenizer = supernet.tokenizer
     if tokenizer is None:

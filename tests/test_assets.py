@@ -13,8 +13,8 @@ from typing import Any
 import datasets
 import pytest
 
-from subnas import assets
-from subnas.assets import (
+from subnas.data import _assets as assets
+from subnas.data._assets import (
     Corpus,
     DataSourceError,
     cache_root,

@@ -197,7 +197,7 @@ def test_flags_checked_from_a_config_file_too(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_alpha_zero_beta_zero_rejected_from_python(tmp_path: Path) -> None:
-    from subnas.train import TrainConfigError, distill
+    from subnas.training._run import TrainConfigError, distill
 
     with pytest.raises(TrainConfigError, match="alpha=0 and beta=0: the distillation loss"):
         distill("m", "default", tmp_path / "run", student="s", alpha=0, beta=0)
@@ -239,7 +239,7 @@ def test_out_folder_of_unrelated_files_is_refused(tmp_path: Path, capsys: pytest
 
 
 def test_own_run_folder_is_accepted(tmp_path: Path) -> None:
-    from subnas.train import RUN_ENTRIES, check_run_folder
+    from subnas.training._run import RUN_ENTRIES, check_run_folder
 
     run = tmp_path / "run"
     run.mkdir()
@@ -262,10 +262,10 @@ def closed_port() -> int:
 def test_hub_name_fails_fast_when_the_hub_is_unreachable(verb: str, closed_port: int, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    import subnas.assets
+    import subnas.data._assets
 
     # Never touch the real Hub from a test: point the probe at a closed local port.
-    monkeypatch.setattr(subnas.assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
+    monkeypatch.setattr(subnas.data._assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     argv = [verb, "subnas-tests/no-such-model"] + (["--out", str(tmp_path / "run")] if verb == "pretrain" else [])
@@ -276,22 +276,22 @@ def test_hub_name_fails_fast_when_the_hub_is_unreachable(verb: str, closed_port:
 
 
 def test_hub_name_with_hf_hub_offline(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import subnas.assets
+    import subnas.data._assets
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(subnas.assets, "_probe", lambda *a: pytest.fail("offline mode must not probe the Hub"))
+    monkeypatch.setattr(subnas.data._assets, "_probe", lambda *a: pytest.fail("offline mode must not probe the Hub"))
     fails(["evaluate", "subnas-tests/no-such-model"], capsys, "(HF_HUB_OFFLINE is set)", "'default'")
 
 
 def test_unreachable_hub_uses_a_cached_snapshot(tmp_path: Path, closed_port: int,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import subnas.assets
-    from subnas.assets import locate_model
+    import subnas.data._assets
+    from subnas.data._assets import locate_model
 
-    monkeypatch.setattr(subnas.assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
+    monkeypatch.setattr(subnas.data._assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(subnas.assets, "_cached_snapshot", lambda name: str(tmp_path / "snapshot"))
+    monkeypatch.setattr(subnas.data._assets, "_cached_snapshot", lambda name: str(tmp_path / "snapshot"))
     assert locate_model("org/model") == str(tmp_path / "snapshot")
     assert locate_model(str(tmp_path)) == str(tmp_path)  # local paths never probe
 
@@ -300,7 +300,7 @@ def test_unreachable_hub_uses_a_cached_snapshot(tmp_path: Path, closed_port: int
 def test_corrupt_fitness_table_is_named_and_never_appended_to(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from subnas import SubnasConfig
-    from subnas.benchmark import record_table
+    from subnas.benchmark._samplers import record_table
     from subnas.interfaces import Fitness
 
     shipped = Path(__file__).resolve().parents[1] / "benchmarks" / "tables" / "smollm2_coarse.json"
@@ -328,7 +328,7 @@ def test_corrupt_fitness_table_is_named_and_never_appended_to(tmp_path: Path,
 
 # ----------------------------------------------------------------------------- training outputs
 def test_training_outputs_follow_the_umask_and_say_whether_complete(tmp_path: Path) -> None:
-    from subnas.train import pretrain
+    from subnas.training._run import pretrain
 
     model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 300)
     out = tmp_path / "run"
@@ -363,7 +363,7 @@ def test_training_outputs_follow_the_umask_and_say_whether_complete(tmp_path: Pa
 
 
 def test_unfinished_summary_is_not_taken_for_a_finished_run(tmp_path: Path) -> None:
-    from subnas.train import pretrain
+    from subnas.training._run import pretrain
 
     model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 300)
     out = tmp_path / "run"
@@ -407,10 +407,10 @@ def test_multi_line_messages_become_one_line(monkeypatch: pytest.MonkeyPatch,
 def test_hub_dataset_fails_fast_when_the_hub_is_unreachable(closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
 
-    import subnas.assets
-    from subnas.assets import DataSourceError, resolve_text_source
+    import subnas.data._assets
+    from subnas.data._assets import DataSourceError, resolve_text_source
 
-    monkeypatch.setattr(subnas.assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
+    monkeypatch.setattr(subnas.data._assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("must not try the Hub"))
@@ -436,7 +436,7 @@ def test_malformed_command_lines_are_one_line(argv: list[str], expected: list[st
 
 def test_missing_gpu_index_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from subnas.evaluate import resolve_device
+    from subnas.evaluation._perplexity import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -446,7 +446,7 @@ def test_missing_gpu_index_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_python_api_reads_a_subnetwork_pipe_once(tmp_path: Path) -> None:
-    from subnas.train import pretrain
+    from subnas.training._run import pretrain
 
     model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 100)
     read_end, write_end = os.pipe()
@@ -475,16 +475,16 @@ def test_corrupt_config_or_tokenizer_is_named(tmp_path: Path, broken: str, expec
 
 
 def test_hub_probe_is_reused_for_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
-    import subnas.assets
+    import subnas.data._assets
 
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(subnas.assets, "_hub_address", lambda: ("probe.invalid", 1))
-    monkeypatch.setattr(subnas.assets, "_probe", lambda host, port: calls.append((host, port)) or "down")
-    monkeypatch.setattr(subnas.assets, "_probed", {})
-    assert subnas.assets.hub_unreachable_reason() == subnas.assets.hub_unreachable_reason() == "down"
+    monkeypatch.setattr(subnas.data._assets, "_hub_address", lambda: ("probe.invalid", 1))
+    monkeypatch.setattr(subnas.data._assets, "_probe", lambda host, port: calls.append((host, port)) or "down")
+    monkeypatch.setattr(subnas.data._assets, "_probed", {})
+    assert subnas.data._assets.hub_unreachable_reason() == subnas.data._assets.hub_unreachable_reason() == "down"
     assert len(calls) == 1
-    monkeypatch.setattr(subnas.assets, "_PROBE_TTL", -1.0)  # expired: probe again
-    subnas.assets.hub_unreachable_reason()
+    monkeypatch.setattr(subnas.data._assets, "_PROBE_TTL", -1.0)  # expired: probe again
+    subnas.data._assets.hub_unreachable_reason()
     assert len(calls) == 2
 
 

@@ -1,4 +1,4 @@
-"""Sampler benchmarks (`subnas.benchmark`) and the cheap benchmark fitness plugins (replay, surrogate)."""
+"""Sampler benchmarks (`subnas.benchmark._samplers`) and the cheap benchmark fitness plugins (replay, surrogate)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import subnas
-from subnas._benchmark_report import LOG_COLUMNS
-from subnas.benchmark import benchmark_samplers, record_table
-from subnas.fitness_table import FitnessTable, architecture_features
+from subnas.benchmark._report import LOG_COLUMNS
+from subnas.benchmark._samplers import benchmark_samplers, record_table
+from subnas.benchmark._fitness_table import FitnessTable, architecture_features
 from subnas.interfaces import Fitness
 
 CONFIG = subnas.SubnasConfig(vocab_size=100, hidden_size=64, num_hidden_layers=6, num_attention_heads=4,

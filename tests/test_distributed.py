@@ -18,14 +18,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from subnas.train import pretrain
+from subnas.training._run import pretrain
 from tests._train_helpers import tiny_model_dir, write_text
 
 WORKER = textwrap.dedent("""
     import sys
     import torch
     from safetensors.torch import save_file
-    from subnas.train import pretrain
+    from subnas.training._run import pretrain
 
     model, data, out, grads = sys.argv[1:5]
 
@@ -85,15 +85,15 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path: Path, monkeypatch: p
 
 
 def test_shards_of_a_global_batch_are_disjoint_and_complete() -> None:
-    from subnas.data import BlockOrder, shard
+    from subnas.data._tokens import BlockOrder, shard
 
     batch = BlockOrder(100, batch_size=8, seed=0).batch(3)
     parts = [shard(batch, r, 4) for r in range(4)]
     assert sum(parts, []) == batch and len({i for p in parts for i in p}) == 8
     with pytest.raises(ValueError, match="split evenly"):
         shard(batch, 0, 3)
-    from subnas.train import TrainConfig
-    from subnas.trainer import _micro_batching
+    from subnas.training._run import TrainConfig
+    from subnas.training._loop import _micro_batching
 
     assert _micro_batching(TrainConfig(batch_size=8, micro_batch_size=2), world=2) == (2, 2)  # 2 passes each
     with pytest.raises(ValueError, match="micro_batch_size"):

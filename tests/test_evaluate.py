@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
 from subnas import SubnasConfig, SubnasForCausalLM, SubNetwork
-from subnas import evaluate
-from subnas.assets import DataSourceError
-from subnas.evaluate import check_sequence_length, mean_token_nll, perplexity, requires_bos, tokenize_for_eval
+from subnas.evaluation import _perplexity as evaluate
+from subnas.data._assets import DataSourceError
+from subnas.evaluation._perplexity import check_sequence_length, mean_token_nll, perplexity, requires_bos, tokenize_for_eval
 
 
 class CharTokenizer:
@@ -198,7 +198,7 @@ def test_requires_bos() -> None:
 def test_default_model_perplexity_on_default_validation_split() -> None:
     from transformers import AutoTokenizer
 
-    from subnas.assets import default_model_dir, resolve_text_source
+    from subnas.data._assets import default_model_dir, resolve_text_source
 
     folder = default_model_dir()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)

@@ -328,7 +328,7 @@ finally:
 @pytest.mark.slow
 def test_stock_lm_eval_cli_scores_a_padded_layerwise_export_like_subnas(tmp_path: Path, task_dir: Path,
                                                                         offline: None) -> None:
-    from subnas.lm_eval_bridge import evaluate_tasks
+    from subnas.evaluation._lm_eval import evaluate_tasks
 
     supernet = Supernet.from_pretrained(tiny_model_dir(tmp_path))
     supernet.tokenizer = char_tokenizer()

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("lm_eval")
 
 from subnas import SubNetwork, Supernet, extract  # noqa: E402
-from subnas.lm_eval_bridge import evaluate_tasks  # noqa: E402
+from subnas.evaluation._lm_eval import evaluate_tasks  # noqa: E402
 from tests._train_helpers import char_tokenizer, sentences, tiny_model_dir  # noqa: E402
 
 TASKS = {

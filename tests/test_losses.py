@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from subnas.losses import TeacherTopK, distillation_loss, kl_divergence, teacher_topk
+from subnas.training._losses import TeacherTopK, distillation_loss, kl_divergence, teacher_topk
 
 
 def softmax(z: list[float], T: float = 1.0) -> list[float]:
@@ -218,7 +218,7 @@ def test_the_branch_free_gpu_path_gives_the_same_loss_and_gradient(k: int | None
     # On a GPU the loss never branches on tensor values (that would stall the stream); run that
     # path on CPU and compare it with the CPU path, including ignored labels and a student whose
     # tail underflows.
-    import subnas.losses
+    import subnas.training._losses
 
     torch.manual_seed(6)
     s, t = 3 * torch.randn(2, 6, 37), 3 * torch.randn(2, 6, 37)
@@ -229,7 +229,7 @@ def test_the_branch_free_gpu_path_gives_the_same_loss_and_gradient(k: int | None
     target = t if k is None else teacher_topk(t, k, 0.8)
     results = []
     for branch_free in (False, True):
-        monkeypatch.setattr(subnas.losses, "_branch_free", lambda _: branch_free)
+        monkeypatch.setattr(subnas.training._losses, "_branch_free", lambda _: branch_free)
         x = s.clone().requires_grad_()
         out = distillation_loss(x, y, target, temperature=0.8, chunk_size=4)
         results.append((out.loss.detach(), torch.autograd.grad(out.loss, x)[0]))

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import subnas
 from subnas import Supernet, SubNetwork, count_parameters
 from subnas.bins import ParameterBin
-from subnas.importance import ImportanceScores, activation_scores, layer_removal_scores
-from subnas.ordering import UnitOrder
+from subnas.evaluation._importance import ImportanceScores, activation_scores, layer_removal_scores
+from subnas.spaces._ordering import UnitOrder
 from tests.conftest import SEQ, TINY_CONFIGS
 from tests.test_invariants import assert_evaluated_equals_exported
 
@@ -129,7 +129,7 @@ def test_one_shot_seeds_are_members_in_the_bin(tiny_models: dict, space_name: st
     assert seeds or space_name == "fine-uniform", "an ordinary bin has one-shot candidates"
     assert space_name != "fine-uniform" or all(s.n_layers == 1 for s in seeds)
     assert all(space.contains(s) and space.count(s) in b for s in seeds)
-    assert len({subnas.evolution.subnet_key(space, s) for s in seeds}) == len(seeds)
+    assert len({subnas.samplers._evolution.subnet_key(space, s) for s in seeds}) == len(seeds)
     # Layers are the most important ones and keep the model's order.
     for s in seeds:
         kept = [x.layer for x in s.resolve(supernet.subnas_config).layers]
@@ -139,9 +139,9 @@ def test_one_shot_seeds_are_members_in_the_bin(tiny_models: dict, space_name: st
 def test_importance_order_needs_weights_or_says_so() -> None:
     cfg = subnas.SubnasConfig(num_hidden_layers=2)
     assert subnas.get_search_space("coarse-uniform", cfg).order.is_natural  # a bare config: nothing to rank
-    with pytest.raises(subnas.choices.SearchSpaceError, match="need the model's weights"):
+    with pytest.raises(subnas.spaces._choices.SearchSpaceError, match="need the model's weights"):
         subnas.get_search_space("coarse-uniform", cfg, order="importance")
-    with pytest.raises(subnas.choices.SearchSpaceError, match="not one of"):
+    with pytest.raises(subnas.spaces._choices.SearchSpaceError, match="not one of"):
         subnas.get_search_space("coarse-uniform", cfg, order="alphabetical")
 
 
@@ -152,8 +152,8 @@ def test_layer_removal_scores_measure_skipping_each_layer(tiny_models: dict, nam
     importance order built from the costs ranks layers by them."""
     import copy
 
-    from subnas.evaluate import mean_token_nll
-    from subnas.importance import cached_layer_removal, layer_removal_scores
+    from subnas.evaluation._perplexity import mean_token_nll
+    from subnas.evaluation._importance import cached_layer_removal, layer_removal_scores
 
     hf = copy.deepcopy(tiny_models[name])
     supernet = Supernet.from_model(hf)
@@ -185,7 +185,7 @@ def test_layer_removal_scores_measure_skipping_each_layer(tiny_models: dict, nam
 def test_block_influence_order_is_the_literatures_one_shot(smollm2: Supernet) -> None:
     """On the real model the two layer criteria disagree where it matters (DESIGN.md §12): skipping
     layer 11 costs more than skipping most layers, though block influence ranks it 15th."""
-    from subnas.ordering import importance_order
+    from subnas.spaces._ordering import importance_order
 
     removal = importance_order(smollm2)
     influence = importance_order(smollm2, layers="block-influence")

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 import subnas
 from subnas import SubnasConfig
 from subnas.bins import InfeasibleBinError, ParameterBin
-from subnas.evolution import GEN, KEY, ROLE, SLOT, BinEvolutionSampler
+from subnas.samplers._evolution import GEN, KEY, ROLE, SLOT, BinEvolutionSampler
 from subnas.interfaces import Fitness
 from subnas.search import open_storage
 
@@ -57,7 +57,7 @@ def test_algorithm_1_bookkeeping() -> None:
     gens = sampler._by_generation(trials)
     # Seeded evolution: the bin's one-shot prunes first, random members of the bin after them.
     # All seeds, even more than N (P(0) keeps the best N of them).
-    seeds = [subnas.evolution.subnet_key(space, x) for x in space.one_shot(b)]  # type: ignore[attr-defined]
+    seeds = [subnas.samplers._evolution.subnet_key(space, x) for x in space.one_shot(b)]  # type: ignore[attr-defined]
     assert len(seeds) > 0
     assert [t.system_attrs[ROLE] for t in gens[0]] == ["one-shot"] * len(seeds) + ["init"] * max(0, N - len(seeds))
     assert [t.system_attrs[KEY] for t in gens[0][: len(seeds)]] == seeds
@@ -148,7 +148,7 @@ WORKER_SCRIPT = """
 import sys, time, optuna, subnas
 sys.path.insert(0, {root!r})
 from tests.test_search import space_and_bin, synthetic
-from subnas.evolution import BinEvolutionSampler
+from subnas.samplers._evolution import BinEvolutionSampler
 from subnas.search import BinSearch, open_storage, fail_dead_trials, _optimize
 from pathlib import Path
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -505,8 +505,8 @@ def test_the_best_confirmed_candidate_wins_and_confirmation_resumes(tmp_path: Pa
 
 
 def test_perplexity_confirms_on_the_sequences_after_its_own(tmp_path: Path) -> None:
-    from subnas.assets import DataSourceError
-    from subnas.evaluate import perplexity
+    from subnas.data._assets import DataSourceError
+    from subnas.evaluation._perplexity import perplexity
     from tests._train_helpers import tiny_model_dir, write_text
 
     supernet = subnas.Supernet.from_pretrained(tiny_model_dir(tmp_path))
@@ -514,7 +514,7 @@ def test_perplexity_confirms_on_the_sequences_after_its_own(tmp_path: Path) -> N
     fit = subnas.get_fitness("perplexity", supernet=supernet, data=str(text), seq_len=16, num_seqs=4,
                              confirm_seqs=6)
     assert fit.confirm_tokens.shape == (6, 16)
-    from subnas.evaluate import supernet_tokens
+    from subnas.evaluation._perplexity import supernet_tokens
 
     stream = supernet_tokens(supernet, str(text), 16, 10)
     assert torch.equal(stream[:4], fit.tokens) and torch.equal(stream[4:], fit.confirm_tokens)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subnas import SubnasConfig, SubNetwork, count_parameters, get_search_space
-from subnas.choices import SearchSpaceError, parse_choices
+from subnas.spaces._choices import SearchSpaceError, parse_choices
 from subnas.interfaces import SearchSpace
 from tests.family_configs import CONFIGS, SPACES, space_for
 from tests.strategies import subnetworks

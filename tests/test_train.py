@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from subnas.assets import DataSourceError
-from subnas.checkpoints import CheckpointMismatchError, list_checkpoints
-from subnas.data import BlockOrder, load_token_blocks, shard, training_spec
-from subnas.train import TrainConfig, VocabularyMismatchError, distill, make_config, pretrain
-from subnas.trainer import NonFiniteLossError, lr_at
-from subnas.training_log import read_log
+from subnas.data._assets import DataSourceError
+from subnas.training._checkpoints import CheckpointMismatchError, list_checkpoints
+from subnas.data._tokens import BlockOrder, load_token_blocks, shard, training_spec
+from subnas.training._run import TrainConfig, VocabularyMismatchError, distill, make_config, pretrain
+from subnas.training._loop import NonFiniteLossError, lr_at
+from subnas.training._log import read_log
 from tests._train_helpers import char_tokenizer, sentences, tiny_model_dir, write_jsonl, write_text
 
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, min_lr=3e-4, progress=False, val_data=None)

@@ -225,8 +225,8 @@ def test_bits_per_byte_of_pruned_subnetwork_matches_its_export_and_lm_eval(tmp_p
     and from lm-eval's own ``bits_per_byte`` (a loglikelihood_rolling task, like wikitext) run on
     the stock export; per-token perplexity differs between vocabularies, bits per byte is comparable."""
     pytest.importorskip("lm_eval")
-    from subnas.evaluate import document_bits_per_byte, evaluate, target_bytes, tokenize_for_eval
-    from subnas.lm_eval_bridge import evaluate_tasks
+    from subnas.evaluation._perplexity import document_bits_per_byte, evaluate, target_bytes, tokenize_for_eval
+    from subnas.evaluation._lm_eval import evaluate_tasks
 
     full = tokenizer_for("byte_level")
     supernet = Supernet.from_model(tiny_llama(len(full), tokenizer=full), tokenizer=full)
@@ -323,7 +323,7 @@ def test_spaces_without_a_vocabulary_choice_are_unchanged() -> None:
 def test_search_over_vocabularies_ranks_by_bits_per_byte(tmp_path: Path) -> None:
     """With a vocabulary choice the search fitness is bits per byte (perplexity recorded beside it);
     the winner's file holds the most frequent tokens explicitly and evaluates to the same number."""
-    from subnas.evaluate import evaluate
+    from subnas.evaluation._perplexity import evaluate
     from subnas.search import search
 
     full = tokenizer_for("byte_level")
@@ -366,7 +366,7 @@ def test_importance_fitness_counts_the_kept_vocabulary(tie: bool) -> None:
     """The importance score multiplies the embedding's term by the share of rows kept (its share of
     parameters): 1.0 for the full model however it is written, lower for every pruned vocabulary,
     and falling with the vocabulary at fixed structure."""
-    from subnas.importance import _mass
+    from subnas.evaluation._importance import _mass
     from subnas_plugins.fitness import ImportanceFitness
 
     supernet = Supernet.from_model(tiny_llama(400, tie=tie))

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from subnas import Supernet, SubNetwork, count_parameters
-from subnas.train import VocabularyMismatchError, distill, pretrain, teacher_for_student
+from subnas.training._run import VocabularyMismatchError, distill, pretrain, teacher_for_student
 from subnas.vocab import pruned_tokenizer
 from tests.test_vocab import CORPUS, order_for, tiny_llama, tokenizer_for
 
@@ -109,7 +109,6 @@ def test_cli_distills_a_vocab_pruned_subnetwork(tmp_path: Path, setup: dict[str,
 def test_a_pruned_student_folder_against_the_full_teacher_is_a_clear_error(tmp_path: Path,
                                                                             setup: dict[str, Any]) -> None:
     from subnas import extract
-
     extract(Supernet.from_pretrained(str(setup["model"])), setup["subnet"], tmp_path / "student")
     with pytest.raises(VocabularyMismatchError, match=r"the student 298.*pruned vocabulary.*--subnet"):
         distill(str(setup["model"]), str(setup["data"]), tmp_path / "run", student=str(tmp_path / "student"),
@@ -127,7 +126,7 @@ def test_cli_evaluates_a_vocab_pruned_export_written_as_mistral(tmp_path: Path, 
     (family ``mistral``) and measures what the sub-network measured in place."""
     from subnas import extract
     from subnas.cli import main
-    from subnas.evaluate import evaluate
+    from subnas.evaluation._perplexity import evaluate
 
     supernet = Supernet.from_pretrained(str(setup["model"]))
     subnet = SubNetwork(n_layers=1, n_embd=18, vocab_indices=setup["subnet"].vocab_indices)

@@ -60,7 +60,7 @@ class ModelFamily(ABC):
     def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
         """Only the stock config `to_hf` would write (no weights), or raise `NotExpressible`.
 
-        Zero-padding (`subnas.padding`) calls it to find the smallest padded shape a stock class
+        Zero-padding (`subnas.export._padding`) calls it to find the smallest padded shape a stock class
         accepts without converting weights for every try. Optional for plugin families: without it
         padding tries one shape through `to_hf`.
         """
@@ -157,7 +157,7 @@ def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:
     """A `transformers` config from a model folder, a ``config.json``, a hub name or ``"default"``."""
     name = str(name_or_path)
     if name == "default":
-        from subnas.assets import default_model_dir
+        from subnas.data._assets import default_model_dir
 
         name = str(default_model_dir())
     path = Path(name)

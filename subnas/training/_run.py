@@ -1,14 +1,14 @@
 """Training an extracted small LM: `pretrain` (cross-entropy) and `distill` (from the teacher).
 
 Paper §2.3: the extracted sub-network is a dense model trained with token-level cross-entropy, or
-with ``α·CE + β·KL(teacher ‖ student)`` (`subnas.losses`). Its baseline is the same architecture
+with ``α·CE + β·KL(teacher ‖ student)`` (`subnas.training._losses`). Its baseline is the same architecture
 from random init. Both entry points take plain keyword arguments (the CLI calls them directly),
 write everything into one run folder, and resume from it when called again with the same
 arguments:
 
     <out_dir>/run.json            the call: sources, `TrainConfig`, fingerprint
     <out_dir>/init/               the student's starting weights, when extracted from a sub-network
-    <out_dir>/checkpoints/step-N/ the last ``keep_checkpoints`` checkpoints (`subnas.checkpoints`)
+    <out_dir>/checkpoints/step-N/ the last ``keep_checkpoints`` checkpoints (`subnas.training._checkpoints`)
     <out_dir>/log.csv             one row per step (+ tensorboard/ when installed)
     <out_dir>/training_curve.png  loss and validation perplexity over tokens
     <out_dir>/model/              the trained model: safetensors + config + tokenizer
@@ -18,10 +18,10 @@ arguments:
 A folder holding anything else is refused as ``out_dir`` (`check_run_folder`), so a run never
 scatters its files among someone else's.
 
-Under ``torchrun`` the same calls run data-parallel (`subnas.distributed`).
+Under ``torchrun`` the same calls run data-parallel (`subnas.training._distributed`).
 
 Example:
-    >>> from subnas.train import distill
+    >>> from subnas.training import distill
     >>> distill("default", "default", "runs/kd", subnet={"n_layers": 12},
     ...         max_tokens=2_000_000, seq_len=512, batch_size=8)   # doctest: +SKIP
 """
@@ -73,7 +73,7 @@ class TrainConfig:
     kl: str = "forward"  # "forward" KL(teacher‖student) or "reverse"
     loss_chunk_size: int | None = None  # positions per loss chunk; default ~1M (CPU) or 32M (GPU) floats
     # top-k teacher targets cached on disk and reused by every run on the same sequences
-    # (`subnas.teacher_cache`): "auto" (on CPU, under the subnas cache), "on", "off", or a folder
+    # (`subnas.training._teacher_cache`): "auto" (on CPU, under the subnas cache), "on", "off", or a folder
     teacher_cache: str = "auto"
     # data
     streaming: bool = False
@@ -86,7 +86,7 @@ class TrainConfig:
     # True keeps the last checkpoint, to continue training the run later
     keep_final_checkpoint: bool = False
     device: str | None = None  # default: cuda (this process's GPU) if available, else cpu
-    bf16: bool = True  # bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX (`subnas.trainer.precision`)
+    bf16: bool = True  # bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX (`subnas.training._loop.precision`)
     progress: bool = True
     tensorboard: bool = True
 
@@ -167,7 +167,7 @@ def check_run_folder(out_dir: str | os.PathLike[str]) -> None:
 def _checked_config(config: TrainConfig | None, options: dict[str, Any], *, distill: bool) -> TrainConfig:
     """The run's `TrainConfig`, checked before anything is loaded: option ranges, the distillation
     weights, and that the device exists (a wrong one would otherwise fail after minutes of loading)."""
-    from subnas.evaluate import resolve_device
+    from subnas.evaluation._perplexity import resolve_device
 
     cfg = make_config(config, **options)
     if distill:
@@ -235,7 +235,7 @@ def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir
         The run summary (also in ``out_dir/summary.json``): ``model_dir``, ``steps``, ``tokens``,
         ``final_loss``, ``val_perplexity``, ``tokens_per_s``, ...
     """
-    from subnas.trainer import run_training
+    from subnas.training._loop import run_training
 
     cfg = _checked_config(config, options, distill=False)
     check_run_folder(out_dir)
@@ -304,7 +304,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
 def _distill(teacher_model: Any, teacher_tok: Any, stud: Any, tok: Any, teacher: Any, teacher_subnet: Any,
              student: Any, described: dict[str, Any], data: str, val_data: str | None, out_dir: Any,
              cfg: TrainConfig, on_step: Any) -> dict[str, Any]:
-    from subnas.trainer import run_training
+    from subnas.training._loop import run_training
 
     check_same_vocabulary(teacher_model, stud, teacher_tok, tok)
     sources = {"teacher": _name(teacher), "teacher_subnet": _subnet_dict(teacher_subnet),
@@ -415,7 +415,7 @@ def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
 
 
 def _model_path(source: str | os.PathLike[str]) -> str:
-    from subnas.assets import locate_model
+    from subnas.data._assets import locate_model
 
     return locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
 
@@ -426,7 +426,7 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
         return source, tokenizer
     import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
 
-    from subnas.checkpoints import check_model_files
+    from subnas.training._checkpoints import check_model_files
     from subnas.supernet import load_tokenizer, weights_errors
 
     path = _model_path(source)
@@ -443,8 +443,8 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
              tokenizer: Any) -> tuple[PreTrainedModel, Any, dict[str, Any]]:
     """The student: ``source`` itself, or its ``subnet`` extracted into ``out_dir/init``; then
     re-initialised at random when ``init == "random"``."""
-    from subnas import distributed
-    from subnas.extract import extract
+    from subnas.training import _distributed as distributed
+    from subnas.export._extract import extract
     from subnas.supernet import Supernet
     from subnas.vocab import save_pruned_tokenizer
 

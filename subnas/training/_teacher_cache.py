@@ -8,7 +8,7 @@ benchmark, a rerun of the demo, a resumed run, a run with another learning rate 
 **What is stored.** One safetensors file per *sequence* (not per batch): a sequence recurs in
 every run that trains on it, whatever the seed, batch size, micro-batching or number of processes,
 while a batch recurs only under the same seed and batch size. Each file holds everything the
-top-k loss needs (`subnas.losses.TeacherTopK`): float32 log-probabilities of the top k tokens,
+top-k loss needs (`subnas.training._losses.TeacherTopK`): float32 log-probabilities of the top k tokens,
 their ids (uint16 when the vocabulary fits, else int32), the tail's log-mass, and the sequence's
 own token ids. Values are stored exactly as computed, so a cached loss equals the uncached loss
 bit for bit.
@@ -26,7 +26,7 @@ killed run leaves complete entries or none, and the next run computes what is mi
 
 Example:
     >>> import tempfile, torch
-    >>> from subnas.losses import teacher_topk
+    >>> from subnas.training._losses import teacher_topk
     >>> cache = TeacherCache(tempfile.mkdtemp(), teacher_id="demo", k=2, temperature=1.0)
     >>> teacher = lambda ids: teacher_topk(torch.randn(*ids.shape, 5), k=2, temperature=1.0)
     >>> ids = torch.tensor([[1, 2, 3]])
@@ -49,7 +49,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from subnas._io import atomic_write_bytes
-from subnas.losses import TeacherTopK
+from subnas.training._losses import TeacherTopK
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TeacherCache:
     """Top-k teacher targets on disk under ``root/<teacher_id>/``, one file per sequence.
 
     Args:
-        root: the cache folder (``subnas.assets.cache_root() / "teacher_topk"`` in training).
+        root: the cache folder (``subnas.data.cache_root() / "teacher_topk"`` in training).
         teacher_id: `teacher_identity` of the teacher.
         k: top-k tokens kept per position.
         temperature: the ``T`` the targets are normalised at.

@@ -4,8 +4,8 @@ The paper's coarse spaces keep the *first* n layers, channels, heads and neurons
 models that is the wrong order: SmolLM2-135M's last layer is among its most important, and the
 first 20 of its 30 layers give perplexity ~3e9 where the 20 most influential give ~112 (DESIGN.md
 §12). Minitron sorts units by importance and then slices; `UnitOrder` is that sort, computed from
-calibration passes (`subnas.importance.activation_scores` for width units,
-`subnas.importance.layer_removal_scores` for layers) and used by the search spaces with
+calibration passes (`subnas.evaluation.activation_scores` for width units,
+`subnas.evaluation.layer_removal_scores` for layers) and used by the search spaces with
 ``order="importance"`` (the default when the space is built from a model with weights).
 
 A sub-network in importance order is written with explicit index sets in the *original* model's
@@ -100,7 +100,7 @@ class UnitOrder:
     @classmethod
     def from_scores(cls, scores: Any, config: SubnasConfig, *, source: str = "importance",
                     layer_scores: torch.Tensor | None = None) -> UnitOrder:
-        """Rank every unit by `subnas.importance.ImportanceScores` (higher score = more important).
+        """Rank every unit by `subnas.evaluation.ImportanceScores` (higher score = more important).
 
         ``layer_scores`` ranks the layers instead of the scores' block influence (the importance
         order passes the measured cost of skipping each layer, `layer_removal_scores`).
@@ -208,7 +208,7 @@ def importance_order(supernet: Any, *, data: str = "default:calibration", seq_le
                      batch_size: int = 4, layers: str = "removal", cache_dir: Path | None = None) -> UnitOrder:
     """The `UnitOrder` of a `subnas.Supernet` from calibration passes over ``data`` (cached on disk).
 
-    Every width unit is ranked by one activation pass (`subnas.importance.activation_scores`).
+    Every width unit is ranked by one activation pass (`subnas.evaluation.activation_scores`).
     Layers by ``layers``: ``"removal"`` (default) — the rise in calibration loss when the layer
     alone is skipped, one pass per layer over the first `REMOVAL_SEQS` calibration sequences;
     ``"block-influence"`` — ShortGPT's 1 − cos(x_in, x_out) from the activation pass (what a
@@ -218,8 +218,8 @@ def importance_order(supernet: Any, *, data: str = "default:calibration", seq_le
     cached load a few milliseconds. ``data="weights"`` ranks by weight magnitude instead (no data,
     no tokenizer needed; a weaker signal than activations; layers by their weights' norm).
     """
-    from subnas.evaluate import supernet_tokens
-    from subnas.importance import cached_layer_removal, cached_scores, magnitude_scores
+    from subnas.evaluation._perplexity import supernet_tokens
+    from subnas.evaluation._importance import cached_layer_removal, cached_scores, magnitude_scores
 
     if layers not in LAYER_CRITERIA:
         raise ValueError(f"unknown layer criterion {layers!r}; choose one of {', '.join(LAYER_CRITERIA)}")

@@ -7,7 +7,7 @@ English Wikipedia excerpt shipped inside the ``gensim`` wheel, stripped of marku
 article into train and validation. Both are cached under `cache_root()`.
 
 Example:
-    >>> from subnas.assets import default_corpus, resolve_text_source
+    >>> from subnas.data import default_corpus, resolve_text_source
     >>> corpus = default_corpus()                     # doctest: +SKIP
     >>> texts = resolve_text_source("default:validation")  # doctest: +SKIP
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from subnas._io import atomic_directory, atomic_write_text
-from subnas._wiki import MIN_ARTICLE_CHARS, clean_wikitext, read_wiki_articles
+from subnas.data._wiki import MIN_ARTICLE_CHARS, clean_wikitext, read_wiki_articles
 
 try:  # POSIX only; elsewhere concurrent first uses may convert twice, which is wasteful but safe
     import fcntl
@@ -302,7 +302,7 @@ def _safetensors_numel(path: Path) -> int:
 
 def _check_checkpoint(folder: Path) -> None:
     """Raise unless ``folder`` holds the converted default model (config, tokenizer, all weights)."""
-    from subnas.checkpoints import check_model_files
+    from subnas.training._checkpoints import check_model_files
 
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if not (folder / name).is_file():

@@ -8,7 +8,7 @@ llama.cpp's converter — works in a process that never imported subnas. It trie
 2. another stock class that computes the same function when the family's config refuses the
    shape (e.g. ``MistralForCausalLM`` for Llama shapes with hidden % heads != 0, see
    `subnas.families.llama`) — same weights, same parameter count;
-3. zero-padding (`subnas.padding`): layer-wise widths, or head counts a stock config refuses,
+3. zero-padding (`subnas.export._padding`): layer-wise widths, or head counts a stock config refuses,
    padded to one stock shape with units that compute exactly zero and stay zero under training.
    The result states the true and the padded parameter count (``num_parameters`` /
    ``exported_parameters``); ``pad=False`` skips this step.
@@ -38,7 +38,7 @@ from transformers.initialization import no_init_weights
 from subnas._io import atomic_directory
 from subnas.families import NotExpressible
 from subnas.modeling import SubnasForCausalLM, sub_config
-from subnas.padding import to_hf_padded
+from subnas.export._padding import to_hf_padded
 from subnas.params import config_parameters
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
 
@@ -56,7 +56,7 @@ def _flexible_load(path: str, reason: str | None) -> str:
         return (f"{how}; tools that cannot import subnas (lm_eval --model hf, vLLM, llama.cpp) need a stock export: "
                 f"re-run `subnas extract ... --format stock` (Python: format='stock')")
     return (f"{how}; no exact stock model exists ({reason}), so tools that cannot import subnas cannot run it: "
-            f"evaluate it through subnas (`subnas evaluate`, `subnas.lm_eval_bridge.evaluate_tasks`, or "
+            f"evaluate it through subnas (`subnas evaluate`, `subnas.evaluation.evaluate_tasks`, or "
             f"`python -c \"import subnas, lm_eval.__main__ as m; m.cli_evaluate()\" --model hf ...`), or choose a "
             f"sub-network without that property")
 

@@ -1,7 +1,7 @@
 """Recorded fitness tables: what cheap benchmark fitness functions (``replay``, ``surrogate``) read.
 
 A table holds one row per evaluated sub-network of one model: the canonical key
-(`subnas.evolution.subnet_key`, so equal keys mean the same selected units whichever space
+(`subnas.samplers._evolution.subnet_key`, so equal keys mean the same selected units whichever space
 produced them), the sub-network as its space wrote it, its fitness, its parameter count, the bin
 it was sampled for and how long the evaluation took. Its metadata says what was measured (model,
 spaces, fitness name, direction, data) and holds the model's `SubnasConfig`, so a replay needs
@@ -36,7 +36,7 @@ import numpy as np
 
 from subnas._io import atomic_write_text
 from subnas.config import SubnasConfig
-from subnas.evolution import subnet_key
+from subnas.samplers._evolution import subnet_key
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from subnas.choices import ModelShape, SearchSpaceError
+from subnas.spaces._choices import ModelShape, SearchSpaceError
 from subnas.config import SubnasConfig
-from subnas.ordering import UnitOrder
+from subnas.spaces._ordering import UnitOrder
 from subnas.subnet import INDEX_FIELDS, SubNetwork
 
 

@@ -2,7 +2,7 @@
 
 Under ``torchrun`` the environment names this process (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``); `setup` joins the process group (NCCL on CUDA, gloo on CPU).
-Every rank trains on a disjoint shard of each global batch (`subnas.data.shard`); only rank 0
+Every rank trains on a disjoint shard of each global batch (`subnas.data._tokens.shard`); only rank 0
 writes files; the others wait at `barrier` where files are read back.
 
 Example:

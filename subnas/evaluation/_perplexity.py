@@ -6,7 +6,7 @@ extraction checks and final evaluation share one code path and one set of tokens
 
 Example:
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
-    >>> from subnas.assets import default_model_dir, resolve_text_source
+    >>> from subnas.data import default_model_dir, resolve_text_source
     >>> folder = default_model_dir()                                   # doctest: +SKIP
     >>> model = AutoModelForCausalLM.from_pretrained(folder)           # doctest: +SKIP
     >>> tokens = tokenize_for_eval(resolve_text_source("default"), AutoTokenizer.from_pretrained(folder),
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from subnas._io import atomic_write_bytes
-from subnas.assets import DataSourceError, cache_root
+from subnas.data._assets import DataSourceError, cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def tokenize_for_eval(
     ``num_seqs`` and ``add_bos``.
 
     Args:
-        texts: documents, e.g. from `subnas.assets.resolve_text_source`.
+        texts: documents, e.g. from `subnas.data.resolve_text_source`.
         tokenizer: a `transformers` tokenizer, or any object with ``encode(text,
             add_special_tokens=False) -> list[int]``, ``eos_token_id`` and ``bos_token_id``.
         seq_len: tokens per sequence (at least 2: one token is predicted from another).
@@ -349,7 +349,7 @@ def evaluate(
 
     Args:
         model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
-        data: a ``--data`` value (see `subnas.assets.resolve_text_source`).
+        data: a ``--data`` value (see `subnas.data.resolve_text_source`).
         subnet: a `SubNetwork` to evaluate in place (``None``: the whole model).
         seq_len: tokens per sequence.
         num_seqs: number of sequences.
@@ -462,7 +462,7 @@ def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int,
     model has no tokenizer or ``seq_len`` exceeds its context. ``vocab`` (kept token ids of a
     pruned vocabulary) tokenizes with the pruned tokenizer, in the sub-network's own numbering.
     """
-    from subnas.assets import resolve_text_source
+    from subnas.data._assets import resolve_text_source
 
     if supernet.tokenizer is None:
         raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluating on text needs one")

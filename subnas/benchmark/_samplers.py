@@ -4,9 +4,9 @@
   seeds and an equal budget (evaluations or seconds) per (sampler, seed, bin), through the search
   driver's own `subnas.search.BinSearch` objective — so bin repair, infeasibility and dedup behave
   exactly as in ``subnas search`` — on in-memory Optuna storages (a benchmark needs no resume).
-  It writes a per-trial log, anytime curves and a final table (`subnas._benchmark_report`).
+  It writes a per-trial log, anytime curves and a final table (`subnas.benchmark._report`).
 * `record_table` evaluates a real fitness on sampled candidates and writes a
-  `subnas.fitness_table.FitnessTable`, so that benchmarks can replay it (fitness ``replay``) or
+  `subnas.benchmark.FitnessTable`, so that benchmarks can replay it (fitness ``replay``) or
   fit a surrogate to it (fitness ``surrogate``) at no cost.
 
 Example:
@@ -39,9 +39,9 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from subnas._benchmark_report import write_report, write_trial_log
+from subnas.benchmark._report import write_report, write_trial_log
 from subnas.bins import InfeasibleBinError, ParameterBin
-from subnas.fitness_table import FitnessTable, model_signature
+from subnas.benchmark._fitness_table import FitnessTable, model_signature
 from subnas.interfaces import Fitness, SearchSpace
 from subnas.search import BinSearch, make_sampler
 from subnas.subnet import SubNetwork

@@ -13,7 +13,7 @@ lm-eval is optional: ``pip install 'subnas[eval]'``.
 
 Example:
     >>> from subnas import Supernet, SubNetwork
-    >>> from subnas.lm_eval_bridge import evaluate_tasks
+    >>> from subnas.evaluation import evaluate_tasks
     >>> supernet = Supernet.from_pretrained("default")                           # doctest: +SKIP
     >>> evaluate_tasks(supernet, ["copa"], subnet=SubNetwork(n_layers=20))      # doctest: +SKIP
     {'results': {'copa': {'acc,none': ...}}, ...}
@@ -61,7 +61,7 @@ def _model_for_eval(model: Any, subnet: SubNetwork | dict[str, Any] | None,
             import subnas  # noqa: F401  (registers the flexible format)
 
             if name == "default":
-                from subnas.assets import default_model_dir
+                from subnas.data._assets import default_model_dir
 
                 name = str(default_model_dir())
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)

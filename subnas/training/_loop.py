@@ -1,4 +1,4 @@
-"""The training loop behind `subnas.train.pretrain` and `subnas.train.distill`.
+"""The training loop behind `subnas.training.pretrain` and `subnas.training.distill`.
 
 One loop serves both modes and any number of processes. Per optimizer step ``s`` (1-based):
 
@@ -6,9 +6,9 @@ One loop serves both modes and any number of processes. Per optimizer step ``s``
    (linear warmup, then cosine from ``lr`` to ``min_lr``, paper Appendix C);
 2. the global batch ``BlockOrder.batch(s − 1)`` is split into this rank's shard and micro-batches;
 3. per micro-batch: the teacher's top-k targets, read from the verified on-disk cache
-   (`subnas.teacher_cache`) or computed (no grad; reduced to top-k at once) and stored; student
+   (`subnas.training._teacher_cache`) or computed (no grad; reduced to top-k at once) and stored; student
    forward under bf16 autocast where the hardware runs bf16 natively (`precision`), the chunked
-   loss (`subnas.losses`), backward (DDP synchronises on the last micro-batch only);
+   loss (`subnas.training._losses`), backward (DDP synchronises on the last micro-batch only);
 4. the loss is averaged over ranks and checked: NaN/inf stops the run naming the step, before
    the weights are touched; gradients are clipped and AdamW steps;
 5. rank 0 logs, evaluates and checkpoints on schedule.
@@ -33,16 +33,16 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from subnas import distributed
+from subnas.training import _distributed as distributed
 from subnas._io import atomic_directory, atomic_write_text
-from subnas.assets import DataSourceError, cache_root, resolve_text_source
-from subnas.checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
-from subnas.data import BlockOrder, load_token_blocks, shard
-from subnas.evaluate import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
-from subnas.losses import TeacherTopK, distillation_loss, teacher_topk
-from subnas.teacher_cache import TeacherCache, teacher_identity
-from subnas.train import TrainConfig, _vocab_size
-from subnas.training_log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
+from subnas.data._assets import DataSourceError, cache_root, resolve_text_source
+from subnas.training._checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
+from subnas.data._tokens import BlockOrder, load_token_blocks, shard
+from subnas.evaluation._perplexity import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
+from subnas.training._losses import TeacherTopK, distillation_loss, teacher_topk
+from subnas.training._teacher_cache import TeacherCache, teacher_identity
+from subnas.training._run import TrainConfig, _vocab_size
+from subnas.training._log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _micro_batching(cfg: TrainConfig, world: int) -> tuple[int, int]:
 def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sources: dict[str, Any],
                  out_dir: Path, config: TrainConfig,
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``student`` (in place) and write the run folder; see `subnas.train` for the layout."""
+    """Train ``student`` (in place) and write the run folder; see `subnas.training._run` for the layout."""
     cfg = config
     info = distributed.setup(cfg.device)
     device = _device(cfg, info)

@@ -1,12 +1,12 @@
 """Training data: text → packed token blocks on disk → a deterministic, resumable batch order.
 
-1. **Text.** Small corpora come from `subnas.assets.resolve_text_source` (the default corpus, local
+1. **Text.** Small corpora come from `subnas.data.resolve_text_source` (the default corpus, local
    .txt/.json/.jsonl/.parquet/.csv files, any `datasets` name); large ones are streamed with
    ``datasets.load_dataset(..., streaming=True)`` and read only up to a token cap. For training,
    ``default`` and a dataset name without a split mean their *train* split (the validation split is
    for evaluation).
 2. **Tokens.** Documents are tokenized with the model's tokenizer (no special tokens) and joined
-   with EOS between documents — the same packing as `subnas.evaluate.tokenize_for_eval`. The stream
+   with EOS between documents — the same packing as `subnas.evaluation._perplexity.tokenize_for_eval`. The stream
    is cached once under ``cache_root()/train_tokens`` as raw uint16/uint32 ids, memory-mapped on
    use, keyed by a hash of the source (its text, or its name and file stamps when streamed), the
    tokenizer and the packing version. The block size is not part of the key: blocks are cut when
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from subnas._io import atomic_write_text
-from subnas.assets import DEFAULT_COLUMN, TABLE_FORMATS, DataSourceError, cache_root, resolve_text_source
-from subnas.evaluate import _encode, _tokenizer_fingerprint
+from subnas.data._assets import DEFAULT_COLUMN, TABLE_FORMATS, DataSourceError, cache_root, resolve_text_source
+from subnas.evaluation._perplexity import _encode, _tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +169,12 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
     """Tokenize (or load from the cache) the training text named by ``spec`` as `TokenBlocks`.
 
     Args:
-        spec: a ``--data`` value (see `subnas.assets.resolve_text_source`); ``default`` and split-less
+        spec: a ``--data`` value (see `subnas.data.resolve_text_source`); ``default`` and split-less
             dataset names mean their train split (`training_spec`).
         tokenizer: a `transformers` tokenizer (or any object with ``encode``, ``eos_token_id``).
         seq_len: tokens per block.
         add_bos: start every block with BOS (``SubnasConfig.require_bos``; see
-            `subnas.evaluate.requires_bos`).
+            `subnas.evaluation._perplexity.requires_bos`).
         streaming: stream table files and dataset names instead of loading them whole.
         max_tokens: stop tokenizing after this many tokens (needed to bound a streamed corpus; it
             is part of the cache key).

@@ -14,7 +14,7 @@ which keeps their order but not the outliers' dominance; a sub-network's score i
 importance-weighted share of parameters it keeps (`ImportanceScorer`): 1.0 for the full model,
 higher is better. Scoring a candidate is a few index sums over precomputed arrays — microseconds —
 and never touches the model. The same scores order the units of the search spaces
-(`subnas.ordering.UnitOrder`).
+(`subnas.spaces.UnitOrder`).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def layer_removal_scores(model: Any, tokens: torch.Tensor, *, batch_size: int = 
                          progress: bool = True) -> torch.Tensor:
     """How much the mean next-token loss on ``tokens`` rises when each layer alone is skipped ([L], nats).
 
-    The layer criterion of the importance order (`subnas.ordering`): one forward pass of the model
+    The layer criterion of the importance order (`subnas.spaces._ordering`): one forward pass of the model
     without layer i, for every i. Block influence (1 − cos(x_in, x_out), ShortGPT) is the cheap
     proxy for the same question, and on SmolLM2-135M a poor one: it ranks layer 11 15th of 30
     where skipping it costs 1.84 nats (the 4th largest cost), and layer 2 (0.58 nats) 19th. Ranking
@@ -215,7 +215,7 @@ def layer_removal_scores(model: Any, tokens: torch.Tensor, *, batch_size: int = 
     """
     from tqdm.auto import tqdm
 
-    from subnas.evaluate import mean_token_nll
+    from subnas.evaluation._perplexity import mean_token_nll
 
     L = model.config.num_hidden_layers
     previous = getattr(model, "active", None)
@@ -233,7 +233,7 @@ def layer_removal_scores(model: Any, tokens: torch.Tensor, *, batch_size: int = 
 
 
 def _cache_path(method: str, model: Any, source: str, tokens: torch.Tensor | None, cache_dir: Path | None) -> Path:
-    from subnas.assets import cache_root
+    from subnas.data._assets import cache_root
 
     h = hashlib.sha256(f"{method}|{source}|{model.config.to_json_string()}".encode())
     if tokens is not None and method != "magnitude":

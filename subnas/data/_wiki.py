@@ -1,4 +1,4 @@
-"""Plain text from MediaWiki XML dumps: the default corpus's cleaning (see `subnas.assets`)."""
+"""Plain text from MediaWiki XML dumps: the default corpus's cleaning (see `subnas.data._assets`)."""
 
 from __future__ import annotations
 

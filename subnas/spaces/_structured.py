@@ -7,7 +7,7 @@
   kept layer its own.
 
 The plugin module ``subnas_plugins.spaces`` registers the four combinations by name. Internally a
-candidate is a `subnas._arch.Arch`: its sizes, plus (fine-grained) its index lists in sampling
+candidate is a `subnas.spaces._arch.Arch`: its sizes, plus (fine-grained) its index lists in sampling
 order, fitted to the sizes only when a `SubNetwork` is emitted; operators, bin rejection and repair
 therefore run on sizes alone, which is what makes them cheap.
 """
@@ -21,11 +21,11 @@ from functools import cached_property
 from math import comb
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from subnas._arch import Arch, ArchCodec, Layer
+from subnas.spaces._arch import Arch, ArchCodec, Layer
 from subnas.bins import ParameterBin, constrain
-from subnas.choices import Choices, ModelShape, SearchSpaceError
+from subnas.spaces._choices import Choices, ModelShape, SearchSpaceError
 from subnas.interfaces import SearchSpace
-from subnas.ordering import UnitOrder
+from subnas.spaces._ordering import UnitOrder
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 from subnas.vocab import VocabChoice
@@ -63,7 +63,7 @@ class StructuredSearchSpace(SearchSpace):
             tokenizer, else the first n ids. Only used with a ``vocab_size`` choice.
         **choices: per-dimension choices keyed by SubNetwork field name (``n_layers``, ``n_embd``,
             ``num_heads``, ``query_groups``, ``head_size``, ``intermediate_size``), in any form
-            `subnas.choices.parse_choices` reads; defaults are the paper's ranges with steps of
+            `subnas.spaces.parse_choices` reads; defaults are the paper's ranges with steps of
             8 (embedding) and 64 (MLP). ``vocab_size`` adds the vocabulary as a dimension (issue
             #13), e.g. ``"4k,8k,16k,32k,full"`` or ``"default"`` (those five); without it the
             space keeps the whole vocabulary, as the paper's spaces do.
@@ -611,7 +611,7 @@ def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space:
     if not has_weights:
         raise SearchSpaceError(f"{space}: order={order!r} ranks units by calibration passes, which need the "
                                f"model's weights: pass a subnas.Supernet (or order='natural' for a bare config)")
-    from subnas.ordering import importance_order
+    from subnas.spaces._ordering import importance_order
 
     return importance_order(model, data=calibration,
                             layers="block-influence" if order == "block-influence" else "removal")
