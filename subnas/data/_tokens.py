@@ -41,7 +41,8 @@ import torch
 
 from subnas._io import atomic_write_text
 from subnas.data._assets import DEFAULT_COLUMN, TABLE_FORMATS, DataSourceError, cache_root, resolve_text_source
-from subnas.evaluation._perplexity import _encode, _tokenizer_fingerprint
+# The module, not its names: evaluation imports subnas.data while it initialises.
+from subnas.evaluation import _perplexity
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
 
     texts: list[str] | None = None
     h = hashlib.sha256(repr((_PACKING_VERSION, sep, np.dtype(dtype).str, max_tokens)).encode())
-    h.update(hashlib.sha256(_tokenizer_fingerprint(tokenizer).encode()).digest())
+    h.update(hashlib.sha256(_perplexity._tokenizer_fingerprint(tokenizer).encode()).digest())
     if streaming:
         h.update(_source_stamp(spec).encode())
     else:
@@ -238,7 +239,7 @@ def _token_chunks(docs: Iterable[str], tokenizer: Any, sep: int | None, max_toke
     def encode(docs: list[str]) -> list[int]:
         nonlocal total, first
         out: list[int] = []
-        for ids in _encode(tokenizer, docs):
+        for ids in _perplexity._encode(tokenizer, docs):
             if not first and sep is not None:
                 out.append(sep)
             first = False
