@@ -16,7 +16,7 @@ Arms, per bin and seed, each with ``--budget`` fitness evaluations at most (DESI
 * ``paper``: the paper's protocol — natural ("first n") order, coarse-uniform, bin-constrained
   evolution with the paper's N=20, k=5, m=c=0.2, r=5 and a random initial population;
 * ``default``: what ``subnas search`` runs by default — importance order, coarse-uniform, evolution
-  seeded with the one-shot grid (`subnas.search.EVOLUTION_DEFAULTS`), and the last ``--confirm``
+  seeded with the one-shot grid (`subnas_plugins.evolution.EVOLUTION_DEFAULTS`), and the last ``--confirm``
   evaluations of the budget re-measure the best few candidates on the search split's next
   ``--confirm-seqs`` sequences (``subnas search --confirm``): the best confirmed one wins;
 * ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin, the same
@@ -61,9 +61,9 @@ import subnas  # noqa: E402
 from subnas._io import atomic_write_text  # noqa: E402
 from subnas.bins import ParameterBin  # noqa: E402
 from subnas.evaluation._perplexity import mean_token_nll, nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
-from subnas.samplers._evolution import subnet_key  # noqa: E402
 from subnas.interfaces import Fitness  # noqa: E402
-from subnas.search import BinSearch, _optimize, make_pruner, make_sampler, make_space  # noqa: E402
+from subnas.interfaces import get_sampler  # noqa: E402
+from subnas.search import BinSearch, _optimize, make_pruner, make_space  # noqa: E402
 
 ARMS = ("one-shot", "removal-grid", "default", "default+median", "importance", "paper", "random")
 ARM_SPACE = {"one-shot": "block-influence", "paper": "natural"}  # every other arm: the importance order
@@ -93,7 +93,7 @@ class CachedPerplexity(Fitness):
         return value
 
     def steps(self, subnet: subnas.SubNetwork) -> Iterator[tuple[int, float]]:
-        key = subnet_key(self.space, subnet)
+        key = subnet.key(self.space.config)
         if key not in self.cache:
             trace = []
             with self.supernet.sub_network(subnet):
@@ -107,7 +107,7 @@ class CachedPerplexity(Fitness):
         """Perplexity on the confirmation sequences (the search split's next ones), memoised."""
         if self.confirm_tokens is None:
             return None
-        key = "confirm:" + subnet_key(self.space, subnet)
+        key = "confirm:" + subnet.key(self.space.config)
         if key not in self.cache:
             with self.supernet.sub_network(subnet):
                 nll = mean_token_nll(self.supernet.model, self.confirm_tokens, batch_size=self.batch_size)
@@ -132,7 +132,7 @@ def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, se
         return out, None
     sampler_name = "random" if arm == "random" else "evolution"
     options = PAPER_EVOLUTION if arm == "paper" else {}
-    smp = make_sampler(sampler_name, space, b, seed, dict(options))
+    smp = get_sampler(sampler_name, space, b, seed=seed, **options)
     pruner = "median" if arm == "default+median" else "none"
     score = importance if arm == "importance" else fitness
     # What `subnas search` does: the budget's last `confirm` evaluations re-measure the best few
@@ -231,7 +231,7 @@ def _compact(subnet: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(supernet: Any, subnet: Any, tokens: torch.Tensor, cache: dict[str, float], spaces: dict[str, Any]) -> float:
-    key = "full" if subnet is None else subnet_key(spaces["importance"], subnet)
+    key = "full" if subnet is None else subnet.key(spaces["importance"].config)
     if key not in cache:
         from subnas.evaluation._perplexity import perplexity
 

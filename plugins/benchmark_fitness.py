@@ -5,7 +5,7 @@ writes one; ``benchmarks/tables/smollm2_coarse.json`` ships one for SmolLM2-135M
 model weights, so a sampler comparison with thousands of evaluations runs in seconds.
 
 * ``replay`` returns the recorded fitness of a candidate, looked up by its canonical key
-  (`subnas.samplers._evolution.subnet_key`). A candidate that was never recorded gets the fitness of its
+  (`subnas.SubNetwork.key`). A candidate that was never recorded gets the fitness of its
   nearest recorded neighbour in standardised architecture features (``missing="nearest"``) or
   raises (``missing="error"``); every lookup is reported in ``last_lookup`` (the benchmark's
   trial log records it), so a reader sees how much of a benchmark was exact.

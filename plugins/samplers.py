@@ -1,7 +1,7 @@
 """Built-in plugin: Optuna's own samplers under short names (random search is the paper's baseline).
 
-Any Optuna sampler class is already a factory ``**options -> BaseSampler``, so it is registered as
-it is; ``subnas.get_sampler("tpe", seed=0)`` is ``optuna.samplers.TPESampler(seed=0)``.
+Each is an `subnas.interfaces.OptunaSampler`: it needs neither the space nor the bin, so
+``subnas.get_sampler("tpe", seed=0)`` is ``optuna.samplers.TPESampler(seed=0)``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from subnas.hookspecs import hookimpl
 def register_samplers(register: Any) -> None:
     from optuna.samplers import NSGAIISampler, RandomSampler, TPESampler
 
-    register("random", RandomSampler)
-    register("tpe", TPESampler)
-    register("nsga2", NSGAIISampler)
+    from subnas.interfaces import OptunaSampler
+
+    register("random", OptunaSampler(RandomSampler))
+    register("tpe", OptunaSampler(TPESampler))
+    register("nsga2", OptunaSampler(NSGAIISampler))

@@ -19,7 +19,8 @@ from subnas.export._extract import ExtractResult, extract
 from subnas.hookspecs import hookimpl
 from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters
-from subnas.plugins import get_extractor, get_fitness, get_sampler, get_search_space, plugins_report
+from subnas.interfaces import get_extractor, get_fitness, get_sampler, get_search_space
+from subnas.plugins import plugins_report
 from subnas.search import search
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
 from subnas.supernet import Supernet

@@ -1,8 +1,10 @@
-"""The four extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`.
+"""The four extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, and their lookups.
 
 Plugins register implementations through the hooks in `subnas.hookspecs`; users get them by name
-with `subnas.get_search_space`, `subnas.get_sampler`, `subnas.get_fitness`, `subnas.get_extractor`.
-Everything here speaks `SubNetwork`, the one description of a sub-network.
+with `get_search_space`, `get_sampler`, `get_fitness`, `get_extractor` (re-exported as
+``subnas.get_*``). Each interface declares everything the search driver (`subnas.search`) and the
+benchmark rely on; nothing reads an undeclared attribute. Everything here speaks `SubNetwork`, the
+one description of a sub-network.
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ import os
 import random
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
+from subnas.bins import ParameterBin, constrain
 from subnas.config import SubnasConfig
-from subnas.subnet import SubNetwork
+from subnas.families import load_config
+from subnas.params import count_parameters
+from subnas.plugins import build, registry
+from subnas.subnet import SubNetwork, SubNetworkError
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.samplers import BaseSampler
 
-    from subnas.bins import ParameterBin
+    from subnas.spaces import UnitOrder
 
 
 class SearchSpace(ABC):
@@ -41,10 +49,17 @@ class SearchSpace(ABC):
     #: The name the space is registered under (informational).
     name: ClassVar[str] = ""
 
+    #: Which units "the first n" means, when the space ranks them (`subnas.spaces.UnitOrder`); its
+    #: ``source`` is recorded with a search, which resumes only with the same order. None: natural.
+    order: UnitOrder | None = None
+
+    #: The vocabulary sizes the space chooses among (empty: the full vocabulary only). With more
+    #: than one, per-token perplexity is not comparable across members, so the search ranks by
+    #: bits per byte.
+    vocab_choices: tuple[Any, ...] = ()
+
     def __init__(self, model_or_config: Any) -> None:
         """Subclasses take their per-dimension choices as keyword arguments after ``model_or_config``."""
-        from subnas.families import load_config
-
         self.config: SubnasConfig = load_config(model_or_config)
 
     @abstractmethod
@@ -72,8 +87,8 @@ class SearchSpace(ABC):
     def bred(trial: Any) -> SubNetwork | None:
         """The sub-network the study's sampler chose for ``trial`` as a whole, if it did so."""
         # FixedTrial and other BaseTrial implementations have no study.
-        genome_for = getattr(getattr(getattr(trial, "study", None), "sampler", None), "genome_for", None)
-        return genome_for(trial) if genome_for is not None else None
+        sampler = getattr(getattr(trial, "study", None), "sampler", None)
+        return sampler.genome_for(trial) if isinstance(sampler, BreedsSubNetworks) else None
 
     @abstractmethod
     def size(self) -> int:
@@ -89,8 +104,6 @@ class SearchSpace(ABC):
 
     def count(self, subnet: SubNetwork) -> int:
         """Parameters of a member (`subnas.count_parameters`, the one counter)."""
-        from subnas.params import count_parameters
-
         return count_parameters(self.config, subnet)
 
     def repair(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random) -> SubNetwork | None:
@@ -117,8 +130,6 @@ class SearchSpace(ABC):
 
     def contains(self, subnet: SubNetwork) -> bool:
         """Whether ``subnet`` is a member (default: it is legal for the model)."""
-        from subnas.subnet import SubNetworkError
-
         try:
             subnet.resolve(self.config)
         except SubNetworkError:
@@ -143,14 +154,24 @@ class SearchSpace(ABC):
 
     def _constrain(self, propose: Callable[[], SubNetwork], bin: ParameterBin, rng: random.Random,
                    max_tries: int) -> SubNetwork | None:
-        from subnas.bins import constrain
-
         return constrain(propose, self.count, lambda s: self.repair(s, bin, rng), bin, max_tries)
 
 
+@runtime_checkable
+class BreedsSubNetworks(Protocol):
+    """An Optuna sampler that proposes whole sub-networks (`subnas.BinEvolutionSampler`): it hands
+    the candidate of a trial to `SearchSpace.suggest` through ``genome_for``."""
+
+    def genome_for(self, trial: Any) -> SubNetwork | None: ...
+
+
 class Sampler(ABC):
-    """Makes an Optuna sampler from keyword options; any callable ``**options -> BaseSampler``
-    (an Optuna sampler class itself, say) can be registered in its place.
+    """A search strategy: makes the Optuna sampler that drives one bin's study.
+
+    Every sampler, built-in or from a plugin, is called the same way, ``sampler(space, bin,
+    seed=..., **options)``; one that needs neither the space nor the bin ignores them (Optuna's own
+    samplers, `OptunaSampler`). Plugins register an instance; a plain ``**options -> BaseSampler``
+    callable (an Optuna sampler class, say) is wrapped in `OptunaSampler` on registration.
 
     Example:
         >>> import subnas
@@ -158,9 +179,38 @@ class Sampler(ABC):
         'RandomSampler'
     """
 
+    #: Whether the strategy proceeds in generations, so a budget can be given in ``epochs``.
+    takes_epochs: ClassVar[bool] = False
+
     @abstractmethod
-    def __call__(self, **options: Any) -> optuna.samplers.BaseSampler:
-        """A fresh sampler configured by ``options``."""
+    def __call__(self, space: SearchSpace | None, bin: ParameterBin | None, *, seed: int | None = None,
+                 **options: Any) -> BaseSampler:
+        """A fresh Optuna sampler for one bin of ``space``, configured by ``options``."""
+
+    def is_finished(self, study: optuna.Study) -> bool:
+        """Whether the sampler's own budget (``epochs``) is used up in ``study`` (default: never;
+        the driver also stops at its trial budget)."""
+        return False
+
+    def stored_seed(self, study: optuna.Study) -> int | None:
+        """The seed a stored ``study`` was started with, when the strategy needs every run of a
+        study to share it (a resume with another seed is refused). Default: None (not recorded)."""
+        return None
+
+
+class OptunaSampler(Sampler):
+    """Any ``**options -> optuna.samplers.BaseSampler`` factory as a `Sampler` that needs neither the
+    space nor the bin (``OptunaSampler(optuna.samplers.TPESampler)``)."""
+
+    def __init__(self, factory: Callable[..., BaseSampler]) -> None:
+        self.factory = factory
+
+    def __call__(self, space: SearchSpace | None = None, bin: ParameterBin | None = None, *,
+                 seed: int | None = None, **options: Any) -> BaseSampler:
+        return self.factory(**({"seed": seed} if seed is not None else {}), **options)
+
+    def __repr__(self) -> str:
+        return f"OptunaSampler({getattr(self.factory, '__qualname__', self.factory)!r})"
 
 
 class Fitness(ABC):
@@ -174,6 +224,24 @@ class Fitness(ABC):
 
     #: Which data `confirm` re-measures on (written beside confirmed results).
     confirm_data: str = ""
+
+    #: What the score is (e.g. ``"perplexity"``, ``"bits_per_byte"``), written beside results; None: unnamed.
+    metric: str | None = None
+
+    #: Whether the fitness runs the model's weights. False (a recorded table, a formula) lets the
+    #: benchmark search a bare config, with no weights loaded.
+    needs_weights: ClassVar[bool] = True
+
+    #: Other numbers the last call measured (e.g. ``{"perplexity": 31.2, "bits_per_byte": 1.1}``),
+    #: stored on the candidate's trial.
+    last_metrics: Mapping[str, float | None] = {}
+
+    #: Seconds the last call stood for when it did not really run them (a replayed measurement);
+    #: the benchmark adds them to a run's time. 0 for a fitness that does the work.
+    last_cost: float = 0.0
+
+    #: What the last call looked up (a recorded table's row), for the benchmark's trial log; None otherwise.
+    last_lookup: Mapping[str, Any] | None = None
 
     @abstractmethod
     def __call__(self, subnet: SubNetwork) -> float:
@@ -202,3 +270,41 @@ class Extractor(ABC):
     @abstractmethod
     def extract(self, supernet: Any, subnet: SubNetwork, out_dir: str | os.PathLike[str]) -> Path:
         """Write the model for ``subnet`` into ``out_dir`` and return that folder."""
+
+
+# ---------------------------------------------------------------------------- lookups by name
+def get_search_space(name: str, model_or_config: Any, **choices: Any) -> SearchSpace:
+    """A registered search space over a model, e.g. ``get_search_space("coarse-uniform", "default")``."""
+    return build("search_spaces", name, SearchSpace, model_or_config, **choices)  # type: ignore[no-any-return]
+
+
+def get_sampler(name: str, space: SearchSpace | None = None, bin: ParameterBin | tuple[int, int] | None = None, *,
+                seed: int | None = None, **options: Any) -> BaseSampler:
+    """A registered sampler for one bin of a space, e.g. ``get_sampler("tpe", seed=0)`` or
+    ``get_sampler("evolution", space, (lo, hi), seed=0)`` (samplers that need no space ignore it)."""
+    from optuna.samplers import BaseSampler
+
+    if bin is not None and not isinstance(bin, ParameterBin):
+        bin = ParameterBin(int(bin[0]), int(bin[1]))
+    return build("samplers", name, BaseSampler, space, bin, seed=seed, adapt=as_sampler,  # type: ignore[no-any-return]
+                 **options)
+
+
+def as_sampler(registered: Any) -> Sampler:
+    """What a plugin registered as a sampler, as a `Sampler` (a plain factory becomes an `OptunaSampler`)."""
+    return registered if isinstance(registered, Sampler) else OptunaSampler(registered)
+
+
+def sampler_strategy(name: str) -> Sampler:
+    """The registered `Sampler` itself (what the driver asks about epochs, budgets and seeds)."""
+    return as_sampler(registry("samplers")[name])
+
+
+def get_fitness(name: str, **options: Any) -> Fitness:
+    """A registered fitness function (a `Fitness`), e.g. ``get_fitness("perplexity", ...)``."""
+    return build("fitness", name, Fitness, **options)  # type: ignore[no-any-return]
+
+
+def get_extractor(name: str, **options: Any) -> Extractor:
+    """A registered extractor (an `Extractor`), e.g. ``get_extractor("transformers")``."""
+    return build("extractors", name, Extractor, **options)  # type: ignore[no-any-return]

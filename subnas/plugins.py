@@ -21,19 +21,15 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import pluggy
 
 from subnas import hookspecs
 
-if TYPE_CHECKING:
-    from optuna.samplers import BaseSampler
-
-    from subnas.interfaces import Extractor, Fitness, SearchSpace
-
 BUILTIN_PLUGINS = ("subnas_plugins.spaces", "subnas_plugins.samplers", "subnas_plugins.evolution",
-                   "subnas_plugins.fitness", "subnas_plugins.extractors", "subnas_plugins.benchmark_fitness")
+                   "subnas_plugins.fitness", "subnas_plugins.extractors", "subnas_plugins.benchmark_fitness",
+                   "subnas_plugins.families")
 KINDS = {"search_spaces": "search space", "samplers": "sampler", "fitness": "fitness function",
          "extractors": "extractor", "model_families": "model family"}
 
@@ -181,16 +177,6 @@ def registry(kind: str) -> Registry:
     if kind in _registries:
         return _registries[kind]
     reg = _registries[kind] = Registry(kind)
-    if kind == "model_families":
-        # Built-in families live in subnas.families; seeding them first makes a plugin that reuses
-        # one of their model types the duplicate, reported against the plugin.
-        from subnas.families import _FAMILIES, _builtin_families
-
-        _builtin_families()
-        version = metadata.version("subnas")
-        builtin = _infos.setdefault("subnas.families", PluginInfo("subnas.families", "subnas", version))
-        for model_type, family in _FAMILIES.items():
-            reg.add(model_type, family, builtin)
     # Each implementation is called on its own, so every name is attributed to its plugin.
     for impl in getattr(pm.hook, f"register_{kind}").get_hookimpls():
         owner = _info(impl.plugin_name, impl.plugin)
@@ -218,44 +204,20 @@ def plugins_report() -> list[dict[str, Any]]:
     """
     for kind in KINDS:
         registry(kind)
-    live = set(_registered) | {"subnas.families"}  # plus those that failed to load, below
+    live = set(_registered)  # plus those that failed to load, below
     return [{"name": i.name, "version": i.version, "package": i.package,
              "registers": {kind: sorted(names) for kind, names in i.registers.items()}, "error": i.error}
             for i in _infos.values() if i.name in live or i.load_error]
 
 
-def _make(kind: str, name: str, expected: type, *args: Any, **kwargs: Any) -> Any:
-    obj = registry(kind)[name](*args, **kwargs)
+def build(kind: str, name: str, expected: type, *args: Any, adapt: Callable[[Any], Any] | None = None,
+          **kwargs: Any) -> Any:
+    """Call what a plugin registered as ``name`` (through ``adapt`` when given) and check that it
+    made an ``expected`` (the lookups of `subnas.interfaces` use this)."""
+    factory = registry(kind)[name]
+    obj = (adapt(factory) if adapt is not None else factory)(*args, **kwargs)
     if not isinstance(obj, expected):
         owner = registry(kind)._owners[name]
         raise PluginError(f"{KINDS[kind]} {name!r} from package {owner.package!r} made a {type(obj).__name__}, "
                           f"not a {expected.__name__}")
     return obj
-
-
-def get_search_space(name: str, model_or_config: Any, **choices: Any) -> SearchSpace:
-    """A registered search space over a model, e.g. ``get_search_space("coarse-uniform", "default")``."""
-    from subnas.interfaces import SearchSpace
-
-    return _make("search_spaces", name, SearchSpace, model_or_config, **choices)  # type: ignore[no-any-return]
-
-
-def get_sampler(name: str, **options: Any) -> BaseSampler:
-    """A registered Optuna sampler, e.g. ``get_sampler("tpe", seed=0)``."""
-    from optuna.samplers import BaseSampler
-
-    return _make("samplers", name, BaseSampler, **options)  # type: ignore[no-any-return]
-
-
-def get_fitness(name: str, **options: Any) -> Fitness:
-    """A registered fitness function (a `Fitness`), e.g. ``get_fitness("perplexity", ...)``."""
-    from subnas.interfaces import Fitness
-
-    return _make("fitness", name, Fitness, **options)  # type: ignore[no-any-return]
-
-
-def get_extractor(name: str, **options: Any) -> Extractor:
-    """A registered extractor (an `Extractor`), e.g. ``get_extractor("dense")``."""
-    from subnas.interfaces import Extractor
-
-    return _make("extractors", name, Extractor, **options)  # type: ignore[no-any-return]

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.spaces._choices import SearchSpaceError
-from subnas.samplers._evolution import KEY, SEED, WORKER, BinEvolutionSampler, record_worker, subnet_key
+from subnas.interfaces import Fitness, SearchSpace, get_fitness, get_search_space, sampler_strategy
+from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
 from subnas.subnet import SubNetwork
 
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
@@ -132,48 +132,14 @@ def _open_rdb(url: str) -> Any:
                          "running and the URL's host, user, password and database are right") from None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-#: A RUNNING trial with no worker record this old was left by a process killed between creating
-#: the trial and its first write (microseconds apart in a live worker).
-UNCLAIMED_SECONDS = 120
-
-
-def fail_dead_trials(study: optuna.Study) -> int:
-    """Mark RUNNING trials of dead processes on this machine as FAIL (a killed run's leftovers)."""
-    import datetime
-
-    host, failed = socket.gethostname(), 0
-    now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.system_attrs.get(WORKER)
-        orphan = (worker is None and t.datetime_start is not None
-                  and (now - t.datetime_start).total_seconds() > UNCLAIMED_SECONDS)
-        if orphan or (worker and worker["host"] == host and not _alive(int(worker["pid"]))):
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            failed += 1
-    with warnings.catch_warnings():  # "experimental" since Optuna 2.9; stable in use
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # other machines: the storage's heartbeat, if any
-    return failed
-
-
 @dataclass
 class BinSearch:
     """One bin's study and how to run a trial of it."""
 
     bin: ParameterBin
     study: optuna.Study
-    space: Any
-    fitness: Any
+    space: SearchSpace
+    fitness: Fitness
     sampler_name: str
     seed: int | None = None
     pruning: bool = False
@@ -190,9 +156,8 @@ class BinSearch:
         if any(t.system_attrs.get(KEY) is not None
                for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
             return False
-        sampler = self.study.sampler
-        if isinstance(sampler, BinEvolutionSampler) and self.epochs is not None:
-            return sampler.is_finished(self.study)
+        if self.epochs is not None:
+            return sampler_strategy(self.sampler_name).is_finished(self.study)
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         return self.trials is not None and len(done) >= self.trials
 
@@ -200,7 +165,7 @@ class BinSearch:
         record_worker(trial.storage, trial._trial_id)
         subnet = self.space.suggest(trial)
         bred = self.space.bred(trial)
-        if bred is not None and subnet_key(self.space, subnet) != subnet_key(self.space, bred):
+        if bred is not None and subnet.key(self.space.config) != bred.key(self.space.config):
             raise SearchSpaceError(
                 f"search space {type(self.space).__name__}.suggest() returned a sub-network other than the one the "
                 f"sampler bred; suggest() must return `self.bred(trial)` when it is not None (docs/plugins.md)")
@@ -216,7 +181,7 @@ class BinSearch:
                 raise optuna.TrialPruned(f"{count:,} parameters is outside bin {self.bin} and repair failed")
             trial.set_user_attr("repaired_from", subnet.to_dict())
             subnet, count = repaired, self.space.count(repaired)
-        key = subnet_key(self.space, subnet)
+        key = subnet.key(self.space.config)
         trial.storage.set_trial_system_attr(trial._trial_id, KEY, key)
         trial.set_user_attr("subnet", subnet.to_dict())
         trial.set_user_attr("parameters", count)
@@ -242,7 +207,7 @@ class BinSearch:
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise optuna.TrialPruned(f"the fitness failed on this candidate: {type(exc).__name__}: {exc}") from exc
         trial.set_user_attr("budget_used", used)
-        for name, metric in (getattr(self.fitness, "last_metrics", None) or {}).items():
+        for name, metric in self.fitness.last_metrics.items():
             trial.set_user_attr(name, metric)  # perplexity and bits per byte, whichever ranks
         value = float(value)
         if math.isnan(value):
@@ -326,23 +291,6 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
 
 
-#: What `subnas search` runs by default with the evolution sampler: Algorithm 1 sized for budgets
-#: of ~40 evaluations (the paper's N=20, k=5, m=c=0.2, r=5 is sized for 5,050). No random
-#: members after the seeded start: in a bin of SmolLM2 they scored perplexity 1e4-1e5 against the
-#: seeds' ~160, a wasted evaluation each (docs/benchmarks/search.md). ``sampler_options``
-#: overrides any of them.
-EVOLUTION_DEFAULTS = {"population_size": 12, "num_elites": 4, "num_offspring": 16, "mutation_prob": 0.5,
-                      "crossover_prob": 0.25, "num_random": 0}
-
-
-def make_sampler(name: str, space: Any, bin: ParameterBin, seed: int | None, options: dict[str, Any]) -> Any:
-    if name == "evolution":
-        return BinEvolutionSampler(space, bin, seed=seed, **{**EVOLUTION_DEFAULTS, **options})
-    from subnas.plugins import get_sampler
-
-    return get_sampler(name, **({"seed": seed} if seed is not None else {}), **options)
-
-
 def search(
     model: Any,
     *,
@@ -383,7 +331,6 @@ def search(
     Returns the content of ``results.json``: per bin the best sub-network, its fitness, its
     parameter count and the number of evaluations, and which data produced each number.
     """
-    from subnas.plugins import get_fitness, get_search_space
     from subnas.supernet import Supernet
 
     if epochs is None and trials is None:
@@ -396,7 +343,8 @@ def search(
         raise ValueError(f"--confirm {confirm} is negative; give 0 (keep the search's ranking) or a number of candidates")
     if pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
-    if epochs is not None and sampler != "evolution":
+    strategy = sampler_strategy(sampler)
+    if epochs is not None and not strategy.takes_epochs:
         raise ValueError(f"--epochs applies to the evolution sampler; give --trials for {sampler!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bars say it better
     out = Path(out_dir)
@@ -421,7 +369,7 @@ def search(
             fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
         if confirm == 0:  # no confirmation: do not tokenize (or demand) text for it
             fit_kwargs.setdefault("confirm_seqs", 0)
-        if len(getattr(search_space, "vocab_choices", ())) > 1:  # per-token perplexity is not comparable
+        if len(search_space.vocab_choices) > 1:  # per-token perplexity is not comparable
             fit_kwargs.setdefault("metric", "bits_per_byte")     # across vocabularies (issue #13)
     score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
     if store is None:
@@ -431,16 +379,16 @@ def search(
     for i, spec in enumerate(bins):
         b = spec if isinstance(spec, ParameterBin) else (ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec))
         opts = dict(sampler_options or {})
-        if sampler == "evolution" and epochs is not None:
+        if strategy.takes_epochs and epochs is not None:
             opts.setdefault("epochs", epochs)
-        smp = make_sampler(sampler, search_space, b, seed, opts)
+        smp = strategy(search_space, b, seed=seed, **opts)
         study = optuna.create_study(storage=store, study_name=f"{study_name}-bin{i}-{b.lo}-{b.hi}", sampler=smp,
                                     direction=score.direction, load_if_exists=True, pruner=make_pruner(pruner))
-        stored = study._storage.get_study_system_attrs(study._study_id).get(SEED)
-        if sampler == "evolution" and seed is not None and stored is not None and int(stored) != seed:
+        stored = strategy.stored_seed(study)
+        if seed is not None and stored is not None and stored != seed:
             raise ValueError(f"{out} holds a search started with --seed {stored}; rerun with --seed {stored} to "
                              f"resume it, or give a new --out (or --study-name) for a search with --seed {seed}")
-        unit_order = getattr(getattr(search_space, "order", None), "source", None)
+        unit_order = None if search_space.order is None else search_space.order.source
         started = study.user_attrs.get("order")
         if unit_order is not None and started is not None and started != unit_order:
             # The seeds and every "first n" of the stored trials' space would silently change.
@@ -484,11 +432,11 @@ def check_fitness_options(name: str, options: dict[str, Any]) -> None:
                              f"are {', '.join(accepted) or 'none'}")
 
 
-def make_space(name: str, supernet: Any, *, order: str, calibration: str, choices: dict[str, Any]) -> Any:
+def make_space(name: str, supernet: Any, *, order: str, calibration: str, choices: dict[str, Any]) -> SearchSpace:
     """The search space ``name`` over ``supernet`` in ``order`` (importance from ``calibration``)."""
     import inspect
 
-    from subnas.plugins import get_search_space, registry
+    from subnas.plugins import registry
     from subnas.spaces._structured import resolve_order
 
     takes_order = "order" in inspect.signature(registry("search_spaces")[name]).parameters
@@ -506,15 +454,15 @@ def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progres
               on_trial: Any) -> None:
     from tqdm.auto import tqdm
 
-    sampler = run.study.sampler
+    strategy = sampler_strategy(run.sampler_name)
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def done() -> int:
         return len(run.study.get_trials(deepcopy=False, states=counted))
 
     def finished() -> bool:
-        if isinstance(sampler, BinEvolutionSampler) and epochs is not None:
-            return sampler.is_finished(run.study)
+        if epochs is not None:
+            return strategy.is_finished(run.study)
         # Trials other workers are evaluating count too, so N workers never overshoot the budget
         # by more than the trials they started at the same moment.
         running = [t for t in run.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -533,8 +481,6 @@ def _optimize(run: BinSearch, *, epochs: int | None, trials: int | None, progres
         if finished():
             study.stop()
 
-    if isinstance(sampler, BinEvolutionSampler):
-        sampler.on_wait = fail_dead_trials  # a worker waiting at an epoch barrier frees dead workers' slots
     try:
         while not finished():
             run.study.optimize(run.objective, n_trials=1, callbacks=[callback], catch=())
@@ -561,10 +507,10 @@ def _best(study: optuna.Study) -> Any:
 
 def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> dict[str, Any]:
     first = runs[0] if runs else None
-    order = getattr(first.space, "order", None) if first else None
+    order = first.space.order if first else None
     results: dict[str, Any] = {
         # Which data produced each number (DESIGN.md §12: never select and report on the same tokens).
-        "fitness_data": getattr(first.fitness, "data", "") if first else "",
+        "fitness_data": first.fitness.data if first else "",
         "order": None if order is None else order.source,
         "bins": []}
     for i, run in enumerate(runs):
@@ -575,7 +521,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                  "evaluations": len(complete), "pruned": len([t for t in pruned if not t.user_attrs.get("infeasible")]),
                  "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
                                     if not t.user_attrs.get("duplicate")),
-                 "direction": run.fitness.direction, "metric": getattr(run.fitness, "metric", None)}
+                 "direction": run.fitness.direction, "metric": run.fitness.metric}
         entry["finished"] = run.finished()
         if run.exhausted:
             entry["exhausted"] = run.exhausted

@@ -15,6 +15,7 @@ the model's rotary fraction, then pass-through dimensions, so RoPE pairs are nev
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -50,6 +51,9 @@ WHITTLE_KEYS = {
 # The vocabulary (issue #13): kept token ids. Not in INDEX_FIELDS, which the structured search
 # spaces parse; a vocabulary choice is handled beside them (subnas.vocab).
 VOCAB_FIELDS = ("vocab_size", "vocab_indices")
+
+
+_KEYS: dict[tuple[int, SubNetwork], tuple[Any, str]] = {}
 
 
 class SubNetworkError(ValueError):
@@ -231,6 +235,28 @@ class SubNetwork:
     def resolve(self, config: SubnasConfig) -> ResolvedSubNetwork:
         """Validate against ``config`` and make every choice explicit (raises `SubNetworkError`)."""
         return _resolve(self, config)
+
+    def key(self, config: SubnasConfig) -> str:
+        """The identity of the sub-network in ``config``'s model: equal keys <=> the same selected units.
+
+        The hash of the resolved selection (every index explicit), so a coarse and a fine-grained
+        description of the same units share a key (search dedup, recorded fitness tables).
+        Memoised per config: a search asks for the key of the same candidate several times a trial.
+
+        Example:
+            >>> cfg = SubnasConfig(num_hidden_layers=4)
+            >>> SubNetwork(n_layers=2).key(cfg) == SubNetwork(layer_indices=[0, 1]).key(cfg)
+            True
+        """
+        memo = (id(config), self)
+        hit = _KEYS.get(memo)
+        if hit is not None and hit[0] is config:  # the entry holds its config: ids are never reused
+            return hit[1]
+        key = hashlib.sha1(self.resolve(config).to_subnetwork().to_json().encode()).hexdigest()
+        if len(_KEYS) > 8192:
+            _KEYS.clear()
+        _KEYS[memo] = (config, key)
+        return key
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def test_one_shot_seeds_are_members_in_the_bin(tiny_models: dict, space_name: st
     assert seeds or space_name == "fine-uniform", "an ordinary bin has one-shot candidates"
     assert space_name != "fine-uniform" or all(s.n_layers == 1 for s in seeds)
     assert all(space.contains(s) and space.count(s) in b for s in seeds)
-    assert len({subnas.samplers._evolution.subnet_key(space, s) for s in seeds}) == len(seeds)
+    assert len({s.key(space.config) for s in seeds}) == len(seeds)
     # Layers are the most important ones and keep the model's order.
     for s in seeds:
         kept = [x.layer for x in s.resolve(supernet.subnas_config).layers]

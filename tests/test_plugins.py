@@ -94,7 +94,7 @@ def test_builtins_are_ordinary_plugins() -> None:
     assert report["subnas_plugins.spaces"]["registers"]["search_spaces"] == sorted(
         ["coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise"])
     assert report["subnas_plugins.samplers"]["registers"]["samplers"] == ["nsga2", "random", "tpe"]
-    families = report["subnas.families"]["registers"]["model_families"]
+    families = report["subnas_plugins.families"]["registers"]["model_families"]
     assert {"llama", "gpt_neox", "gpt2", "gemma3_text", "qwen2"} <= set(families)
     for entry in report.values():
         assert set(entry) == {"name", "version", "package", "registers", "error"}
@@ -279,7 +279,15 @@ def register_model_families(register):
     with pytest.warns(UserWarning, match="model family 'llama' is registered twice"):
         report = report_by_name()
     assert "'pkg-llama'" in report["myllama"]["error"]
-    assert type(family_for("llama")).__name__ != "MyLlama"  # the built-in keeps working
+    # One duplicate rule for every kind: the name is ambiguous, and looking it up says so, naming
+    # both packages and the fix (never a silent choice between the two families).
+    with pytest.raises(DuplicateNameError, match="'subnas'.*'pkg-llama'.*SUBNAS_LOAD_PLUGINS"):
+        family_for("llama")
+    with monkeypatch.context() as m:  # the fix the message names: load without the plugin
+        m.setenv("SUBNAS_LOAD_PLUGINS", "")
+        reset_plugins()
+        assert type(family_for("llama")).__name__ == "LlamaLikeFamily"
+    assert type(family_for("gpt2")).__name__ == "GPT2Family"  # unrelated families keep working
 
 
 BROKEN = {

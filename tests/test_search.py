@@ -57,7 +57,7 @@ def test_algorithm_1_bookkeeping() -> None:
     gens = sampler._by_generation(trials)
     # Seeded evolution: the bin's one-shot prunes first, random members of the bin after them.
     # All seeds, even more than N (P(0) keeps the best N of them).
-    seeds = [subnas.samplers._evolution.subnet_key(space, x) for x in space.one_shot(b)]  # type: ignore[attr-defined]
+    seeds = [x.key(space.config) for x in space.one_shot(b)]  # type: ignore[attr-defined]
     assert len(seeds) > 0
     assert [t.system_attrs[ROLE] for t in gens[0]] == ["one-shot"] * len(seeds) + ["init"] * max(0, N - len(seeds))
     assert [t.system_attrs[KEY] for t in gens[0][: len(seeds)]] == seeds
@@ -149,7 +149,8 @@ import sys, time, optuna, subnas
 sys.path.insert(0, {root!r})
 from tests.test_search import space_and_bin, synthetic
 from subnas.samplers._evolution import BinEvolutionSampler
-from subnas.search import BinSearch, open_storage, fail_dead_trials, _optimize
+from subnas.search import BinSearch, open_storage, _optimize
+from subnas.samplers._trials import fail_dead_trials
 from pathlib import Path
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 space, b = space_and_bin()
@@ -534,13 +535,13 @@ def test_a_trial_left_without_a_worker_record_is_freed(tmp_path: Path, monkeypat
     """A process killed between creating a trial and writing who runs it leaves a RUNNING trial with
     no worker record: once it is older than any live worker's first write, it is failed (else a
     resumed evolution would wait for its slot forever); a fresh one is left alone."""
-    from subnas.search import fail_dead_trials, open_storage
-
-    search_module = sys.modules["subnas.search"]  # (subnas.search the attribute is the function)
+    from subnas.samplers import _trials
+    from subnas.samplers._trials import fail_dead_trials
+    from subnas.search import open_storage
 
     study = optuna.create_study(storage=open_storage(str(tmp_path / "s.journal"), tmp_path), study_name="s")
     orphan = study._storage.create_new_trial(study._study_id)
     assert fail_dead_trials(study) == 0  # young: maybe a live worker about to write
-    monkeypatch.setattr(search_module, "UNCLAIMED_SECONDS", -1)
+    monkeypatch.setattr(_trials, "UNCLAIMED_SECONDS", -1)
     assert fail_dead_trials(study) == 1
     assert study._storage.get_trial(orphan).state == TrialState.FAIL

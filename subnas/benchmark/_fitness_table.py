@@ -1,7 +1,7 @@
 """Recorded fitness tables: what cheap benchmark fitness functions (``replay``, ``surrogate``) read.
 
 A table holds one row per evaluated sub-network of one model: the canonical key
-(`subnas.samplers._evolution.subnet_key`, so equal keys mean the same selected units whichever space
+(`subnas.SubNetwork.key`, so equal keys mean the same selected units whichever space
 produced them), the sub-network as its space wrote it, its fitness, its parameter count, the bin
 it was sampled for and how long the evaluation took. Its metadata says what was measured (model,
 spaces, fitness name, direction, data) and holds the model's `SubnasConfig`, so a replay needs
@@ -29,14 +29,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from subnas._io import atomic_write_text
 from subnas.config import SubnasConfig
-from subnas.samplers._evolution import subnet_key
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 
@@ -52,8 +50,7 @@ _SHAPE_FIELDS = ("family", "vocab_size", "hidden_size", "num_hidden_layers", "nu
 
 def table_key(config: SubnasConfig, subnet: SubNetwork) -> str:
     """The canonical key of ``subnet`` in ``config``'s model (what search dedup uses)."""
-    # subnet_key only reads ``space.config``; a namespace avoids building a whole search space.
-    return subnet_key(SimpleNamespace(config=config), subnet)
+    return subnet.key(config)
 
 
 def architecture_features(config: SubnasConfig, subnet: SubNetwork) -> np.ndarray:

@@ -42,8 +42,8 @@ from optuna.trial import FrozenTrial, TrialState
 from subnas.benchmark._report import write_report, write_trial_log
 from subnas.bins import InfeasibleBinError, ParameterBin
 from subnas.benchmark._fitness_table import FitnessTable, model_signature
-from subnas.interfaces import Fitness, SearchSpace
-from subnas.search import BinSearch, make_sampler
+from subnas.interfaces import Fitness, SearchSpace, get_fitness, get_sampler, get_search_space
+from subnas.search import BinSearch
 from subnas.subnet import SubNetwork
 
 BinSpec = str | ParameterBin | tuple[int, int]
@@ -58,8 +58,6 @@ def _bin(spec: BinSpec) -> ParameterBin:
 def _space(space: str | SearchSpace, model_or_config: Any, choices: dict[str, Any] | None) -> SearchSpace:
     if isinstance(space, SearchSpace):
         return space
-    from subnas.plugins import get_search_space
-
     return get_search_space(space, model_or_config, **(choices or {}))
 
 
@@ -69,9 +67,11 @@ def _fitness(fitness: str | Fitness, model_or_config: Any, options: dict[str, An
     loaded `subnas.Supernet` (loaded once here, and returned for reuse)."""
     if not isinstance(fitness, str):
         return fitness, model_or_config
-    from subnas.plugins import get_fitness, registry
+    from subnas.plugins import registry
 
-    needs_weights = getattr(registry("fitness")[fitness], "needs_weights", True)
+    factory = registry("fitness")[fitness]
+    # A factory that is not a Fitness class cannot say; it gets the weights.
+    needs_weights = factory.needs_weights if isinstance(factory, type) and issubclass(factory, Fitness) else True
     model = model_or_config
     if needs_weights and model is None:
         raise ValueError(f"fitness {fitness!r} runs the model: pass model_or_config (a name, folder or Supernet)")
@@ -105,15 +105,15 @@ class _Probe(Fitness):
 
     def __call__(self, subnet: SubNetwork) -> float:
         value = self.inner(subnet)
-        self.info = getattr(self.inner, "last_lookup", None)
-        self.simulated += float(getattr(self.inner, "last_cost", 0.0) or 0.0)
+        self.info = None if self.inner.last_lookup is None else dict(self.inner.last_lookup)
+        self.simulated += float(self.inner.last_cost or 0.0)
         return value
 
 
 def _run(method: str, seed: int, bin: ParameterBin, space: SearchSpace, fitness: Fitness, *,
          budget_evals: int | None, budget_seconds: float | None, options: dict[str, Any]) -> list[dict[str, Any]]:
     """One (method, seed, bin) search; the trial log rows, in trial order."""
-    sampler = make_sampler(method, space, bin, seed, dict(options))
+    sampler = get_sampler(method, space, bin, seed=seed, **options)
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), sampler=sampler,
                                 direction=fitness.direction, study_name=f"{method}-{seed}-{bin.lo}-{bin.hi}")
     probe = _Probe(fitness)

@@ -103,54 +103,28 @@ def stock_rope_theta(sub_freqs: list[float], full_freqs: list[float], full_theta
     return theta
 
 
-_FAMILIES: dict[str, ModelFamily] = {}
-
-
-def register_family(family: ModelFamily) -> None:
-    for model_type in family.model_types:
-        _FAMILIES[model_type] = family
-
-
-_BUILTINS_LOADED = False
-
-
-def _builtin_families() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from subnas.families import gemma3, gpt2, gpt_neox, llama, qwen
-
-    for module in (llama, gpt_neox, gpt2, gemma3, qwen):
-        for family in module.FAMILIES:
-            for model_type in family.model_types:
-                _FAMILIES.setdefault(model_type, family)  # one registered by hand first wins
-
-
-def _plugin_families() -> Mapping[str, ModelFamily]:
-    """Built-in families plus those plugins add through the ``register_model_families`` hook."""
+def _registered_families() -> Mapping[str, ModelFamily]:
+    """Every family by model type: the built-in ones (plugin ``subnas_plugins.families``) and those
+    third-party plugins add through the ``register_model_families`` hook."""
     from subnas.plugins import registry
 
     return registry("model_families")
 
 
 def known_model_types() -> list[str]:
-    _builtin_families()
-    return sorted(set(_FAMILIES) | set(_plugin_families()))
+    return sorted(_registered_families())
 
 
 def family_for(model_type: str) -> ModelFamily:
-    """The family that handles ``model_type`` (raises `UnsupportedModelError` listing the known ones)."""
-    _builtin_families()
-    try:
-        # Built-ins first: a plugin family that reuses a built-in model type is reported as a
-        # duplicate by `subnas plugins` but never breaks loading the built-in model.
-        return _FAMILIES[model_type] if model_type in _FAMILIES else _plugin_families()[model_type]
-    except KeyError:
+    """The family that handles ``model_type`` (raises `UnsupportedModelError` listing the known ones,
+    or `subnas.plugins.DuplicateNameError` when two plugins registered it)."""
+    families = _registered_families()
+    if model_type not in families:
         raise UnsupportedModelError(
             f"model type {model_type!r} is not supported; supported: {', '.join(known_model_types())} "
             f"(a plugin can add a family through the register_model_families hook)"
-        ) from None
+        )
+    return families[model_type]  # type: ignore[no-any-return]
 
 
 def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:

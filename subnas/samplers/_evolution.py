@@ -36,10 +36,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -50,39 +47,12 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
+from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
 from subnas.subnet import SubNetwork
 
-GEN, SLOT, ROLE, SUBNET, KEY = ("subnas:generation", "subnas:slot", "subnas:role", "subnas:subnet", "subnas:key")
+GEN, SLOT, ROLE, SUBNET = ("subnas:generation", "subnas:slot", "subnas:role", "subnas:subnet")
 SEED = "subnas:evolution_seed"
-WORKER = "subnas:worker"  # trial system attribute: {"host", "pid"} of the process running it
-
-
-def record_worker(storage: Any, trial_id: int) -> None:
-    """Write which process runs ``trial_id`` (read by `subnas.search.fail_dead_trials`)."""
-    storage.set_trial_system_attr(trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-_KEYS: dict[tuple[int, SubNetwork], tuple[Any, str]] = {}
-
-
-def subnet_key(space: Any, subnet: SubNetwork) -> str:
-    """Canonical identity of a sub-network: equal keys <=> the same selected units.
-
-    The hash of the resolved selection (every index explicit), so a coarse and a fine-grained
-    description of the same units share a key. Memoised per model config: the sampler and the
-    driver ask for the key of the same candidate several times per trial.
-    """
-    memo = (id(space.config), subnet)
-    hit = _KEYS.get(memo)
-    if hit is not None and hit[0] is space.config:  # the entry holds its config: ids are never reused
-        return hit[1]
-    resolved = subnet.resolve(space.config)
-    key = hashlib.sha1(resolved.to_subnetwork().to_json().encode()).hexdigest()
-    if len(_KEYS) > 8192:
-        _KEYS.clear()
-    _KEYS[memo] = (space.config, key)
-    return key
 
 
 @dataclass(frozen=True)
@@ -136,7 +106,9 @@ class BinEvolutionSampler(BaseSampler):
         self.num_random, self.mutation_prob, self.crossover_prob = num_random, mutation_prob, crossover_prob
         self.epochs, self.max_tries, self.seed_one_shot = epochs, max_tries, seed_one_shot
         self.poll_seconds = poll_seconds
-        self.on_wait: Any = None  # called (with the study) every ~10 s while a worker waits at a barrier
+        # Called (with the study) every ~10 s while a worker waits at an epoch barrier: frees the
+        # slots of dead workers, which would otherwise hold the barrier forever.
+        self.on_wait: Any = fail_dead_trials
         self._seed = random.Random().randrange(2**31) if seed is None else seed
         self._inner = inner_sampler or RandomSampler(seed=seed)
         self._genomes: dict[int, SubNetwork] = {}  # trial id -> candidate, for this process's own trials
@@ -179,7 +151,7 @@ class BinEvolutionSampler(BaseSampler):
                 continue
             generation, slot, entry = found
             for key, value in ((GEN, generation), (SLOT, slot), (ROLE, entry.role),
-                               (SUBNET, entry.subnet.to_dict()), (KEY, subnet_key(self.space, entry.subnet))):
+                               (SUBNET, entry.subnet.to_dict()), (KEY, entry.subnet.key(self.space.config))):
                 storage.set_trial_system_attr(tid, key, value)
             if slot is None or not self._contested(study, trial, generation, slot):
                 break
@@ -293,7 +265,7 @@ class BinEvolutionSampler(BaseSampler):
                 subnet = make()
                 if subnet is None:
                     continue
-                key = subnet_key(self.space, subnet)
+                key = subnet.key(self.space.config)
                 if key not in seen:
                     seen.add(key)
                     plan.append(_Slot(role, subnet))
@@ -370,7 +342,7 @@ class BinEvolutionSampler(BaseSampler):
             seen = {t.system_attrs.get(KEY) for t in trials}
             for _ in range(20):
                 subnet = self.space.sample_in(self.bin, rng, max_tries=self.max_tries)
-                if subnet is not None and subnet_key(self.space, subnet) not in seen:
+                if subnet is not None and subnet.key(self.space.config) not in seen:
                     return g, None, _Slot("random", subnet)
             raise BinExhaustedError(f"bin {self.bin}: no new member found after the {self.epochs} epochs; "
                                     f"the study is complete", trial_id=trial._trial_id)
