@@ -1,4 +1,5 @@
-"""Atomic writes: a killed process never leaves a half-written file behind (DESIGN.md §7).
+"""Atomic writes and verified reads: a killed process never leaves a half-written file behind, and a
+half-copied model folder is named as such before `transformers` fails on it (DESIGN.md §7).
 
 The temporary files and folders behind an atomic write are private while being written
 (`tempfile` creates them 0600 / 0700); once complete they get the permissions a plain ``open`` or
@@ -8,12 +9,15 @@ the user's umask says.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,3 +105,35 @@ def atomic_directory(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint folder that cannot be read back."""
+
+
+def check_model_files(folder: str | Path) -> None:
+    """Raise `CorruptCheckpointError` naming the file if a model folder's ``config.json`` is not
+    JSON or one of its ``*.safetensors`` files is truncated or corrupt.
+
+    Opening a safetensors file reads only its header and checks that the header's tensors cover
+    the file exactly, so this catches a half-copied or half-downloaded model in milliseconds,
+    before `transformers` fails on it with a bare ``SafetensorError`` (or a "hub unreachable"
+    message for a broken config) that names no file.
+    """
+    fix = ("it was probably copied or downloaded only in part: re-export it (subnas extract, or rerun the "
+           "training that wrote it) or download the model again")
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        try:
+            if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as exc:
+            raise CorruptCheckpointError(f"the model config {str(config)!r} is truncated or corrupt ({exc}); "
+                                         f"{fix}") from None
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise CorruptCheckpointError(f"the weights file {str(path)!r} is truncated or corrupt ({exc}); "
+                                         f"{fix}") from None

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from subnas.training._checkpoints import CorruptCheckpointError
+from subnas._io import CorruptCheckpointError
 from subnas.config import SubnasConfig
 from subnas.families import ModelFamily, family_for, load_hf_config
 from subnas.modeling import SubnasForCausalLM
@@ -57,7 +57,7 @@ class Supernet:
         model can itself serve as a supernet.
         """
         from subnas.data._assets import locate_model
-        from subnas.training._checkpoints import check_model_files
+        from subnas._io import check_model_files
 
         name = locate_model(name_or_path)  # "default"; a Hub name fails fast when the Hub is unreachable
         if Path(name).is_file():

@@ -302,7 +302,7 @@ def _safetensors_numel(path: Path) -> int:
 
 def _check_checkpoint(folder: Path) -> None:
     """Raise unless ``folder`` holds the converted default model (config, tokenizer, all weights)."""
-    from subnas.training._checkpoints import check_model_files
+    from subnas._io import check_model_files
 
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if not (folder / name).is_file():

@@ -82,7 +82,7 @@ class ArchCodec:
         self.order = None if order is None or order.is_natural else order
         self._rank = {layer: r for r, layer in enumerate(order.layers)} if self.order is not None else {}
         # Spaces with a vocabulary choice set this: vocab size -> the SubNetwork fields that keep it
-        # (`subnas.vocab.VocabChoice.fields`); None: no vocabulary choice, the full vocabulary.
+        # (`subnas.spaces._choices.VocabChoice.fields`); None: no vocabulary choice, the full vocabulary.
         self.vocab_fields: Callable[[int], dict[str, Any]] | None = None
         # id(subnet) -> Arch for every emitted SubNetwork still alive, so operators on it skip parsing.
         # The Arch shares the SubNetwork's index tuples; the entry goes when the SubNetwork does.

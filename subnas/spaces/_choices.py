@@ -20,6 +20,7 @@ from typing import Any
 
 from subnas.config import SubnasConfig
 from subnas.subnet import SubNetworkError, coarse_head_dims
+from subnas.vocab import VocabOrder
 
 #: Dimensions by SubNetwork field name, with the paper's short names (§2.2).
 DIMENSIONS = {"n_layers": "l", "n_embd": "e", "num_heads": "h", "query_groups": "g",
@@ -160,3 +161,60 @@ class Choices:
         if not head_sizes or not attention:
             raise SearchSpaceError("no legal head size or (num_heads, query_groups) pair is left in the choices")
         return cls(c["n_layers"], c["n_embd"], attention, head_sizes, c["intermediate_size"])
+
+
+# ---------------------------------------------------------------------------- the vocabulary dimension (issue #13)
+#: A search space's vocabulary choices when asked for ``vocab_size="default"`` (plus the full one).
+DEFAULT_VOCAB_CHOICES = (4096, 8192, 16384, 32768)
+
+
+def parse_vocab_choices(value: Any, full: int, min_size: int = 1) -> tuple[int, ...]:
+    """Vocabulary sizes from ``"4k,8k,16k,32k,full"``, ``"default"``, ints or a list of them."""
+    if isinstance(value, str):
+        items: list[Any] = ["default"] if value.strip() == "default" else [v.strip() for v in value.split(",")]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    else:
+        items = list(value)
+    out: set[int] = set()
+    for item in items:
+        text = str(item).strip().lower()
+        try:
+            if text == "default":
+                out |= {v for v in DEFAULT_VOCAB_CHOICES if v < full} | {full}
+            elif text == "full":
+                out.add(full)
+            elif text.endswith("k"):
+                out.add(int(float(text[:-1]) * 1024))
+            else:
+                out.add(int(text))
+        except ValueError:
+            raise SearchSpaceError(f"vocab_size: cannot read {item!r}; write sizes such as '4k,8k,16k,32k,full', "
+                                   f"a list of whole numbers, or 'default'") from None
+    bad = sorted(v for v in out if not min_size <= v <= full)
+    if not out or bad:
+        raise SearchSpaceError(f"vocab_size: choices must lie in {min_size}..{full} (the special and byte tokens any "
+                               f"text needs .. the model's vocabulary); got {bad or 'no values'}")
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class VocabChoice:
+    """A search space's vocabulary dimension: the sizes, and which ids each size keeps."""
+
+    choices: tuple[int, ...]
+    full: int
+    order: VocabOrder | None = None  # None: the first n ids (a bare config has no tokenizer)
+
+    def fields(self, n: int) -> dict[str, Any]:
+        """The `SubNetwork` fields that keep ``n`` tokens (none for the whole vocabulary)."""
+        if n == self.full or n == 0:
+            return {}
+        if self.order is None:
+            return {"vocab_size": n}
+        return {"vocab_indices": self.order.kept(n)}
+
+    @classmethod
+    def build(cls, value: Any, config: Any, order: VocabOrder | None) -> VocabChoice:
+        full = config.vocab_size
+        return cls(parse_vocab_choices(value, full, order.min_size if order is not None else 1), full, order)

@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from subnas.spaces._arch import Arch, ArchCodec, Layer
 from subnas.bins import ParameterBin, constrain
-from subnas.spaces._choices import Choices, ModelShape, SearchSpaceError
+from subnas.spaces._choices import Choices, ModelShape, SearchSpaceError, VocabChoice
 from subnas.interfaces import SearchSpace
 from subnas.spaces._ordering import UnitOrder
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
-from subnas.vocab import VocabChoice
 
 if TYPE_CHECKING:
     import optuna

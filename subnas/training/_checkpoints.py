@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from subnas._io import atomic_directory
+from subnas._io import CorruptCheckpointError, atomic_directory, check_model_files  # noqa: F401  (re-exported)
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"
@@ -41,38 +41,6 @@ _PREFIX = "step-"
 
 class CheckpointMismatchError(ValueError):
     """The run folder's checkpoint was written by a different model, data or configuration."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint folder that cannot be read back."""
-
-
-def check_model_files(folder: str | Path) -> None:
-    """Raise `CorruptCheckpointError` naming the file if a model folder's ``config.json`` is not
-    JSON or one of its ``*.safetensors`` files is truncated or corrupt.
-
-    Opening a safetensors file reads only its header and checks that the header's tensors cover
-    the file exactly, so this catches a half-copied or half-downloaded model in milliseconds,
-    before `transformers` fails on it with a bare ``SafetensorError`` (or a "hub unreachable"
-    message for a broken config) that names no file.
-    """
-    fix = ("it was probably copied or downloaded only in part: re-export it (subnas extract, or rerun the "
-           "training that wrote it) or download the model again")
-    config = Path(folder) / "config.json"
-    if config.is_file():
-        try:
-            if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, OSError) as exc:
-            raise CorruptCheckpointError(f"the model config {str(config)!r} is truncated or corrupt ({exc}); "
-                                         f"{fix}") from None
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt"):
-                pass
-        except (SafetensorError, OSError) as exc:
-            raise CorruptCheckpointError(f"the weights file {str(path)!r} is truncated or corrupt ({exc}); "
-                                         f"{fix}") from None
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
