@@ -259,13 +259,13 @@ class _Attention(_Block):
 
     def __init__(self, config: SubnasConfig, i: int) -> None:
         super().__init__()
+        self.config = config
         E = config.hidden_size
         H, G, Hs = config.num_attention_heads[i], config.num_key_value_heads[i], config.head_dim[i]
         self.q = nn.Linear(E, H * Hs, bias=config.qkv_bias)
         self.k = nn.Linear(E, G * Hs, bias=config.qkv_bias)
         self.v = nn.Linear(E, G * Hs, bias=config.qkv_bias)
         self.o = nn.Linear(H * Hs, E, bias=config.o_bias)
-        self.qk_norm, self.scale = config.qk_norm, config.attention_scale  # scale None: 1/sqrt(head size)
         if config.qk_norm:
             self.q_norm = _Norm(config, Hs)
             self.k_norm = _Norm(config, Hs)
@@ -275,7 +275,7 @@ class _Attention(_Block):
         yield from _linear_slices("k", self.k, plan.kv_rows, plan.embd)
         yield from _linear_slices("v", self.v, plan.kv_rows, plan.embd)
         yield from _linear_slices("o", self.o, plan.embd, plan.q_rows)
-        if self.qk_norm:  # over each head's kept dims; weights only (no family has a q/k-norm bias)
+        if self.config.qk_norm:  # over each head's kept dims; weights only (no family has a q/k-norm bias)
             yield "q_norm.weight", self.q_norm.weight, ((0, plan.head_dims),)
             yield "k_norm.weight", self.k_norm.weight, ((0, plan.head_dims),)
 
@@ -285,7 +285,7 @@ class _Attention(_Block):
         q = F.linear(x, w["q.weight"], w.get("q.bias")).view(B, T, p.num_heads, p.head_size)
         k = F.linear(x, w["k.weight"], w.get("k.bias")).view(B, T, p.num_groups, p.head_size)
         v = F.linear(x, w["v.weight"], w.get("v.bias")).view(B, T, p.num_groups, p.head_size).transpose(1, 2)
-        if self.qk_norm:
+        if self.config.qk_norm:
             q = self.q_norm.normalize(q, w["q_norm.weight"], None)
             k = self.k_norm.normalize(k, w["k_norm.weight"], None)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -296,7 +296,7 @@ class _Attention(_Block):
             rep = p.num_heads // p.num_groups
             k = k[:, :, None].expand(B, p.num_groups, rep, T, p.head_size).reshape(B, p.num_heads, T, p.head_size)
             v = v[:, :, None].expand(B, p.num_groups, rep, T, p.head_size).reshape(B, p.num_heads, T, p.head_size)
-        scale = self.scale if self.scale is not None else p.head_size**-0.5
+        scale = self.config.attention_scale if self.config.attention_scale is not None else p.head_size**-0.5
         mask = run.masks[p.sliding]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, scale=scale)
         if run.recorder is not None:
@@ -310,16 +310,16 @@ class _MLP(_Block):
 
     def __init__(self, config: SubnasConfig, i: int) -> None:
         super().__init__()
+        self.config = config
         E, D = config.hidden_size, config.intermediate_size[i]
-        self.gated = config.mlp_type == "gated"
-        if self.gated:
+        if config.mlp_type == "gated":
             self.gate = nn.Linear(E, D, bias=config.mlp_bias)
         self.up = nn.Linear(E, D, bias=config.mlp_bias)
         self.down = nn.Linear(D, E, bias=config.mlp_bias)
         self.act = ACT2FN[config.hidden_act]
 
     def slices(self, plan: _LayerPlan) -> Iterator[Slice]:
-        if self.gated:
+        if self.config.mlp_type == "gated":
             yield from _linear_slices("gate", self.gate, plan.neurons, plan.embd)
         yield from _linear_slices("up", self.up, plan.neurons, plan.embd)
         yield from _linear_slices("down", self.down, plan.embd, plan.neurons)
@@ -327,7 +327,7 @@ class _MLP(_Block):
     def forward(self, x: torch.Tensor, plan: _LayerPlan, run: _Pass) -> torch.Tensor:
         w = plan.weights(self)
         up = F.linear(x, w["up.weight"], w.get("up.bias"))
-        if self.gated:
+        if self.config.mlp_type == "gated":
             up = self.act(F.linear(x, w["gate.weight"], w.get("gate.bias"))) * up
         else:
             up = self.act(up)
@@ -343,8 +343,8 @@ class _Layer(_Block):
 
     def __init__(self, config: SubnasConfig, i: int) -> None:
         super().__init__()
+        self.config = config
         E = config.hidden_size
-        self.residual = config.residual
         self.attn_norm = _Norm(config, E)
         self.attn = _Attention(config, i)
         self.mlp_norm = _Norm(config, E)
@@ -354,7 +354,7 @@ class _Layer(_Block):
             self.post_mlp_norm = _Norm(config, E)
 
     def slices(self, plan: _LayerPlan) -> Iterator[Slice]:
-        norms = ["attn_norm", "mlp_norm"] + (["post_attn_norm", "post_mlp_norm"] if self.residual == "sandwich" else [])
+        norms = ["attn_norm", "mlp_norm"] + (["post_attn_norm", "post_mlp_norm"] if self.config.residual == "sandwich" else [])
         for name in (*norms, "attn", "mlp"):
             yield from _prefixed(name + ".", getattr(self, name).slices(plan))
 
@@ -362,9 +362,9 @@ class _Layer(_Block):
         if run.recorder is not None:
             run.recorder("layer_in", plan.layer, x)
         branch = self._branch
-        if self.residual == "parallel":
+        if self.config.residual == "parallel":
             x = x + branch(self.attn_norm, self.attn, x, plan, run) + branch(self.mlp_norm, self.mlp, x, plan, run)
-        elif self.residual == "sandwich":
+        elif self.config.residual == "sandwich":
             x = x + self.post_attn_norm(branch(self.attn_norm, self.attn, x, plan, run), plan)
             x = x + self.post_mlp_norm(branch(self.mlp_norm, self.mlp, x, plan, run), plan)
         else:
@@ -387,17 +387,16 @@ class _Decoder(_Block):
 
     def __init__(self, config: SubnasConfig) -> None:
         super().__init__()
-        self.embedding_scale, self.sliding_window = config.embedding_scale, config.sliding_window
-        self.learned_positions = config.position_embedding == "learned"
+        self.config = config
         self.embed = _Embedding(config.vocab_size, config.hidden_size, tokens=True)
-        if self.learned_positions:
+        if config.position_embedding == "learned":
             self.pos_embed = _Embedding(config.max_position_embeddings, config.hidden_size, tokens=False)
         self.layers = nn.ModuleList(_Layer(config, i) for i in range(config.num_hidden_layers))
         self.final_norm = _Norm(config, config.hidden_size)
 
     def slices(self, plan: _SubnetPlan) -> Iterator[Slice]:
         yield from _prefixed("embed.", self.embed.slices(plan))
-        if self.learned_positions:
+        if self.config.position_embedding == "learned":
             yield from _prefixed("pos_embed.", self.pos_embed.slices(plan))
         for j, layer_plan in enumerate(plan.layers):  # the kept layers, renumbered 0..n-1 as in the export
             yield from _prefixed(f"layers.{j}.", self.layers[layer_plan.layer].slices(layer_plan))
@@ -405,17 +404,18 @@ class _Decoder(_Block):
 
     def forward(self, input_ids: torch.Tensor, plan: _SubnetPlan, *, attention_mask: torch.Tensor | None,
                 position_ids: torch.Tensor | None, recorder: Any) -> torch.Tensor:
+        cfg = self.config  # read at each pass, as callers may change e.g. the sliding window in place
         _, T = input_ids.shape
-        if self.learned_positions and T > self.pos_embed.num_embeddings:
-            raise ValueError(f"sequence length {T} exceeds the model's {self.pos_embed.num_embeddings} positions")
+        if T > cfg.max_position_embeddings and cfg.position_embedding == "learned":
+            raise ValueError(f"sequence length {T} exceeds the model's {cfg.max_position_embeddings} positions")
         x = self.embed(input_ids, plan)
-        if self.embedding_scale:
+        if cfg.embedding_scale:
             x = x * torch.tensor(plan.embd_width**0.5, dtype=torch.float32).to(x.dtype)
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0)
-        if self.learned_positions:
+        if cfg.position_embedding == "learned":
             x = x + self.pos_embed(position_ids, plan)
-        run = _Pass(masks=_masks(attention_mask, T, x.device, self.sliding_window), position_ids=position_ids,
+        run = _Pass(masks=_masks(attention_mask, T, x.device, cfg.sliding_window), position_ids=position_ids,
                     recorder=recorder)
         for layer_plan in plan.layers:
             x = self.layers[layer_plan.layer](x, layer_plan, run)
