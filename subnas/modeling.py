@@ -16,6 +16,13 @@ attention scale), the embedding width seen by every norm, and the layer list. Ex
 here keeps "what you evaluate is what you export" true by construction — export writes the
 sub-network's slices into this same module with its own config — and parity with `transformers`
 is tested per family (tests/test_families.py, tests/test_invariants.py).
+
+Reading order: index helpers, the plans (`set_sub_network` turns a sub-network into per-layer
+index plans once), then the blocks top to bottom — `_Norm`, `_Embedding`, `_Attention`, `_MLP`,
+`_Layer`, `_Decoder`, `_Head` — and the model. Each block lists once, in ``slices(plan)``, which
+slices of its weights the sub-network uses; its ``forward(x, plan, ...)`` computes with those
+slices and its ``sliced_state(plan)`` exports them (`SubnasForCausalLM.sub_state_dict` is the
+decoder's and the head's), so evaluation and export cannot drift apart.
 """
 
 from __future__ import annotations
@@ -92,7 +99,7 @@ class _Plan:
     def weights(self, block: _Block) -> dict[str, torch.Tensor]:
         """``block``'s weights in this sub-network, by name, to compute with (views or cached gathers).
 
-        Keyed by the weight itself: a plan keeps one selection of each weight."""
+        A gather is cached under the weight itself: a plan keeps one selection of each weight."""
         return {name: self.gather(param, param, selection) for name, param, selection in block.slices(self)}
 
 
@@ -296,9 +303,10 @@ class _Attention(_Block):
             rep = p.num_heads // p.num_groups
             k = k[:, :, None].expand(B, p.num_groups, rep, T, p.head_size).reshape(B, p.num_heads, T, p.head_size)
             v = v[:, :, None].expand(B, p.num_groups, rep, T, p.head_size).reshape(B, p.num_heads, T, p.head_size)
-        scale = self.config.attention_scale if self.config.attention_scale is not None else p.head_size**-0.5
+        scale = self.config.attention_scale  # None: 1/sqrt(head size), of the sub-network's head size
         mask = run.masks[p.sliding]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                             scale=scale if scale is not None else p.head_size**-0.5)
         if run.recorder is not None:
             run.recorder("heads_out", p.layer, out)  # [B, heads, T, head_size], before the output projection
         out = out.transpose(1, 2).reshape(B, T, p.num_heads * p.head_size)
@@ -354,8 +362,8 @@ class _Layer(_Block):
             self.post_mlp_norm = _Norm(config, E)
 
     def slices(self, plan: _LayerPlan) -> Iterator[Slice]:
-        norms = ["attn_norm", "mlp_norm"] + (["post_attn_norm", "post_mlp_norm"] if self.config.residual == "sandwich" else [])
-        for name in (*norms, "attn", "mlp"):
+        sandwich = ("post_attn_norm", "post_mlp_norm") if self.config.residual == "sandwich" else ()
+        for name in ("attn_norm", "mlp_norm", *sandwich, "attn", "mlp"):
             yield from _prefixed(name + ".", getattr(self, name).slices(plan))
 
     def forward(self, x: torch.Tensor, plan: _LayerPlan, run: _Pass) -> torch.Tensor:
