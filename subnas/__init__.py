@@ -10,8 +10,6 @@ import os
 # when torch loads, so it applies when subnas is imported before torch; an explicit value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
-
 from subnas.bins import BinConstrainedSpace, InfeasibleBinError, ParameterBin
 from subnas.config import SubnasConfig
 from subnas.samplers._evolution import BinEvolutionSampler
@@ -24,10 +22,6 @@ from subnas.plugins import plugins_report
 from subnas.search import search
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
 from subnas.supernet import Supernet
-
-# The flexible export format loads through the Auto classes once subnas is imported.
-AutoConfig.register("subnas", SubnasConfig, exist_ok=True)
-AutoModelForCausalLM.register(SubnasConfig, SubnasForCausalLM, exist_ok=True)
 
 __version__ = "0.1.0"
 

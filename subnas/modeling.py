@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -535,19 +535,6 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
             rope_key=(tuple(kept), cfg.rope_attention_scaling[i]),
         )
 
-    # Views of the active plan, for code that probes one weight (tests/test_invariants.py).
-    @property
-    def _plan(self) -> list[_LayerPlan]:
-        return self._subnet_plan.layers
-
-    @property
-    def _embd(self) -> Index:
-        return self._subnet_plan.embd
-
-    def _w(self, key: Any, param: torch.Tensor, *selection: tuple[int, Index]) -> torch.Tensor:
-        """``param`` restricted to the active sub-network (`_Plan.gather`)."""
-        return self._subnet_plan.gather(key, param, selection)
-
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -631,3 +618,8 @@ def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, r: int) -
         return rotated
     return torch.cat((rotated, x[..., r:]), dim=-1)
 
+
+# The flexible export format (model_type "subnas") loads through the Auto classes as soon as this
+# module is imported (``import subnas`` does), with no trust_remote_code.
+AutoConfig.register("subnas", SubnasConfig, exist_ok=True)
+AutoModelForCausalLM.register(SubnasConfig, SubnasForCausalLM, exist_ok=True)

@@ -142,7 +142,8 @@ def test_subnetwork_gather_is_not_a_model_copy(tiny_models: dict) -> None:
     supernet = supernet_for(tiny_models, "llama-gqa")
     model = supernet.model
     supernet.set_sub_network(SubNetwork(n_layers=2, n_embd=32, intermediate_size=48))
-    w = model._w(("probe",), model.model.layers[0].mlp.up.weight, (0, model._plan[0].neurons), (1, model._embd))
+    layer_plan = model._subnet_plan.layers[0]
+    w = layer_plan.weights(model.model.layers[layer_plan.layer].mlp)["up.weight"]
     assert w.untyped_storage().data_ptr() == model.model.layers[0].mlp.up.weight.untyped_storage().data_ptr()
     supernet.reset()
 
