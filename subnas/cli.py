@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
@@ -44,12 +45,14 @@ OUT: dict[str, Any] = {"flag": "--out"}
 
 
 def _add_params(p: ArgumentParser) -> None:
+    """Count the parameters of a model or of one of its sub-networks (exact, from the config)."""
     from subnas.params import count_parameters
 
     _api_flags(p, count_parameters, model_or_config={**MODEL, "help": MODEL_HELP}, subnet=SUBNET)
 
 
 def _add_extract(p: ArgumentParser) -> None:
+    """Write a sub-network as a standalone model folder (safetensors, config, tokenizer)."""
     from subnas.export._extract import extract
 
     _api_flags(p, extract, skip={"pad"}, supernet=MODEL, subnet=SUBNET, out_dir=OUT,
@@ -57,12 +60,18 @@ def _add_extract(p: ArgumentParser) -> None:
 
 
 def _add_evaluate(p: ArgumentParser) -> None:
+    """Perplexity and bits per byte of a model or sub-network on held-out text (the code path search
+    uses; a pruned vocabulary reads the text through its pruned tokenizer)."""
     from subnas.evaluation._perplexity import evaluate
 
     _api_flags(p, evaluate, skip={"progress"}, model=MODEL, subnet=SUBNET)
 
 
 def _add_search(p: ArgumentParser) -> None:
+    """Search the best sub-network in each parameter bin (one Optuna study per bin). Cost: one fitness
+    evaluation per trial; on SmolLM2-135M with the defaults (16 x 256 tokens) ~4-6 s each on 2 CPU cores,
+    so --trials 40 takes ~3-4 min per bin, plus one-time calibration passes for the importance order
+    (~2 min, cached)."""
     from subnas.search import search
 
     _api_flags(p, search, skip={"progress"}, model=MODEL, bins={"nargs": "+"}, out_dir=OUT)
@@ -74,6 +83,7 @@ _TRAINING: dict[str, Any] = {"data": {"default": "default"}, "out_dir": OUT}
 
 
 def _add_pretrain(p: ArgumentParser) -> None:
+    """Train a model or sub-network with cross-entropy (resumes when rerun with the same --out)."""
     from subnas.training._run import TrainConfig, pretrain
 
     _api_flags(p, pretrain, skip={"tokenizer", "config", "on_step"}, model=MODEL,
@@ -82,6 +92,7 @@ def _add_pretrain(p: ArgumentParser) -> None:
 
 
 def _add_distill(p: ArgumentParser) -> None:
+    """Distill a student from a teacher: alpha*CE + beta*KL (resumes when rerun with the same --out)."""
     from subnas.training._run import TrainConfig, distill, pretrain
 
     _api_flags(p, distill, skip={"teacher_subnet", "tokenizer", "config", "on_step"}, docs_from=pretrain,
@@ -91,6 +102,7 @@ def _add_distill(p: ArgumentParser) -> None:
 
 
 def _add_benchmark(p: ArgumentParser) -> None:
+    """Compare samplers on one space, bins and fitness with seeds and an equal budget."""
     from subnas.benchmark._samplers import benchmark_samplers
 
     _api_flags(p, benchmark_samplers, skip={"sampler_options", "fitness_options", "space_choices", "progress"},
@@ -103,6 +115,7 @@ def _add_benchmark(p: ArgumentParser) -> None:
 
 
 def _add_demo(p: ArgumentParser) -> None:
+    """The main job on the built-in default: search -> extract -> distill/pretrain -> evaluate."""
     from subnas.demo import DEFAULT_LRS, demo
 
     _api_flags(p, demo, skip={"lrs"}, out_dir=OUT)
@@ -112,29 +125,23 @@ def _add_demo(p: ArgumentParser) -> None:
 
 
 def _add_plugins(p: ArgumentParser) -> None:
+    """List installed plugins and what each registers."""
     from subnas.plugins import plugins_report
 
     _api_flags(p, plugins_report)  # (no parameters)
 
 
-# verb -> (what `subnas --help` says of it, what adds its flags)
-VERBS: dict[str, tuple[str, Callable[[ArgumentParser], None]]] = {
-    "params": ("Count the parameters of a model or of one of its sub-networks (exact, from the config).",
-               _add_params),
-    "extract": ("Write a sub-network as a standalone model folder (safetensors, config, tokenizer).", _add_extract),
-    "evaluate": ("Perplexity and bits per byte of a model or sub-network on held-out text (the code path search "
-                 "uses; a pruned vocabulary reads the text through its pruned tokenizer).", _add_evaluate),
-    "search": ("Search the best sub-network in each parameter bin (one Optuna study per bin). Cost: one fitness "
-               "evaluation per trial; on SmolLM2-135M with the defaults (16 x 256 tokens) ~4-6 s each on 2 CPU "
-               "cores, so --trials 40 takes ~3-4 min per bin, plus one-time calibration passes for the importance "
-               "order (~2 min, cached).", _add_search),
-    "pretrain": ("Train a model or sub-network with cross-entropy (resumes when rerun with the same --out).",
-                 _add_pretrain),
-    "distill": ("Distill a student from a teacher: alpha*CE + beta*KL (resumes when rerun with the same --out).",
-                _add_distill),
-    "benchmark": ("Compare samplers on one space, bins and fitness with seeds and an equal budget.", _add_benchmark),
-    "demo": ("The main job on the built-in default: search -> extract -> distill/pretrain -> evaluate.", _add_demo),
-    "plugins": ("List installed plugins and what each registers.", _add_plugins),
+# The verbs: each function adds its verb's flags, and its docstring is what --help says of the verb.
+VERBS: dict[str, Callable[[ArgumentParser], None]] = {
+    "params": _add_params,
+    "extract": _add_extract,
+    "evaluate": _add_evaluate,
+    "search": _add_search,
+    "pretrain": _add_pretrain,
+    "distill": _add_distill,
+    "benchmark": _add_benchmark,
+    "demo": _add_demo,
+    "plugins": _add_plugins,
 }
 
 
@@ -148,7 +155,8 @@ def _parser() -> ArgumentParser:
                             exit_on_error=False)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subcommands(dest="command", required=True)
-    for name, (help, add_flags) in VERBS.items():
+    for name, add_flags in VERBS.items():
+        help = " ".join((add_flags.__doc__ or "").split())
         p = ArgumentParser(description=help, exit_on_error=False)
         p.add_argument("--config", action=ActionConfigFile, help="YAML file whose keys are this command's flags")
         add_flags(p)
