@@ -146,10 +146,6 @@ VERBS: dict[str, Callable[[ArgumentParser], None]] = {
 
 
 def _parser() -> ArgumentParser:
-    # subnas.data and subnas.evaluation import each other at module level, which resolves only when
-    # subnas.data comes first; without this, a fresh `subnas evaluate` fails with an ImportError.
-    import subnas.data  # noqa: F401
-
     # exit_on_error=False: `main` prints a malformed command line as one `subnas: error:` line too.
     parser = ArgumentParser(prog="subnas", description="Find, extract and train small LMs inside large ones.",
                             exit_on_error=False)
