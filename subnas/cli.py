@@ -203,8 +203,10 @@ def _given_as(hint: Any, *, each: bool = False) -> Any:
         hint = typing.get_args(hint)[0]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         members = [t for t in typing.get_args(hint) if t is not type(None)]
-        if str in members or len(members) == 1:
-            return str if str in members else members[0]
+        if str in members:
+            return str
+        if len(members) == 1:
+            return members[0]
     return hint
 
 
@@ -267,9 +269,9 @@ def _check_arguments(command: str, args: Any) -> None:
             raise UsageError(f"--eval-seqs {args.eval_seqs} is out of range: give an integer >= 1 (sequences)")
         if args.warmup_steps < 0:
             raise UsageError(f"--warmup-steps {args.warmup_steps} is out of range: give an integer >= 0 (steps)")
-        for flag, value in _demo_lrs(args).items():
+        for run, value in _demo_lrs(args).items():
             if not value > 0:
-                raise UsageError(f"{_lr_flag(flag)} {value} is out of range: give a number > 0 (peak learning rate)")
+                raise UsageError(f"{_lr_flag(run)} {value} is out of range: give a number > 0 (peak learning rate)")
     if command in ("pretrain", "distill"):
         from subnas.training._run import TrainConfig, TrainConfigError
 
@@ -419,7 +421,8 @@ def _demo_lrs(args: Any) -> dict[str, float]:
     """Demo's ``lrs`` from the ``--lr-*`` flags given."""
     from subnas.demo import DEFAULT_LRS
 
-    return {run: lr for run in DEFAULT_LRS if (lr := args[_lr_flag(run)[2:].replace("-", "_")]) is not None}
+    dest = {run: _lr_flag(run)[2:].replace("-", "_") for run in DEFAULT_LRS}  # (argparse's name of the value)
+    return {run: args[dest[run]] for run in DEFAULT_LRS if args[dest[run]] is not None}
 
 
 def cmd_plugins(args: Any) -> dict[str, Any]:
