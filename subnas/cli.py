@@ -451,9 +451,9 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from subnas.training._checkpoints import CorruptCheckpointError
     from subnas.families import NotExpressible
     from subnas.plugins import PluginError
+    from subnas.training._checkpoints import CorruptCheckpointError
 
     parser = _parser()
     try:
