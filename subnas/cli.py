@@ -1,14 +1,21 @@
-"""The ``subnas`` command line: verbs that mirror the Python API.
+"""The ``subnas`` command line: verbs built from the Python API's signatures.
 
-``subnas params``   -> `subnas.count_parameters`
-``subnas extract``  -> `subnas.extract`
-``subnas evaluate`` -> `subnas.evaluation.evaluate`
-``subnas search``   -> `subnas.search`
-``subnas pretrain`` -> `subnas.training.pretrain`
-``subnas distill``  -> `subnas.training.distill`
+``subnas params``    -> `subnas.count_parameters`
+``subnas extract``   -> `subnas.extract`
+``subnas evaluate``  -> `subnas.evaluation.evaluate`
+``subnas search``    -> `subnas.search`
+``subnas pretrain``  -> `subnas.training.pretrain` (+ `subnas.training.TrainConfig`)
+``subnas distill``   -> `subnas.training.distill` (+ `subnas.training.TrainConfig`)
 ``subnas benchmark`` -> `subnas.benchmark.benchmark_samplers`
-``subnas plugins``  -> `subnas.plugins.plugins_report`
-``subnas demo``     -> `subnas.demo.demo` (the README's main job)
+``subnas demo``      -> `subnas.demo.demo` (the README's main job)
+``subnas plugins``   -> `subnas.plugins.plugins_report`
+
+A verb's flags are its function's parameters (`_api_flags`): ``seq_len`` is ``--seq-len``, with the
+parameter's type, default and docstring entry (``Args:``, ``Attributes:``) as its help, so the
+API and the CLI cannot drift apart. The verbs declare only where the command line differs: values
+it converts (the model name, the ``--subnet`` JSON file, demo's ``--lr-*``), renamed flags
+(``out_dir`` is ``--out``), lists given as words (``--bins 30M-40M 60M-70M``), and defaults of
+its own (``--data default``).
 
 Every verb takes ``--config FILE`` (YAML whose keys are the flags, via jsonargparse) and ``--json``
 to print exactly one JSON object on stdout. Errors a user can fix are printed as one line
@@ -22,12 +29,120 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a config.json"
+#: The positional model argument: a name or folder the verb loads (the API also takes objects).
+MODEL: dict[str, Any] = {"flag": "model", "type": str, "help": MODEL_HELP.replace(" or a config.json", "")}
+#: ``--subnet FILE``: the verb reads the file (`_load_subnet`), so a bad file is named before a model loads.
+SUBNET: dict[str, Any] = {"type": str, "help": "sub-network JSON file"}
+#: ``out_dir`` is ``--out`` on the command line.
+OUT: dict[str, Any] = {"flag": "--out"}
+
+
+def _add_params(p: ArgumentParser) -> None:
+    """Count the parameters of a model or of one of its sub-networks (exact, from the config)."""
+    from subnas.params import count_parameters
+
+    _api_flags(p, count_parameters, model_or_config={**MODEL, "help": MODEL_HELP}, subnet=SUBNET)
+
+
+def _add_extract(p: ArgumentParser) -> None:
+    """Write a sub-network as a standalone model folder (safetensors, config, tokenizer)."""
+    from subnas.export._extract import extract
+
+    _api_flags(p, extract, skip={"pad"}, supernet=MODEL, subnet=SUBNET, out_dir=OUT,
+               overwrite={"action": "store_true"})
+
+
+def _add_evaluate(p: ArgumentParser) -> None:
+    """Perplexity and bits per byte of a model or sub-network on held-out text (the code path search
+    uses; a pruned vocabulary reads the text through its pruned tokenizer)."""
+    from subnas.evaluation._perplexity import evaluate
+
+    _api_flags(p, evaluate, skip={"progress"}, model=MODEL, subnet=SUBNET)
+
+
+def _add_search(p: ArgumentParser) -> None:
+    """Search the best sub-network in each parameter bin (one Optuna study per bin). Cost: one fitness
+    evaluation per trial; on SmolLM2-135M with the defaults (16 x 256 tokens) ~4-6 s each on 2 CPU cores,
+    so --trials 40 takes ~3-4 min per bin, plus one-time calibration passes for the importance order
+    (~2 min, cached)."""
+    from subnas.search import search
+
+    _api_flags(p, search, skip={"progress"}, model=MODEL, bins={"nargs": "+"}, out_dir=OUT)
+
+
+# pretrain and distill: the command line trains on the offline corpus unless given --data; the
+# API's ``**options`` are the `TrainConfig` fields, one flag each (``--lr``).
+_TRAINING: dict[str, Any] = {"data": {"default": "default"}, "out_dir": OUT}
+
+
+def _add_pretrain(p: ArgumentParser) -> None:
+    """Train a model or sub-network with cross-entropy (resumes when rerun with the same --out)."""
+    from subnas.training._run import TrainConfig, pretrain
+
+    _api_flags(p, pretrain, skip={"tokenizer", "config", "on_step"}, model=MODEL,
+               subnet={**SUBNET, "help": "sub-network of MODEL to extract and train"}, **_TRAINING)
+    _api_flags(p, TrainConfig, keep_none=True)
+
+
+def _add_distill(p: ArgumentParser) -> None:
+    """Distill a student from a teacher: alpha*CE + beta*KL (resumes when rerun with the same --out)."""
+    from subnas.training._run import TrainConfig, distill, pretrain
+
+    _api_flags(p, distill, skip={"teacher_subnet", "tokenizer", "config", "on_step"}, docs_from=pretrain,
+               teacher={**MODEL, "flag": "teacher", "help": f"teacher: {MODEL['help']}"}, student={"type": str},
+               subnet={**SUBNET, "help": "sub-network of the teacher to extract as the student"}, **_TRAINING)
+    _api_flags(p, TrainConfig, keep_none=True)
+
+
+def _add_benchmark(p: ArgumentParser) -> None:
+    """Compare samplers on one space, bins and fitness with seeds and an equal budget."""
+    from subnas.benchmark._samplers import benchmark_samplers
+
+    _api_flags(p, benchmark_samplers, skip={"sampler_options", "fitness_options", "space_choices", "progress"},
+               model_or_config={"flag": "--model", "type": str, "default": None},
+               bins={"nargs": "+", "default": ["60M-80M"]},  # a bin the shipped table (the default) was recorded for
+               samplers={"nargs": "+"}, seeds={"nargs": "+"}, budget_evals={"flag": "--evaluations"},
+               budget_seconds={"flag": "--seconds"}, out_dir=OUT)
+    p.add_argument("--table", type=str, default=None,
+                   help="recorded table for replay/surrogate (default: the shipped SmolLM2 coarse table)")
+
+
+def _add_demo(p: ArgumentParser) -> None:
+    """The main job on the built-in default: search -> extract -> distill/pretrain -> evaluate."""
+    from subnas.demo import DEFAULT_LRS, demo
+
+    _api_flags(p, demo, skip={"lrs"}, out_dir=OUT)
+    for run, lr in DEFAULT_LRS.items():  # lrs={"random init": 0.01} is --lr-random-init 0.01
+        p.add_argument(_lr_flag(run), type=float, default=None,
+                       help=f"peak learning rate of the {run!r} run (default: {lr:g}, swept: see docs/training.md)")
+
+
+def _add_plugins(p: ArgumentParser) -> None:
+    """List installed plugins and what each registers."""
+    from subnas.plugins import plugins_report
+
+    _api_flags(p, plugins_report)  # (no parameters)
+
+
+# The verbs: each function adds its verb's flags, and its docstring is what --help says of the verb.
+VERBS: dict[str, Callable[[ArgumentParser], None]] = {
+    "params": _add_params,
+    "extract": _add_extract,
+    "evaluate": _add_evaluate,
+    "search": _add_search,
+    "pretrain": _add_pretrain,
+    "distill": _add_distill,
+    "benchmark": _add_benchmark,
+    "demo": _add_demo,
+    "plugins": _add_plugins,
+}
 
 
 def _parser() -> ArgumentParser:
@@ -36,163 +151,78 @@ def _parser() -> ArgumentParser:
                             exit_on_error=False)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subcommands(dest="command", required=True)
-
-    def verb(name: str, help: str) -> ArgumentParser:
+    for name, add_flags in VERBS.items():
+        help = " ".join((add_flags.__doc__ or "").split())
         p = ArgumentParser(description=help, exit_on_error=False)
         p.add_argument("--config", action=ActionConfigFile, help="YAML file whose keys are this command's flags")
+        add_flags(p)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
         sub.add_subcommand(name, p, help=help)
-        return p
-
-    p = verb("params", "Count the parameters of a model or of one of its sub-networks (exact, from the config).")
-    p.add_argument("model", type=str, help=MODEL_HELP)
-    p.add_argument("--subnet", type=str, default=None, help="sub-network JSON file")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = verb("extract", "Write a sub-network as a standalone model folder (safetensors, config, tokenizer).")
-    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--subnet", type=str, required=True, help="sub-network JSON file")
-    p.add_argument("--out", type=str, required=True, help="output folder (created atomically)")
-    p.add_argument("--format", type=Literal["auto", "stock", "subnas"], default="auto",
-                   help="stock transformers architecture, subnas flexible format, or auto (stock when possible)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = verb("evaluate", "Perplexity and bits per byte of a model or sub-network on held-out text (the code path "
-                         "search uses; a pruned vocabulary reads the text through its pruned tokenizer).")
-    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--subnet", type=str, default=None, help="sub-network JSON file")
-    p.add_argument("--data", type=str, default="default:validation",
-                   help="text file, .json/.jsonl/.parquet/.csv file, a datasets name, or 'default[:split]'")
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per sequence")
-    p.add_argument("--num-seqs", type=int, default=16, help="number of sequences (default:validation holds ~89 x 512)")
-    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass")
-    p.add_argument("--device", type=str, default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = verb("search", "Search the best sub-network in each parameter bin (one Optuna study per bin). "
-                       "Cost: one fitness evaluation per trial; on SmolLM2-135M with the defaults "
-                       "(16 x 256 tokens) ~4-6 s each on 2 CPU cores, so --trials 40 takes ~3-4 min per bin, "
-                       "plus one-time calibration passes for the importance order (~2 min, cached).")
-    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--space", type=str, default="coarse-uniform",
-                   help="coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space")
-    p.add_argument("--bins", type=str, nargs="+", default=["85M-100M"],
-                   help="parameter bins, e.g. 30M-40M 60M-70M or 135M±5%% (one study each)")
-    p.add_argument("--fitness", type=str, default="perplexity",
-                   help="perplexity (a forward pass per candidate), importance (microseconds per candidate "
-                        "after one calibration pass; ranks worse, see docs/benchmarks/search.md) or a plugin's")
-    p.add_argument("--data", type=str, default="default:search",
-                   help="text the fitness scores on (default: the corpus's search split, never the validation split)")
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (perplexity); cost grows linearly")
-    p.add_argument("--num-seqs", type=int, default=16,
-                   help="sequences (perplexity); cost grows linearly, and fewer make the winner a matter of noise "
-                        "between the search and validation text")
-    p.add_argument("--order", type=Literal["importance", "block-influence", "natural"], default="importance",
-                   help="which units 'the first n' keeps. importance: the n most important — layers by the loss "
-                        "of skipping each one, width units by activation (calibration passes, cached; ~2 min "
-                        "once for SmolLM2-135M on 2 CPU cores); block-influence: the same but layers by "
-                        "ShortGPT's block influence (the literature's one-shot prune; worse, ~15 s); natural: "
-                        "the paper's first n (for reproducing it; far worse on real models)")
-    p.add_argument("--calibration", type=str, default="default:calibration",
-                   help="text for the importance order's calibration passes (default: the corpus's calibration "
-                        "split), or 'weights' for a data-free weight-magnitude order")
-    p.add_argument("--pruner", type=Literal["none", "median", "successive-halving", "hyperband"], default="none",
-                   help="multi-fidelity: stop hopeless candidates after a fraction of their tokens (Optuna pruners)")
-    p.add_argument("--confirm", type=int, default=4,
-                   help="re-measure the best CONFIRM candidates of each bin on 48 more sequences the search never "
-                        "scored and keep the best confirmed one (~15 s each on 2 CPU cores; 0: keep the search's "
-                        "ranking, which on 16 sequences is partly luck)")
-    p.add_argument("--sampler", type=str, default="evolution", help="evolution, random, tpe, nsga2 or a plugin's")
-    p.add_argument("--storage", type=str, default=None,
-                   help="Optuna storage URL (sqlite:///x.db, postgresql://...) or journal file; default OUT/search.journal")
-    p.add_argument("--study-name", type=str, default="subnas", help="prefix of the per-bin study names")
-    p.add_argument("--epochs", type=int, default=None, help="evolution epochs T (Algorithm 1)")
-    p.add_argument("--trials", type=int, default=None, help="evaluations per bin (any sampler)")
-    p.add_argument("--out", type=str, default="runs/search", help="folder for results.json, best sub-networks, plot")
-    p.add_argument("--seed", type=int, default=0, help="seed (same seed, one worker: same trajectory)")
-    p.add_argument("--workers", type=int, default=1, help="processes sharing the storage")
-    p.add_argument("--space-choices", type=dict, default=None,
-                   help='per-dimension choices, JSON: {"intermediate_size": "64:1536:64"}; '
-                        '{"vocab_size": "4k,8k,16k,32k,full"} (or "default") adds the vocabulary as a dimension '
-                        'and ranks candidates by bits per byte')
-    p.add_argument("--sampler-options", type=dict, default=None,
-                   help='sampler keyword options, JSON: {"population_size": 20, "num_elites": 5}')
-    p.add_argument("--fitness-options", type=dict, default=None, help='fitness keyword options, JSON')
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = verb("pretrain", "Train a model or sub-network with cross-entropy (resumes when rerun with the same --out).")
-    p.add_argument("model", type=str, help=MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--subnet", type=str, default=None, help="sub-network of MODEL to extract and train")
-    p.add_argument("--init", type=Literal["pretrained", "random"], default="pretrained",
-                   help="start from the model's weights, or from random init of the same architecture")
-    _training_arguments(p)
-
-    p = verb("distill", "Distill a student from a teacher: alpha*CE + beta*KL (resumes when rerun with the same --out).")
-    p.add_argument("teacher", type=str, help="teacher: " + MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--student", type=str, default=None, help="student model folder (or give --subnet)")
-    p.add_argument("--subnet", type=str, default=None, help="sub-network of the teacher to extract as the student")
-    p.add_argument("--init", type=Literal["pretrained", "random"], default="pretrained",
-                   help="student weights: pretrained (its own / the teacher's slice) or random init")
-    _training_arguments(p)
-
-    p = verb("benchmark", "Compare samplers on one space, bins and fitness with seeds and an equal budget.")
-    p.add_argument("--model", type=str, default=None,
-                   help="model (default: the one recorded in a replay/surrogate table)")
-    p.add_argument("--space", type=str, default="coarse-uniform", help="search space")
-    p.add_argument("--bins", type=str, nargs="+", default=["60M-80M"], help="parameter bins")
-    p.add_argument("--fitness", type=str, default="replay", help="replay, surrogate, perplexity, importance, ...")
-    p.add_argument("--table", type=str, default=None,
-                   help="recorded table for replay/surrogate (default: the shipped SmolLM2 coarse table)")
-    p.add_argument("--samplers", type=str, nargs="+", default=["evolution", "random", "tpe"],
-                   help="samplers to compare (random search is always included)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per sampler")
-    p.add_argument("--evaluations", type=int, default=None, help="budget: trials per (sampler, seed, bin)")
-    p.add_argument("--seconds", type=float, default=None, help="budget: wall seconds per (sampler, seed, bin)")
-    p.add_argument("--workers", type=int, default=1, help="runs in parallel")
-    p.add_argument("--out", type=str, default="runs/benchmark", help="folder for logs, plots and the table")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = verb("demo", "The main job on the built-in default: search -> extract -> distill/pretrain -> evaluate.")
-    p.add_argument("--out", type=str, default="runs/demo", help="run folder (rerun to resume)")
-    p.add_argument("--model", type=str, default="default", help=MODEL_HELP.replace(" or a config.json", ""))
-    p.add_argument("--data", type=str, default="default", help="training text; validation: its held-out split")
-    p.add_argument("--bin", type=str, default="85M-100M", help="parameter bin of the searched sub-network")
-    p.add_argument("--epochs", type=int, default=2, help="evolution epochs")
-    p.add_argument("--population", type=int, default=6, help="evolution population size")
-    p.add_argument("--train-tokens", type=int, default=40_960, help="training tokens per run (equal for all)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
-    p.add_argument("--batch-size", type=int, default=4, help="sequences per step")
-    p.add_argument("--eval-seqs", type=int, default=16, help="validation sequences per evaluation")
-    p.add_argument("--warmup-steps", type=int, default=8, help="linear warmup steps of every run")
-    p.add_argument("--lr-distilled", type=float, default=None, help="peak learning rate of the distilled run "
-                   "(default: the swept one, see docs/training.md)")
-    p.add_argument("--lr-cross-entropy", type=float, default=None,
-                   help="peak learning rate of cross-entropy from the supernet's weights")
-    p.add_argument("--lr-random-init", type=float, default=None, help="peak learning rate of the random-init run")
-    p.add_argument("--seed", type=int, default=0, help="search and training seed")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-    p = verb("plugins", "List installed plugins and what each registers.")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
-def _training_arguments(p: ArgumentParser) -> None:
-    """--data/--out plus one flag per `subnas.training.TrainConfig` field (``lr`` -> ``--lr``)."""
-    import dataclasses
+def _api_flags(p: ArgumentParser, api: Callable[..., Any], *, skip: Collection[str] = (),
+               docs_from: Callable[..., Any] | None = None, keep_none: bool = False, **cli: dict[str, Any]) -> None:
+    """Add one flag per parameter of `api` (a function, or a dataclass such as `TrainConfig`).
+
+    ``seq_len`` becomes ``--seq-len``, with the parameter's type, its default (none: a required
+    flag) and its docstring entry as help (`docs_from`: where `api` documents a parameter "as in"
+    another function). The command line gives names and paths, so a union holding ``str`` takes a
+    ``str``, and a default of ``None`` only means "not given": ``int | None`` takes an ``int``
+    (`keep_none`: it also takes ``null``, as ``--top-k null``). `cli` maps a parameter to how the
+    command line declares it differently: `ArgumentParser.add_argument` keywords, and ``flag`` for
+    another name (without dashes: a positional argument). Parameters in `skip` are Python-only.
+    """
+    import inspect
     import typing
 
-    from subnas.training._run import TrainConfig
+    hints = typing.get_type_hints(api)
+    docs = {**_docstring_entries(docs_from), **_docstring_entries(api)}
+    for name, param in inspect.signature(api).parameters.items():
+        if name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        kwargs = {"help": docs.get(name, ""), **cli.get(name, {})}
+        flag = kwargs.pop("flag", _flag(name))
+        if "type" not in kwargs and "action" not in kwargs:
+            kwargs["type"] = hints[name] if keep_none else _given_as(hints[name], each="nargs" in kwargs)
+        if flag.startswith("-") and "default" not in kwargs:
+            if param.default is param.empty:
+                kwargs["required"] = True
+            else:  # (a tuple default of a list flag: the list argparse would build)
+                kwargs["default"] = list(param.default) if isinstance(param.default, tuple) else param.default
+        p.add_argument(flag, **kwargs)
 
-    p.add_argument("--data", type=str, default="default", help="training text (see `evaluate --data`)")
-    p.add_argument("--val-data", type=str, default="auto", help="validation text ('auto': default:validation "
-                   "when training on default, else none)")
-    p.add_argument("--out", type=str, required=True, help="run folder: checkpoints, log, plot, final model")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=hints[f.name], default=f.default,
-                       help=f"TrainConfig.{f.name}")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+def _given_as(hint: Any, *, each: bool = False) -> Any:
+    """The type a command-line word converts to: ``str`` for a union holding it (names and paths
+    stand for objects), ``X`` for ``X | None``, the item type for a list given word by word (`each`)."""
+    import types
+    import typing
+
+    if each:
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        members = [t for t in typing.get_args(hint) if t is not type(None)]
+        if str in members:
+            return str
+        if len(members) == 1:
+            return members[0]
+    return hint
+
+
+def _docstring_entries(api: Callable[..., Any] | None) -> dict[str, str]:
+    """``{parameter: help}`` from the Google-style ``Args:``/``Attributes:`` section of `api`'s
+    docstring, as plain text (reST quotes dropped, lines joined)."""
+    import re
+
+    from docstring_parser import parse
+
+    def plain(text: str) -> str:  # (Python's None is null on the command line)
+        return " ".join(re.sub(r"`+([^`]*)`+", r"\1", text.replace("``None``", "null")).split())
+
+    if api is None:
+        return {}
+    return {entry.arg_name: plain(entry.description or "") for entry in parse(api.__doc__ or "").params}
 
 
 def _train_options(args: Any) -> dict[str, Any]:
@@ -220,6 +250,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _lr_flag(run: str) -> str:
+    """Demo's flag of one run's learning rate: ``"random init"`` -> ``--lr-random-init``."""
+    return "--lr-" + run.replace(" ", "-")
+
+
 def _check_arguments(command: str, args: Any) -> None:
     """Reject flag values outside their legal range, naming the range (`UsageError`)."""
     for name, (lowest, what) in _MINIMUM.items():
@@ -234,10 +269,9 @@ def _check_arguments(command: str, args: Any) -> None:
             raise UsageError(f"--eval-seqs {args.eval_seqs} is out of range: give an integer >= 1 (sequences)")
         if args.warmup_steps < 0:
             raise UsageError(f"--warmup-steps {args.warmup_steps} is out of range: give an integer >= 0 (steps)")
-        for name in ("lr_distilled", "lr_cross_entropy", "lr_random_init"):
-            value = getattr(args, name)
-            if value is not None and not value > 0:
-                raise UsageError(f"{_flag(name)} {value} is out of range: give a number > 0 (peak learning rate)")
+        for run, value in _demo_lrs(args).items():
+            if not value > 0:
+                raise UsageError(f"{_lr_flag(run)} {value} is out of range: give a number > 0 (peak learning rate)")
     if command in ("pretrain", "distill"):
         from subnas.training._run import TrainConfig, TrainConfigError
 
@@ -376,13 +410,19 @@ def cmd_benchmark(args: Any) -> dict[str, Any]:
 def cmd_demo(args: Any) -> dict[str, Any]:
     from subnas.demo import demo, format_summary
 
-    lrs = {name: lr for name, lr in (("distilled", args.lr_distilled), ("cross-entropy", args.lr_cross_entropy),
-                                     ("random init", args.lr_random_init)) if lr is not None}
     summary = demo(args.out, model=args.model, data=args.data, bin=args.bin, epochs=args.epochs,
                    population=args.population, train_tokens=args.train_tokens, seq_len=args.seq_len,
-                   batch_size=args.batch_size, eval_seqs=args.eval_seqs, seed=args.seed, lrs=lrs,
+                   batch_size=args.batch_size, eval_seqs=args.eval_seqs, seed=args.seed, lrs=_demo_lrs(args),
                    warmup_steps=args.warmup_steps)
     return {**summary, "_text": format_summary(summary)}
+
+
+def _demo_lrs(args: Any) -> dict[str, float]:
+    """Demo's ``lrs`` from the ``--lr-*`` flags given."""
+    from subnas.demo import DEFAULT_LRS
+
+    dest = {run: _lr_flag(run)[2:].replace("-", "_") for run in DEFAULT_LRS}  # (argparse's name of the value)
+    return {run: args[dest[run]] for run in DEFAULT_LRS if args[dest[run]] is not None}
 
 
 def cmd_plugins(args: Any) -> dict[str, Any]:
@@ -411,9 +451,9 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from subnas.training._checkpoints import CorruptCheckpointError
     from subnas.families import NotExpressible
     from subnas.plugins import PluginError
+    from subnas.training._checkpoints import CorruptCheckpointError
 
     parser = _parser()
     try:

@@ -49,7 +49,24 @@ def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str
          bin: str = "85M-100M", epochs: int = 2, population: int = 6, train_tokens: int = 40_960,
          seq_len: int = 128, batch_size: int = 4, eval_seqs: int = 16, seed: int = 0,
          lrs: dict[str, float] | None = None, warmup_steps: int = 8) -> dict[str, Any]:
-    """Run the main job; returns (and writes to ``out_dir/summary.json``) the comparison table."""
+    """Run the main job; returns (and writes to ``out_dir/summary.json``) the comparison table.
+
+    Args:
+        out_dir: the run folder (rerun to resume).
+        model: the model to search in: a model folder, hub name or ``"default"`` (offline SmolLM2-135M).
+        data: training text; validation reads its held-out split.
+        bin: parameter bin of the searched sub-network.
+        epochs: evolution epochs.
+        population: evolution population size.
+        train_tokens: training tokens per run (equal for all).
+        seq_len: tokens per sequence.
+        batch_size: sequences per step.
+        eval_seqs: validation sequences per evaluation.
+        seed: search and training seed.
+        lrs: peak learning rate per run, by name, replacing those of `DEFAULT_LRS` (swept, see
+            docs/training.md).
+        warmup_steps: linear warmup steps of every run.
+    """
     from subnas.evaluation._perplexity import evaluate
     from subnas.supernet import Supernet
 

@@ -22,7 +22,7 @@ import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -300,9 +300,9 @@ def search(
     data: str = "default:search",
     seq_len: int = 256,
     num_seqs: int = 16,
-    order: str = "importance",
+    order: Literal["importance", "block-influence", "natural"] = "importance",
     calibration: str = "default:calibration",
-    pruner: str = "none",
+    pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none",
     confirm: int = 4,
     sampler: str = "evolution",
     storage: str | None = None,
@@ -317,19 +317,57 @@ def search(
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Search the best sub-network in each bin; mirrors ``subnas search`` (see its ``--help``).
+    """Search the best sub-network in each bin: one Optuna study per bin (``subnas search``).
 
-    ``order`` ("importance", "block-influence" or "natural") decides what the space's "first n"
-    units are; the importance order comes from calibration passes over ``calibration`` text
-    (`subnas.spaces.importance_order`). A stored search resumes only with the order it began with. The fitness reads ``data``
-    (default: the offline corpus's *search* split), so neither touches the validation split on
-    which winners are reported. ``pruner`` enables multi-fidelity search (see `make_pruner`).
-    ``confirm``: once a bin's budget is used, its ``confirm`` best candidates are re-measured on
-    more text the search never saw (`Fitness.confirm`; for perplexity the next 48 sequences of
-    ``data``) and the best confirmed one wins; 0 keeps the search's own ranking.
+    The fitness reads ``data`` and the importance order reads ``calibration`` (by default the
+    offline corpus's *search* and *calibration* splits), so neither touches the validation split
+    on which winners are reported. A stored search resumes only with the order it began with.
 
-    Returns the content of ``results.json``: per bin the best sub-network, its fitness, its
-    parameter count and the number of evaluations, and which data produced each number.
+    Args:
+        model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
+        space: coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space.
+        bins: parameter bins, e.g. 30M-40M 60M-70M or 135M±5% (or `ParameterBin` objects, or
+            ``(lo, hi)`` tuples); one study each.
+        fitness: perplexity (a forward pass per candidate), importance (microseconds per candidate
+            after one calibration pass; ranks worse, see docs/benchmarks/search.md) or a plugin's.
+        data: text the fitness scores on (default: the corpus's search split, never the validation
+            split).
+        seq_len: tokens per sequence (perplexity); cost grows linearly.
+        num_seqs: sequences (perplexity); cost grows linearly, and fewer make the winner a matter of
+            noise between the search and validation text.
+        order: which units "the first n" keeps (`subnas.spaces.importance_order`). importance: the
+            n most important — layers by the loss of skipping each one, width units by activation
+            (calibration passes, cached; ~2 min once for SmolLM2-135M on 2 CPU cores);
+            block-influence: the same but layers by ShortGPT's block influence (the literature's
+            one-shot prune; worse, ~15 s); natural: the paper's first n (for reproducing it; far
+            worse on real models).
+        calibration: text for the importance order's calibration passes (default: the corpus's
+            calibration split), or ``weights`` for a data-free weight-magnitude order.
+        pruner: multi-fidelity: stop hopeless candidates after a fraction of their tokens (Optuna
+            pruners, `make_pruner`).
+        confirm: re-measure the best ``confirm`` candidates of each bin on 48 more sequences the
+            search never scored (`Fitness.confirm`; for perplexity the next 48 sequences of
+            ``data``) and keep the best confirmed one (~15 s each on 2 CPU cores; 0: keep the
+            search's ranking, which on 16 sequences is partly luck).
+        sampler: evolution, random, tpe, nsga2 or a plugin's.
+        storage: Optuna storage URL (``sqlite:///x.db``, ``postgresql://...``) or journal file;
+            default: ``search.journal`` in the output folder.
+        study_name: prefix of the per-bin study names.
+        epochs: evolution epochs T (Algorithm 1).
+        trials: evaluations per bin (any sampler).
+        out_dir: folder for ``results.json``, the best sub-networks and the plot.
+        seed: seed (same seed, one worker: same trajectory).
+        space_choices: per-dimension choices, e.g. ``{"intermediate_size": "64:1536:64"}``;
+            ``{"vocab_size": "4k,8k,16k,32k,full"}`` (or ``"default"``) adds the vocabulary as a
+            dimension and ranks candidates by bits per byte.
+        sampler_options: sampler keyword options, e.g. ``{"population_size": 20, "num_elites": 5}``.
+        fitness_options: fitness keyword options.
+        workers: processes sharing the storage.
+        progress: show progress bars.
+
+    Returns:
+        The content of ``results.json``: per bin the best sub-network, its fitness, its
+        parameter count and the number of evaluations, and which data produced each number.
     """
     from subnas.supernet import Supernet
 

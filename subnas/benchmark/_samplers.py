@@ -194,11 +194,14 @@ def benchmark_samplers(
     Args:
         model_or_config: the model (name, folder, `subnas.Supernet`) or its config; ``None`` takes the
             config from the fitness (``replay``/``surrogate`` tables store it).
-        space: search space name (or instance); bins: parameter bins (``"60M-80M"``, tuples, bins).
-        fitness: fitness name (or instance), built with ``fitness_options``.
+        space: search space name (or instance).
+        bins: parameter bins (``"60M-80M"``, tuples, `ParameterBin` objects).
+        fitness: fitness name (or instance), built with ``fitness_options``: replay, surrogate,
+            perplexity, importance, ...
         samplers: registered sampler names; ``"random"`` is added when missing (the baseline).
         seeds: one run per seed per sampler per bin.
-        budget_evals, budget_seconds: the budget of every run (at least one of them).
+        budget_evals: trials per (sampler, seed, bin) run: a budget (give it, the seconds, or both).
+        budget_seconds: wall seconds per (sampler, seed, bin) run: a budget (the first one reached ends it).
         out_dir: receives ``trials.csv``, ``trials.json``, ``curves_evaluations.png``,
             ``curves_time.png``, ``summary.md`` and ``summary.json``.
         sampler_options: per sampler name, keyword options (e.g. ``{"evolution": {"population_size": 10}}``).

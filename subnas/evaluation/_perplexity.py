@@ -349,12 +349,13 @@ def evaluate(
 
     Args:
         model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
-        data: a ``--data`` value (see `subnas.data.resolve_text_source`).
+        data: text file, .json/.jsonl/.parquet/.csv file, a `datasets` name, or
+            ``default[:split]`` (`subnas.data.resolve_text_source`).
         subnet: a `SubNetwork` to evaluate in place (``None``: the whole model).
         seq_len: tokens per sequence.
-        num_seqs: number of sequences.
+        num_seqs: number of sequences (``default:validation`` holds ~89 x 512).
         batch_size: sequences per forward pass.
-        device: where to run (default: CUDA if available, else CPU).
+        device: cpu, cuda, cuda:1, ... (default: cuda if available, else cpu).
         progress: show a progress bar.
 
     Returns:

@@ -87,7 +87,7 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
         out_dir: folder to create; replaced atomically, so a killed run never leaves half a model.
         format: ``"auto"`` (an exact stock model if one exists, else flexible), ``"stock"`` (error
             if no exact stock model exists) or ``"subnas"`` (the flexible format).
-        overwrite: replace a non-empty ``out_dir``.
+        overwrite: replace a non-empty output folder.
         pad: allow zero-padded stock exports. Turn it off when the exported architecture itself
             matters, e.g. to re-initialise it at random as a same-size baseline.
 

@@ -50,43 +50,77 @@ class TrainConfig:
     Batches are counted in sequences of ``seq_len`` tokens: ``batch_size`` is the global batch per
     optimizer step; each process runs ``micro_batch_size`` sequences per forward pass and
     accumulates gradients over ``batch_size / (micro_batch_size · processes)`` passes.
+
+    Attributes:
+        seq_len: tokens per sequence.
+        batch_size: sequences per optimizer step (over all processes).
+        micro_batch_size: sequences per forward pass in each process (default: the whole
+            per-process share in one pass).
+        max_tokens: the token budget; steps = max_tokens // (batch_size · seq_len).
+        max_steps: optimizer steps; overrides ``max_tokens``.
+        lr: peak learning rate (linear warmup, then cosine to ``min_lr``).
+        min_lr: learning rate at the end of the cosine decay.
+        warmup_steps: linear warmup steps.
+        weight_decay: AdamW weight decay.
+        beta1: AdamW's first-moment decay.
+        beta2: AdamW's second-moment decay.
+        grad_clip: gradient-norm clipping threshold; <= 0: no clipping.
+        seed: seed of the data order and of a random init.
+        alpha: weight of the cross-entropy in ``alpha·CE + beta·KL`` (distillation, paper §4.4: 0.2).
+        beta: weight of the KL term (paper: 0.8).
+        temperature: distillation temperature (paper: 0.9).
+        top_k: teacher logits kept per position; ``None``: the full logits.
+        kl: ``forward`` KL(teacher‖student) or ``reverse``.
+        loss_chunk_size: positions per loss chunk (default: ~1M floats on CPU, 32M on GPU).
+        teacher_cache: top-k teacher targets cached on disk and reused by every run on the same
+            sequences (`subnas.training._teacher_cache`): ``auto`` (on CPU, under the subnas cache),
+            ``on``, ``off``, or a folder.
+        streaming: read the training text as a stream, up to the token budget (large corpora).
+        eval_every: steps between validations; 0: only at the start and the end.
+        eval_seqs: validation sequences.
+        checkpoint_every: steps between checkpoints.
+        keep_checkpoints: checkpoints kept (the latest).
+        keep_final_checkpoint: a finished run keeps only its model (checkpoints hold the optimizer
+            state: ~3x the model); true keeps the last checkpoint, to continue training the run later.
+        device: where to train: cpu, cuda, cuda:1, ... (default: this process's GPU if available,
+            else cpu).
+        bf16: bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX
+            (`subnas.training._loop.precision`).
+        progress: show progress bars.
+        tensorboard: also log to TensorBoard (when installed).
     """
 
     seq_len: int = 512
     batch_size: int = 8
-    micro_batch_size: int | None = None  # default: the whole per-process share in one pass
-    max_tokens: int = 1_000_000  # token budget; steps = max_tokens // (batch_size · seq_len)
-    max_steps: int | None = None  # overrides max_tokens
+    micro_batch_size: int | None = None
+    max_tokens: int = 1_000_000
+    max_steps: int | None = None
     lr: float = 3e-4
     min_lr: float = 3e-5
     warmup_steps: int = 0
     weight_decay: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0  # <= 0: no clipping
+    grad_clip: float = 1.0
     seed: int = 42
     # distillation (paper §4.4)
     alpha: float = 0.2
     beta: float = 0.8
     temperature: float = 0.9
-    top_k: int | None = 1024  # None: full logits
-    kl: str = "forward"  # "forward" KL(teacher‖student) or "reverse"
-    loss_chunk_size: int | None = None  # positions per loss chunk; default ~1M (CPU) or 32M (GPU) floats
-    # top-k teacher targets cached on disk and reused by every run on the same sequences
-    # (`subnas.training._teacher_cache`): "auto" (on CPU, under the subnas cache), "on", "off", or a folder
+    top_k: int | None = 1024
+    kl: str = "forward"
+    loss_chunk_size: int | None = None
     teacher_cache: str = "auto"
     # data
     streaming: bool = False
     # bookkeeping (free to change between a run and its resume)
-    eval_every: int = 100  # steps; 0: only at the start and the end
+    eval_every: int = 100
     eval_seqs: int = 16
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    # a finished run keeps only its model (checkpoints hold the optimizer state: ~3x the model);
-    # True keeps the last checkpoint, to continue training the run later
     keep_final_checkpoint: bool = False
-    device: str | None = None  # default: cuda (this process's GPU) if available, else cpu
-    bf16: bool = True  # bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX (`subnas.training._loop.precision`)
+    device: str | None = None
+    bf16: bool = True
     progress: bool = True
     tensorboard: bool = True
 
@@ -219,8 +253,10 @@ def pretrain(model: str | os.PathLike[str] | PreTrainedModel, data: str, out_dir
     Args:
         model: a model folder (e.g. from ``subnas extract``), ``"default"``, a hub name, or a loaded
             `transformers` causal LM.
-        data: training text (`subnas.data.load_token_blocks`: ``default``, files, dataset names).
-        out_dir: the run folder; calling again with the same arguments resumes from it.
+        data: training text, as ``subnas evaluate --data`` reads it (`subnas.data.load_token_blocks`:
+            ``default``, files, dataset names).
+        out_dir: the run folder (checkpoints, log, plot, final model); calling again with the same
+            arguments resumes from it.
         subnet: train this sub-network of ``model`` (a `SubNetwork`, its dict, or a JSON file): it is
             extracted into ``out_dir/init`` first.
         init: ``"pretrained"`` (the weights) or ``"random"`` (same architecture, fresh init seeded
@@ -258,7 +294,7 @@ def distill(teacher: Any, data: str, out_dir: str | os.PathLike[str], *,
         teacher: a `subnas.Supernet`, a model folder / ``"default"`` / hub name, or any loaded
             causal LM with the student's vocabulary.
         data, out_dir, init, val_data, tokenizer, config, on_step, options: as in `pretrain`.
-        student: the student (a model folder or a loaded model), or ``None`` with ``subnet``.
+        student: the student: a model folder or a loaded model (or give ``subnet``).
         subnet: a sub-network of the teacher to extract as the student (paper: the teacher is the
             model the sub-network came from). With a pruned vocabulary (``vocab_size`` /
             ``vocab_indices``) the student reads text through its pruned tokenizer and the teacher is
