@@ -59,7 +59,7 @@ def parse_lrs(spec: str) -> list[tuple[str, float]]:
 
 
 def run_one(method: str, lr: float, args: argparse.Namespace, teacher: Any, folder: Path) -> dict[str, Any]:
-    from subnas.training._run import distill, pretrain
+    from subnas.training import distill, pretrain
 
     options = dict(seq_len=args.seq_len, batch_size=args.batch_size, max_tokens=args.tokens, lr=lr, min_lr=lr / 10,
                    warmup_steps=args.warmup_steps, eval_seqs=args.eval_seqs, seed=args.seed, val_data="default:search",

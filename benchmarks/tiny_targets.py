@@ -100,7 +100,7 @@ def run_distill(supernet: Any, subnet: Any, name: str, args: argparse.Namespace,
 
     from subnas.data._assets import resolve_text_source
     from subnas.evaluation._perplexity import bits_per_byte, mean_token_nll, nll_to_perplexity, target_bytes, tokenize_for_eval
-    from subnas.training._run import distill
+    from subnas.training import distill
 
     out_dir = work / f"distill-{name}"
     steps = args.distill_tokens // (args.batch_size * args.seq_len)

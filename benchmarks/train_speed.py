@@ -111,7 +111,7 @@ def run_mode(mode: str, *, args: argparse.Namespace, teacher: Any, student_dir: 
 
     from subnas.training._losses import distillation_loss, teacher_topk
     from subnas.training._teacher_cache import TeacherCache, teacher_identity
-    from subnas.training._run import TrainConfig
+    from subnas.training import TrainConfig
     from subnas.training._loop import precision
 
     device = torch.device(args.device)
@@ -186,7 +186,7 @@ def run_mode(mode: str, *, args: argparse.Namespace, teacher: Any, student_dir: 
 
 def trainer_runs(args: argparse.Namespace, supernet: Any, student_dir: str, tmp: Path) -> list[dict[str, Any]]:
     """The real `distill` entry point, default settings, cold then warm on a fresh cache folder."""
-    from subnas.training._run import distill
+    from subnas.training import distill
     from subnas.training._log import read_log
 
     out = []

@@ -84,7 +84,7 @@ _TRAINING: dict[str, Any] = {"data": {"default": "default"}, "out_dir": OUT}
 
 def _add_pretrain(p: ArgumentParser) -> None:
     """Train a model or sub-network with cross-entropy (resumes when rerun with the same --out)."""
-    from subnas.training._run import TrainConfig, pretrain
+    from subnas.training import TrainConfig, pretrain
 
     _api_flags(p, pretrain, skip={"tokenizer", "config", "on_step"}, model=MODEL,
                subnet={**SUBNET, "help": "sub-network of MODEL to extract and train"}, **_TRAINING)
@@ -93,7 +93,7 @@ def _add_pretrain(p: ArgumentParser) -> None:
 
 def _add_distill(p: ArgumentParser) -> None:
     """Distill a student from a teacher: alpha*CE + beta*KL (resumes when rerun with the same --out)."""
-    from subnas.training._run import TrainConfig, distill, pretrain
+    from subnas.training import TrainConfig, distill, pretrain
 
     _api_flags(p, distill, skip={"teacher_subnet", "tokenizer", "config", "on_step"}, docs_from=pretrain,
                teacher={**MODEL, "flag": "teacher", "help": f"teacher: {MODEL['help']}"}, student={"type": str},
@@ -228,7 +228,7 @@ def _docstring_entries(api: Callable[..., Any] | None) -> dict[str, str]:
 def _train_options(args: Any) -> dict[str, Any]:
     import dataclasses
 
-    from subnas.training._run import TrainConfig
+    from subnas.training import TrainConfig
 
     return {f.name: args[f.name] for f in dataclasses.fields(TrainConfig)}
 
@@ -273,7 +273,7 @@ def _check_arguments(command: str, args: Any) -> None:
             if not value > 0:
                 raise UsageError(f"{_lr_flag(run)} {value} is out of range: give a number > 0 (peak learning rate)")
     if command in ("pretrain", "distill"):
-        from subnas.training._run import TrainConfig, TrainConfigError
+        from subnas.training import TrainConfig, TrainConfigError
 
         try:
             config = TrainConfig(**_train_options(args))
@@ -375,7 +375,7 @@ def _train_text(result: dict[str, Any]) -> str:
 
 
 def cmd_pretrain(args: Any) -> dict[str, Any]:
-    from subnas.training._run import pretrain
+    from subnas.training import pretrain
 
     result = pretrain(args.model, args.data, args.out, subnet=_load_subnet(args.subnet), init=args.init,
                       val_data=args.val_data, **_train_options(args))
@@ -383,7 +383,7 @@ def cmd_pretrain(args: Any) -> dict[str, Any]:
 
 
 def cmd_distill(args: Any) -> dict[str, Any]:
-    from subnas.training._run import distill
+    from subnas.training import distill
 
     result = distill(args.teacher, args.data, args.out, student=args.student, subnet=_load_subnet(args.subnet),
                      init=args.init, val_data=args.val_data, **_train_options(args))

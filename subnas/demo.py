@@ -143,7 +143,7 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
     each run finishes (a benchmark merges it into its results at once).
     """
     from subnas.export._extract import extract
-    from subnas.training._run import distill, pretrain
+    from subnas.training import distill, pretrain
 
     steps = max(1, train_tokens // (seq_len * batch_size))
     options = dict(seq_len=seq_len, batch_size=batch_size, max_tokens=train_tokens, eval_seqs=eval_seqs,

@@ -197,7 +197,7 @@ def test_flags_checked_from_a_config_file_too(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_alpha_zero_beta_zero_rejected_from_python(tmp_path: Path) -> None:
-    from subnas.training._run import TrainConfigError, distill
+    from subnas.training import TrainConfigError, distill
 
     with pytest.raises(TrainConfigError, match="alpha=0 and beta=0: the distillation loss"):
         distill("m", "default", tmp_path / "run", student="s", alpha=0, beta=0)
@@ -328,7 +328,7 @@ def test_corrupt_fitness_table_is_named_and_never_appended_to(tmp_path: Path,
 
 # ----------------------------------------------------------------------------- training outputs
 def test_training_outputs_follow_the_umask_and_say_whether_complete(tmp_path: Path) -> None:
-    from subnas.training._run import pretrain
+    from subnas.training import pretrain
 
     model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 300)
     out = tmp_path / "run"
@@ -363,7 +363,7 @@ def test_training_outputs_follow_the_umask_and_say_whether_complete(tmp_path: Pa
 
 
 def test_unfinished_summary_is_not_taken_for_a_finished_run(tmp_path: Path) -> None:
-    from subnas.training._run import pretrain
+    from subnas.training import pretrain
 
     model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 300)
     out = tmp_path / "run"
@@ -446,7 +446,7 @@ def test_missing_gpu_index_on_a_gpu_machine(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_python_api_reads_a_subnetwork_pipe_once(tmp_path: Path) -> None:
-    from subnas.training._run import pretrain
+    from subnas.training import pretrain
 
     model, data = tiny_model_dir(tmp_path), write_text(tmp_path / "train.txt", 100)
     read_end, write_end = os.pipe()

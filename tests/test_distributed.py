@@ -18,14 +18,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from subnas.training._run import pretrain
+from subnas.training import pretrain
 from tests._train_helpers import tiny_model_dir, write_text
 
 WORKER = textwrap.dedent("""
     import sys
     import torch
     from safetensors.torch import save_file
-    from subnas.training._run import pretrain
+    from subnas.training import pretrain
 
     model, data, out, grads = sys.argv[1:5]
 
@@ -92,7 +92,7 @@ def test_shards_of_a_global_batch_are_disjoint_and_complete() -> None:
     assert sum(parts, []) == batch and len({i for p in parts for i in p}) == 8
     with pytest.raises(ValueError, match="split evenly"):
         shard(batch, 0, 3)
-    from subnas.training._run import TrainConfig
+    from subnas.training import TrainConfig
     from subnas.training._loop import _micro_batching
 
     assert _micro_batching(TrainConfig(batch_size=8, micro_batch_size=2), world=2) == (2, 2)  # 2 passes each

@@ -15,7 +15,7 @@ import subnas._io
 from subnas.data._tokens import BlockOrder, load_token_blocks
 from subnas.training._losses import TeacherTopK, distillation_loss, teacher_topk
 from subnas.training._teacher_cache import TeacherCache, TeacherCacheMismatchError, teacher_identity
-from subnas.training._run import distill
+from subnas.training import distill
 from tests._train_helpers import char_tokenizer, tiny_model_dir, write_text
 
 FAST = dict(seq_len=32, batch_size=4, lr=3e-3, min_lr=3e-4, progress=False, val_data=None, top_k=8)

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from subnas.data._assets import DataSourceError
 from subnas.training._checkpoints import CheckpointMismatchError, list_checkpoints
 from subnas.data._tokens import BlockOrder, load_token_blocks, shard, training_spec
-from subnas.training._run import TrainConfig, VocabularyMismatchError, distill, make_config, pretrain
+from subnas.training import TrainConfig, VocabularyMismatchError, distill, make_config, pretrain
 from subnas.training._loop import NonFiniteLossError, lr_at
 from subnas.training._log import read_log
 from tests._train_helpers import char_tokenizer, sentences, tiny_model_dir, write_jsonl, write_text

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from subnas import Supernet, SubNetwork, count_parameters
-from subnas.training._run import VocabularyMismatchError, distill, pretrain, teacher_for_student
+from subnas.training import VocabularyMismatchError, distill, pretrain, teacher_for_student
 from subnas.vocab import pruned_tokenizer
 from tests.test_vocab import CORPUS, order_for, tiny_llama, tokenizer_for
 

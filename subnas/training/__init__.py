@@ -1,6 +1,7 @@
 """Training: pretrain (cross-entropy) or distill (from the teacher) an extracted small model.
 
-- ``_run``: `pretrain`, `distill` and `TrainConfig`: what ``subnas pretrain``/``distill`` run.
+- ``_run``: `pretrain` and `distill`: what ``subnas pretrain``/``distill`` run.
+- ``_config``: `TrainConfig`, every training option (a flag each), checked in one place.
 - ``_loop``: the training loop behind both (resumable, mixed precision, DDP-aware).
 - ``_losses``: next-token cross-entropy and knowledge distillation (top-k teacher logits).
 - ``_teacher_cache``: a verified on-disk cache of the teacher's top-k logits.
@@ -9,6 +10,8 @@
 - ``_distributed``: one code path for a single process and for ``torchrun``.
 """
 
-from subnas.training._run import TrainConfig, TrainConfigError, VocabularyMismatchError, distill, pretrain
+from subnas.training._config import TrainConfig, TrainConfigError, make_config
+from subnas.training._run import VocabularyMismatchError, distill, pretrain, teacher_for_student
 
-__all__ = ["TrainConfig", "TrainConfigError", "VocabularyMismatchError", "distill", "pretrain"]
+__all__ = ["TrainConfig", "TrainConfigError", "VocabularyMismatchError", "distill", "make_config", "pretrain",
+           "teacher_for_student"]

@@ -41,7 +41,7 @@ from subnas.data._tokens import BlockOrder, load_token_blocks, shard
 from subnas.evaluation._perplexity import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
 from subnas.training._losses import TeacherTopK, distillation_loss, teacher_topk
 from subnas.training._teacher_cache import TeacherCache, teacher_identity
-from subnas.training._run import TrainConfig, _vocab_size
+from subnas.training._config import TrainConfig
 from subnas.training._log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 \
         else contextlib.nullcontext
     cache = _teacher_cache(cfg, device, teacher, sources, dtype)
-    vocab = _vocab_size(teacher) if teacher is not None else 0
+    vocab = model_vocab_size(teacher) if teacher is not None else 0
 
     def teacher_targets(ids: torch.Tensor) -> torch.Tensor | TeacherTopK:
         with torch.no_grad(), autocast():
@@ -349,3 +349,12 @@ def _finished_summary(out_dir: Path) -> dict[str, Any] | None:
     if not summary.get("complete", True) or not (out_dir / "model" / "config.json").is_file():
         return None
     return summary
+
+
+def model_vocab_size(model: Any) -> int:
+    """The number of tokens ``model`` predicts (a supernet's active pruned vocabulary counts)."""
+    active = getattr(model, "active", None)  # a supernet whose active sub-network prunes the vocabulary
+    if getattr(active, "vocab", None) is not None:
+        return len(active.vocab)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
