@@ -349,7 +349,8 @@ def vocab_order(supernet: Any, *, data: str = "default:calibration", cache: bool
     """The `VocabOrder` of a `subnas.Supernet`'s tokenizer from token counts on ``data`` (the
     calibration split by default, never the validation text); counts are cached on disk."""
     from subnas._io import atomic_write_text
-    from subnas.data._assets import cache_root, resolve_text_source
+    from subnas.data._assets import cache_root
+    from subnas.data._sources import resolve_text_source
     from subnas.evaluation._perplexity import _cache_key
 
     tokenizer = supernet.tokenizer

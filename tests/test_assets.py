@@ -23,8 +23,8 @@ from subnas.data._assets import (
     default_corpus,
     default_model_dir,
     read_wiki_articles,
-    resolve_text_source,
 )
+from subnas.data._sources import resolve_text_source
 
 
 @pytest.fixture

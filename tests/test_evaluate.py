@@ -198,7 +198,7 @@ def test_requires_bos() -> None:
 def test_default_model_perplexity_on_default_validation_split() -> None:
     from transformers import AutoTokenizer
 
-    from subnas.data._assets import default_model_dir, resolve_text_source
+    from subnas.data import default_model_dir, resolve_text_source
 
     folder = default_model_dir()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)

@@ -2,7 +2,7 @@
 
 1. **Text.** Small corpora come from `subnas.data.resolve_text_source` (the default corpus, local
    .txt/.json/.jsonl/.parquet/.csv files, any `datasets` name); large ones are streamed with
-   ``datasets.load_dataset(..., streaming=True)`` and read only up to a token cap. For training,
+   `subnas.data.stream_text_source` and read only up to a token cap. For training,
    ``default`` and a dataset name without a split mean their *train* split (the validation split is
    for evaluation).
 2. **Tokens.** Documents are tokenized with the model's tokenizer (no special tokens) and joined
@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from subnas._io import atomic_write_text
-from subnas.data._assets import DEFAULT_COLUMN, TABLE_FORMATS, DataSourceError, cache_root, resolve_text_source
+from subnas.data._assets import DataSourceError, cache_root
+from subnas.data._sources import parse_text_source, resolve_text_source, stream_text_source
 # The module, not its names: evaluation imports subnas.data while it initialises.
 from subnas.evaluation import _perplexity
 
@@ -49,90 +50,6 @@ logger = logging.getLogger(__name__)
 # Bump when tokenization or packing changes, so stale caches are never reused.
 _PACKING_VERSION = 1
 _TOKENIZE_CHUNK = 256  # documents per tokenizer call
-
-
-def training_spec(spec: str) -> str:
-    """The ``--data`` value with the split training uses: ``default`` → ``default:train``, and a
-    dataset name without a split → its ``train`` split. Local files are returned unchanged.
-
-    Example:
-        >>> training_spec("default"), training_spec("wikitext:wikitext-2-raw-v1")
-        ('default:train', 'wikitext:wikitext-2-raw-v1:train')
-    """
-    if spec == "default":
-        return "default:train"
-    if spec.startswith("default:") or _local(spec) is not None or _path_like(spec):
-        return spec
-    parts = spec.split(":")
-    if len(parts) < 3:
-        parts = (parts + ["", ""])[:2] + ["train"]
-    return ":".join(parts)
-
-
-def _local(spec: str) -> tuple[Path, str | None] | None:
-    """``(path, column)`` if ``spec`` names an existing local file or folder."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return path, None
-    head, sep, column = spec.rpartition(":")
-    if sep and head and Path(head).expanduser().exists():
-        return Path(head).expanduser(), column or None
-    return None
-
-
-def _path_like(spec: str) -> bool:
-    head = spec.split(":")[0]
-    return Path(head).suffix.lower() in {".txt", *TABLE_FORMATS} or spec.startswith(("/", "./", "../", "~"))
-
-
-# ---------------------------------------------------------------------------- streaming text
-def stream_text_source(spec: str) -> Iterator[str]:
-    """Documents of a table file or a `datasets` name, streamed row by row (nothing loaded whole).
-
-    ``default``, .txt files and folders are small and read with `resolve_text_source`.
-
-    Raises:
-        DataSourceError: a missing column (the message lists the columns) or no text at all.
-    """
-    local = _local(spec)
-    small = local is not None and (local[0].is_dir() or local[0].suffix.lower() == ".txt")
-    if spec == "default" or spec.startswith("default:") or small:
-        yield from resolve_text_source(spec)
-        return
-    import datasets
-
-    if local is not None:
-        path, column = local
-        fmt = TABLE_FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise DataSourceError(f"cannot stream {str(path)!r}: supported files are .txt and "
-                                  + ", ".join(sorted(TABLE_FORMATS)))
-        if path.stat().st_size == 0:
-            raise DataSourceError(f"{str(path)!r} is empty")
-        rows = datasets.load_dataset(fmt, data_files=str(path), split="train", streaming=True)
-    else:
-        name, config, split, column = (spec.split(":") + ["", "", ""])[:4]
-        try:
-            rows = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
-        except Exception as exc:  # the Hub raises many types (connection, not found, bad config)
-            raise DataSourceError(f"could not stream dataset {spec!r} ({type(exc).__name__}: {exc}); offline, "
-                                  "pass a local .txt/.json/.jsonl/.parquet/.csv file or 'default'") from exc
-    column = column or DEFAULT_COLUMN
-    source = str(local[0]) if local is not None else spec
-    any_text = False
-    for i, row in enumerate(rows):
-        if column not in row:
-            raise DataSourceError(f"{source!r} has no column {column!r}; its columns are {sorted(row)} "
-                                  f"(choose one with {source}:COLUMN)")
-        value = row[column]
-        if value is not None and not isinstance(value, str):
-            raise DataSourceError(f"column {column!r} of {source!r} holds {type(value).__name__} values, not text "
-                                  f"(row {i})")
-        if value and value.strip():
-            any_text = True
-            yield value
-    if not any_text:
-        raise DataSourceError(f"{source!r} contains no text")
 
 
 # ---------------------------------------------------------------------------- token cache
@@ -171,7 +88,7 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
 
     Args:
         spec: a ``--data`` value (see `subnas.data.resolve_text_source`); ``default`` and split-less
-            dataset names mean their train split (`training_spec`).
+            dataset names mean their train split (`subnas.data.TextSource.with_default_split`).
         tokenizer: a `transformers` tokenizer (or any object with ``encode``, ``eos_token_id``).
         seq_len: tokens per block.
         add_bos: start every block with BOS (``SubnasConfig.require_bos``; see
@@ -189,7 +106,8 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
     bos = getattr(tokenizer, "bos_token_id", None)
     if add_bos and bos is None:
         raise ValueError("the model needs BOS on every sequence, but the tokenizer has no BOS token")
-    spec = training_spec(str(spec))
+    source = parse_text_source(spec).with_default_split("train")
+    spec = source.spec
     sep = getattr(tokenizer, "eos_token_id", None)
     if sep is None:
         sep = bos
@@ -200,9 +118,9 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
     h = hashlib.sha256(repr((_PACKING_VERSION, sep, np.dtype(dtype).str, max_tokens)).encode())
     h.update(hashlib.sha256(_perplexity._tokenizer_fingerprint(tokenizer).encode()).digest())
     if streaming:
-        h.update(_source_stamp(spec).encode())
+        h.update(source.stamp().encode())
     else:
-        texts = resolve_text_source(spec)
+        texts = resolve_text_source(source)
         for text in texts:
             data = text.encode("utf-8")
             h.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
@@ -211,7 +129,7 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
     folder = cache_root() / "train_tokens"
     tokens = _read_cache(folder, key) if cache else None
     if tokens is None:
-        docs: Iterable[str] = texts if texts is not None else stream_text_source(spec)
+        docs: Iterable[str] = texts if texts is not None else stream_text_source(source)
         tokens = _write_cache(folder, key, _token_chunks(docs, tokenizer, sep, max_tokens), dtype,
                               meta={"source": spec, "streaming": streaming, "max_tokens": max_tokens})
         if not cache:
@@ -221,15 +139,6 @@ def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool 
         raise DataSourceError(f"{spec!r} holds {len(tokens):,} tokens, fewer than one block of {seq_len}; "
                               "give more text or a smaller --seq-len")
     return blocks
-
-
-def _source_stamp(spec: str) -> str:
-    """Identity of a streamed source: its name, plus size and mtime when it is a local file."""
-    local = _local(spec)
-    if local is None:
-        return spec
-    st = local[0].stat()
-    return f"{spec}|{local[0].resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def _token_chunks(docs: Iterable[str], tokenizer: Any, sep: int | None, max_tokens: int | None) -> Iterator[list[int]]:

@@ -462,7 +462,7 @@ def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int,
     model has no tokenizer or ``seq_len`` exceeds its context. ``vocab`` (kept token ids of a
     pruned vocabulary) tokenizes with the pruned tokenizer, in the sub-network's own numbering.
     """
-    from subnas.data._assets import resolve_text_source
+    from subnas.data._sources import resolve_text_source
 
     if supernet.tokenizer is None:
         raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluating on text needs one")

@@ -397,7 +397,9 @@ def _name(source: Any) -> str | None:
 
 def _val_spec(data: str, val_data: str | None) -> str | None:
     if val_data == "auto":
-        return "default:validation" if str(data).split(":")[0] == "default" else None
+        from subnas.data._sources import parse_text_source
+
+        return "default:validation" if parse_text_source(data).kind == "default" else None
     return val_data
 
 
