@@ -82,19 +82,19 @@ def test_cache_returns_identical_tensor_without_tokenizing(tmp_path: Path) -> No
     calls = tokenizer.calls
     second = tokenize_for_eval(texts, tokenizer, seq_len=8, num_seqs=4)
     assert tokenizer.calls == calls and torch.equal(first, second)
-    assert len(list((tmp_path / "cache" / "eval_tokens").glob("*.safetensors"))) == 1
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.json"))) == 1
     # Every part of the key matters.
     assert torch.equal(tokenize_for_eval(texts, tokenizer, seq_len=8, num_seqs=3), first[:3])
     assert not torch.equal(tokenize_for_eval(texts, tokenizer, seq_len=8, num_seqs=4, add_bos=True), first)
     assert not torch.equal(tokenize_for_eval(["the quick brown fo", "xjumps over the lazy dog"], tokenizer,
                                              seq_len=8, num_seqs=4), first)
-    assert len(list((tmp_path / "cache" / "eval_tokens").glob("*.safetensors"))) == 4
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.json"))) == 4
 
 
 def test_unreadable_cache_is_recomputed(tmp_path: Path) -> None:
     tokenizer = CharTokenizer()
     first = tokenize_for_eval(["abcdefgh"], tokenizer, seq_len=4, num_seqs=2)
-    (cached,) = (tmp_path / "cache" / "eval_tokens").glob("*.safetensors")
+    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
     cached.write_bytes(b"garbage")
     assert torch.equal(tokenize_for_eval(["abcdefgh"], tokenizer, seq_len=4, num_seqs=2), first)
     tokenize_for_eval(["abcdefgh"], CharTokenizer(), seq_len=4, num_seqs=2, cache=False)

@@ -6,7 +6,8 @@
 - ``_wiki``: plain text from MediaWiki XML (the default corpus's cleaning).
 - ``_sources``: the ``--data`` grammar, parsed once (`parse_text_source` → `TextSource`), and its
   readers (`resolve_text_source` whole, `stream_text_source` row by row).
-- ``_tokens``: text → packed token blocks on disk → a deterministic, resumable batch order.
+- ``_tokens``: text → one packed token stream (cached on disk) → blocks for training and for
+  evaluation → a deterministic, resumable batch order.
 """
 
 from subnas.data._assets import (
@@ -20,9 +21,9 @@ from subnas.data._assets import (
     locate_model,
 )
 from subnas.data._sources import TextSource, parse_text_source, resolve_text_source, stream_text_source
-from subnas.data._tokens import BlockOrder, TokenBlocks, load_token_blocks
+from subnas.data._tokens import BlockOrder, TokenBlocks, load_token_blocks, pack_documents, pack_texts
 
 __all__ = ["BlockOrder", "Corpus", "DataSourceError", "HubUnreachableError", "TextSource", "TokenBlocks",
            "cache_root", "corpus_statistics", "default_corpus", "default_model_dir", "load_token_blocks",
-           "locate_model", "parse_text_source", "resolve_text_source",
+           "locate_model", "pack_documents", "pack_texts", "parse_text_source", "resolve_text_source",
            "stream_text_source"]
