@@ -100,6 +100,20 @@ def test_unreadable_cache_is_recomputed(tmp_path: Path) -> None:
     tokenize_for_eval(["abcdefgh"], CharTokenizer(), seq_len=4, num_seqs=2, cache=False)
 
 
+def test_evaluation_tokens_are_the_first_training_blocks(tmp_path: Path) -> None:
+    from subnas.data import load_token_blocks, pack_texts
+
+    texts = ["the quick brown fox", "", "jumps over", "the lazy dog"]
+    (tmp_path / "docs.jsonl").write_text("\n".join(f'{{"text": "{t}"}}' for t in texts))
+    for add_bos in (False, True):
+        tokens = tokenize_for_eval(texts, CharTokenizer(), seq_len=6, num_seqs=5, add_bos=add_bos)
+        blocks = load_token_blocks(str(tmp_path / "docs.jsonl"), CharTokenizer(), seq_len=6, add_bos=add_bos)
+        assert torch.equal(tokens, blocks.batch(range(5)))
+        assert torch.equal(tokens, pack_texts(texts, CharTokenizer(), seq_len=6, add_bos=add_bos).head(5))
+    # One on-disk cache serves both.
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tokens"]
+
+
 def uniform_model(vocab: int) -> Any:
     return lambda input_ids: SimpleNamespace(logits=torch.zeros(*input_ids.shape, vocab))
 
