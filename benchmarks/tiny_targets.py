@@ -98,7 +98,7 @@ def run_distill(supernet: Any, subnet: Any, name: str, args: argparse.Namespace,
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from subnas.data._assets import resolve_text_source
+    from subnas.data import resolve_text_source
     from subnas.evaluation._perplexity import bits_per_byte, mean_token_nll, nll_to_perplexity, target_bytes, tokenize_for_eval
     from subnas.training import distill
 
@@ -139,7 +139,7 @@ print(json.dumps({"round_trip": all(tok.decode(tok.encode(t, add_special_tokens=
 
 def stock_check(supernet: Any, subnet: Any, work: Path) -> dict[str, Any]:
     from subnas import extract
-    from subnas.data._assets import resolve_text_source
+    from subnas.data import resolve_text_source
 
     folder = work / "export-10M-pruned"
     extract(supernet, subnet, folder, overwrite=True)

@@ -38,6 +38,11 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from subnas._io import atomic_write_text
+from subnas.data._assets import cache_root
+from subnas.data._sources import resolve_text_source
+from subnas.data._tokens import content_key, encode_documents
+
 BYTE_FALLBACK_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
 METASPACE = "\u2581"  # SentencePiece's word-boundary mark, "▁"
 
@@ -340,7 +345,7 @@ def token_counts(tokenizer: Any, texts: Sequence[str], vocab_size: int) -> list[
     for start in range(0, len(texts), 64):
         batch = [t for t in texts[start:start + 64] if t]
         if batch:
-            for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
+            for ids in encode_documents(tokenizer, batch):
                 counts.update(ids)
     return [counts.get(i, 0) for i in range(vocab_size)]
 
@@ -348,10 +353,6 @@ def token_counts(tokenizer: Any, texts: Sequence[str], vocab_size: int) -> list[
 def vocab_order(supernet: Any, *, data: str = "default:calibration", cache: bool = True) -> VocabOrder:
     """The `VocabOrder` of a `subnas.Supernet`'s tokenizer from token counts on ``data`` (the
     calibration split by default, never the validation text); counts are cached on disk."""
-    from subnas._io import atomic_write_text
-    from subnas.data._assets import cache_root, resolve_text_source
-    from subnas.evaluation._perplexity import _cache_key
-
     tokenizer = supernet.tokenizer
     if tokenizer is None:
         raise VocabularyError(f"model {supernet.source!r} has no tokenizer beside it; pruning the vocabulary needs "
@@ -361,7 +362,7 @@ def vocab_order(supernet: Any, *, data: str = "default:calibration", cache: bool
     if info.vocab_size > V:
         raise VocabularyError(f"the tokenizer has {info.vocab_size} tokens but the model only {V} embedding rows")
     texts = resolve_text_source(data)
-    key = _cache_key(texts, tokenizer, 2, 1, False)
+    key = content_key(tokenizer, ("vocab_counts", 1), texts=texts)
     path = cache_root() / "vocab_counts" / f"{key[:40]}.json"
     counts: list[int] | None = None
     if cache and path.is_file():

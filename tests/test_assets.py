@@ -23,8 +23,8 @@ from subnas.data._assets import (
     default_corpus,
     default_model_dir,
     read_wiki_articles,
-    resolve_text_source,
 )
+from subnas.data._sources import parse_text_source, resolve_text_source
 
 
 @pytest.fixture
@@ -270,6 +270,29 @@ def test_hub_name_config_split_column(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [("org/name", None, None), ("org/name", "cfg", "train")]
     with pytest.raises(DataSourceError, match="cannot parse"):
         resolve_text_source("a:b:c:d:e")
+
+
+def test_one_parse_of_the_grammar_for_evaluation_and_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("x")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"body": "y"}))
+    kinds = {spec: parse_text_source(spec) for spec in ("default", "default:search", "a.txt", str(tmp_path), "d.jsonl",
+                                                        "d.jsonl:body", "org/name", "org/name:cfg:test:alt")}
+    assert {spec: s.kind for spec, s in kinds.items()} == {
+        "default": "default", "default:search": "default", "a.txt": "file", str(tmp_path): "folder",
+        "d.jsonl": "table", "d.jsonl:body": "table", "org/name": "dataset", "org/name:cfg:test:alt": "dataset"}
+    assert (kinds["d.jsonl:body"].path, kinds["d.jsonl:body"].column) == (Path("d.jsonl"), "body")
+    named = kinds["org/name:cfg:test:alt"]
+    assert (named.name, named.config, named.split, named.column) == ("org/name", "cfg", "test", "alt")
+    # Training's split where none is given; evaluation reads the source as given.
+    train = {spec: s.with_default_split("train").spec for spec, s in kinds.items()}
+    assert train["default"] == "default:train" and train["default:search"] == "default:search"
+    assert train["org/name"] == "org/name::train" and train["org/name:cfg:test:alt"] == "org/name:cfg:test:alt"
+    assert train["d.jsonl:body"] == "d.jsonl:body"
+    for bad, error in (("default:test", DataSourceError), ("a.txt:col", DataSourceError),
+                       ("missing.csv", FileNotFoundError), ("a:b:c:d:e", DataSourceError)):
+        with pytest.raises(error):
+            parse_text_source(bad)
 
 
 # ---------------------------------------------------------------------------- the real model

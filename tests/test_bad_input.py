@@ -408,7 +408,7 @@ def test_hub_dataset_fails_fast_when_the_hub_is_unreachable(closed_port: int, mo
     import datasets
 
     import subnas.data._assets
-    from subnas.data._assets import DataSourceError, resolve_text_source
+    from subnas.data import DataSourceError, resolve_text_source
 
     monkeypatch.setattr(subnas.data._assets, "_hub_address", lambda: ("127.0.0.1", closed_port))
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):

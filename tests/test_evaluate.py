@@ -82,22 +82,36 @@ def test_cache_returns_identical_tensor_without_tokenizing(tmp_path: Path) -> No
     calls = tokenizer.calls
     second = tokenize_for_eval(texts, tokenizer, seq_len=8, num_seqs=4)
     assert tokenizer.calls == calls and torch.equal(first, second)
-    assert len(list((tmp_path / "cache" / "eval_tokens").glob("*.safetensors"))) == 1
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.json"))) == 1
     # Every part of the key matters.
     assert torch.equal(tokenize_for_eval(texts, tokenizer, seq_len=8, num_seqs=3), first[:3])
     assert not torch.equal(tokenize_for_eval(texts, tokenizer, seq_len=8, num_seqs=4, add_bos=True), first)
     assert not torch.equal(tokenize_for_eval(["the quick brown fo", "xjumps over the lazy dog"], tokenizer,
                                              seq_len=8, num_seqs=4), first)
-    assert len(list((tmp_path / "cache" / "eval_tokens").glob("*.safetensors"))) == 4
+    assert len(list((tmp_path / "cache" / "tokens").glob("*.json"))) == 4
 
 
 def test_unreadable_cache_is_recomputed(tmp_path: Path) -> None:
     tokenizer = CharTokenizer()
     first = tokenize_for_eval(["abcdefgh"], tokenizer, seq_len=4, num_seqs=2)
-    (cached,) = (tmp_path / "cache" / "eval_tokens").glob("*.safetensors")
+    (cached,) = (tmp_path / "cache" / "tokens").glob("*.bin")
     cached.write_bytes(b"garbage")
     assert torch.equal(tokenize_for_eval(["abcdefgh"], tokenizer, seq_len=4, num_seqs=2), first)
     tokenize_for_eval(["abcdefgh"], CharTokenizer(), seq_len=4, num_seqs=2, cache=False)
+
+
+def test_evaluation_tokens_are_the_first_training_blocks(tmp_path: Path) -> None:
+    from subnas.data import load_token_blocks, pack_texts
+
+    texts = ["the quick brown fox", "", "jumps over", "the lazy dog"]
+    (tmp_path / "docs.jsonl").write_text("\n".join(f'{{"text": "{t}"}}' for t in texts))
+    for add_bos in (False, True):
+        tokens = tokenize_for_eval(texts, CharTokenizer(), seq_len=6, num_seqs=5, add_bos=add_bos)
+        blocks = load_token_blocks(str(tmp_path / "docs.jsonl"), CharTokenizer(), seq_len=6, add_bos=add_bos)
+        assert torch.equal(tokens, blocks.batch(range(5)))
+        assert torch.equal(tokens, pack_texts(texts, CharTokenizer(), seq_len=6, add_bos=add_bos).head(5))
+    # One on-disk cache serves both.
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tokens"]
 
 
 def uniform_model(vocab: int) -> Any:
@@ -198,7 +212,7 @@ def test_requires_bos() -> None:
 def test_default_model_perplexity_on_default_validation_split() -> None:
     from transformers import AutoTokenizer
 
-    from subnas.data._assets import default_model_dir, resolve_text_source
+    from subnas.data import default_model_dir, resolve_text_source
 
     folder = default_model_dir()
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)

@@ -95,7 +95,7 @@ def test_vocab_pruned_10m_export_is_stock_and_round_trips(smollm2, tmp_path: Pat
     import subprocess
     import sys
 
-    from subnas.data._assets import resolve_text_source
+    from subnas.data import resolve_text_source
     from subnas.vocab import pruned_tokenizer, vocab_order
 
     kept = vocab_order(smollm2).kept(8192)

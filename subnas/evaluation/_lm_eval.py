@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from subnas.data._assets import locate_model
 from subnas.subnet import SubNetwork
 
 #: Keys of lm-eval's result dict that are plain JSON (the rest holds objects and samples).
@@ -60,10 +61,7 @@ def _model_for_eval(model: Any, subnet: SubNetwork | dict[str, Any] | None,
         else:
             import subnas  # noqa: F401  (registers the flexible format)
 
-            if name == "default":
-                from subnas.data._assets import default_model_dir
-
-                name = str(default_model_dir())
+            name = locate_model(name)  # "default"; a Hub name fails fast when the Hub is unreachable
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
     if isinstance(model, Supernet):

@@ -1,8 +1,9 @@
 """Perplexity: the fitness that search uses and the number that evaluation reports (DESIGN.md §2).
 
-Text becomes a fixed ``[num_seqs, seq_len]`` tensor of token ids once (`tokenize_for_eval`, cached
-on disk), and every candidate is scored on exactly that tensor by `perplexity`, so search,
-extraction checks and final evaluation share one code path and one set of tokens.
+Text becomes a fixed ``[num_seqs, seq_len]`` tensor of token ids once (`tokenize_for_eval`: the
+first blocks of `subnas.data.pack_texts`, whose packing and on-disk cache training shares), and
+every candidate is scored on exactly that tensor by `perplexity`, so search, extraction checks and
+final evaluation share one code path and one set of tokens.
 
 Example:
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -17,29 +18,22 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
 import math
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
-from subnas._io import atomic_write_bytes
-from subnas.data._assets import DataSourceError, cache_root
+from subnas.data._assets import DataSourceError
+from subnas.data._sources import resolve_text_source
+from subnas.data._tokens import pack_texts
+from subnas.vocab import VocabularyError, pruned_tokenizer, token_byte_lengths
 
-logger = logging.getLogger(__name__)
-
-# Bump when packing changes, so stale cached tensors are never reused.
-_PACKING_VERSION = 1
 # Upper bound on logits upcast to float32 at once in the loss: 32M elements = 128 MB. Upcasting a
 # whole batch at once would take 8 x 512 x 262144 x 4 B = 4.3 GB for Gemma's vocabulary.
 _CE_CHUNK_ELEMENTS = 1 << 25
-_TOKENIZE_CHUNK = 64  # documents per tokenizer call: batched, yet stops soon once enough tokens
 
 
 def requires_bos(model_or_config: Any) -> bool:
@@ -59,14 +53,11 @@ def tokenize_for_eval(
 ) -> torch.Tensor:
     """Pack documents into a ``[num_seqs, seq_len]`` LongTensor of token ids, deterministically.
 
-    Documents are tokenized without special tokens and joined with the tokenizer's EOS (BOS when it
-    has none) between consecutive documents; the stream is cut into consecutive blocks and the
-    first ``num_seqs`` are kept. Only as many documents as needed are tokenized. With ``add_bos``
-    each block is ``[BOS] + seq_len - 1`` tokens of the stream.
-
-    The result is cached under ``cache_root()/eval_tokens``, keyed by a hash of the texts, the
-    tokenizer (its full serialization when it has one, else its vocabulary), ``seq_len``,
-    ``num_seqs`` and ``add_bos``.
+    The first ``num_seqs`` blocks of `subnas.data.pack_texts`, the packing training uses too:
+    documents are tokenized without special tokens and joined with the tokenizer's EOS (BOS when
+    it has none) between consecutive documents, and the stream is cut into consecutive blocks. Only
+    as many documents as needed are tokenized. With ``add_bos`` each block is ``[BOS] + seq_len -
+    1`` tokens of the stream. The stream is cached on disk (``cache_root()/tokens``).
 
     Args:
         texts: documents, e.g. from `subnas.data.resolve_text_source`.
@@ -83,80 +74,16 @@ def tokenize_for_eval(
     """
     if seq_len < 2 or num_seqs < 1:
         raise ValueError(f"need seq_len >= 2 and num_seqs >= 1, got seq_len={seq_len}, num_seqs={num_seqs}")
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if add_bos and bos is None:
-        raise ValueError("add_bos=True, but the tokenizer has no BOS token")
-    key = _cache_key(texts, tokenizer, seq_len, num_seqs, add_bos)
-    path = cache_root() / "eval_tokens" / f"{key[:40]}.safetensors"
-    if cache and path.is_file():
-        try:
-            cached = load_file(path)["tokens"]
-            if cached.shape == (num_seqs, seq_len):
-                return cached
-        except (SafetensorError, OSError, KeyError) as exc:
-            logger.warning("ignoring unreadable token cache %s (%s)", path, exc)
-
     body = seq_len - 1 if add_bos else seq_len
     need = num_seqs * body
-    stream = _token_stream(texts, tokenizer, need)
-    if len(stream) < need:
-        fits = len(stream) // body
+    blocks = pack_texts(texts, tokenizer, seq_len=seq_len, add_bos=add_bos, max_tokens=need, cache=cache)
+    if len(blocks) < num_seqs:
+        fits = len(blocks)
         hint = f"pass --num-seqs {fits} or a smaller --seq-len" if fits else "pass a smaller --seq-len"
         raise DataSourceError(
-            f"the evaluation text has {len(stream):,} tokens, but {num_seqs} sequences of {seq_len} tokens "
+            f"the evaluation text has {len(blocks.tokens):,} tokens, but {num_seqs} sequences of {seq_len} tokens "
             f"need {need:,}; it holds {fits} sequence(s) of {seq_len} tokens ({hint}, or give more text)")
-    tokens = torch.tensor(stream[:need], dtype=torch.long).view(num_seqs, body)
-    if add_bos:
-        tokens = torch.cat([torch.full((num_seqs, 1), bos, dtype=torch.long), tokens], dim=1)
-    if cache:
-        atomic_write_bytes(path, save({"tokens": tokens}, metadata={"key": key}))
-    return tokens
-
-
-def _token_stream(texts: Sequence[str], tokenizer: Any, need: int) -> list[int]:
-    sep = getattr(tokenizer, "eos_token_id", None)
-    if sep is None:
-        sep = getattr(tokenizer, "bos_token_id", None)
-    docs = [t for t in texts if t]
-    stream: list[int] = []
-    for start in range(0, len(docs), _TOKENIZE_CHUNK):
-        for ids in _encode(tokenizer, docs[start:start + _TOKENIZE_CHUNK]):
-            if stream and sep is not None:
-                stream.append(sep)
-            stream.extend(ids)
-        if len(stream) >= need:
-            break
-    return stream
-
-
-def _encode(tokenizer: Any, docs: list[str]) -> Iterable[list[int]]:
-    if isinstance(tokenizer, PreTrainedTokenizerBase):  # batched: the Rust tokenizer runs in parallel
-        # verbose=False: long documents are fine here, we pack them ourselves.
-        ids: list[list[int]] = tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]
-        return ids
-    return (tokenizer.encode(d, add_special_tokens=False) for d in docs)
-
-
-def _tokenizer_fingerprint(tokenizer: Any) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        # The full serialization covers normalizer, pre-tokenizer and merges, not only the vocab.
-        return str(backend.to_str())
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else None
-    return repr((type(tokenizer).__qualname__, getattr(tokenizer, "name_or_path", None),
-                 sorted(vocab.items()) if vocab is not None else None))
-
-
-def _cache_key(texts: Sequence[str], tokenizer: Any, seq_len: int, num_seqs: int, add_bos: bool) -> str:
-    h = hashlib.sha256()
-    h.update(repr((_PACKING_VERSION, seq_len, num_seqs, add_bos, getattr(tokenizer, "bos_token_id", None),
-                   getattr(tokenizer, "eos_token_id", None))).encode())
-    h.update(hashlib.sha256(_tokenizer_fingerprint(tokenizer).encode()).digest())
-    for text in texts:
-        data = text.encode("utf-8")
-        h.update(len(data).to_bytes(8, "little"))  # length prefix: ["ab", "c"] != ["a", "bc"]
-        h.update(data)
-    return h.hexdigest()
+    return blocks.head(num_seqs)
 
 
 def check_sequence_length(model: Any, seq_len: int) -> None:
@@ -419,18 +346,14 @@ def supernet_tokenizer(supernet: Any, vocab: Sequence[int] | None = None) -> Any
     """The supernet's tokenizer, or its pruned form for the kept token ids ``vocab``."""
     if vocab is None or supernet.tokenizer is None:
         return supernet.tokenizer
-    from subnas.vocab import pruned_tokenizer
-
     return pruned_tokenizer(supernet.tokenizer, vocab)
 
 
 def target_bytes(tokenizer: Any, tokens: torch.Tensor) -> int | None:
     """UTF-8 bytes that the predicted tokens (``tokens[:, 1:]``) stand for; ``None`` when the
     tokenizer's bytes per token are unknown (no fast tokenizer)."""
-    from subnas.vocab import VocabularyError, token_byte_lengths
-
     try:
-        lengths = _byte_lengths(tokenizer, token_byte_lengths)
+        lengths = _byte_lengths(tokenizer)
     except (VocabularyError, AttributeError, TypeError, ValueError):
         return None
     return int(lengths[tokens[:, 1:].clamp(max=len(lengths) - 1)].sum())
@@ -439,10 +362,11 @@ def target_bytes(tokenizer: Any, tokens: torch.Tensor) -> int | None:
 _BYTE_LENGTHS: dict[int, tuple[Any, torch.Tensor]] = {}
 
 
-def _byte_lengths(tokenizer: Any, compute: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+def _byte_lengths(tokenizer: Any) -> torch.Tensor:
+    """`token_byte_lengths`, computed once per tokenizer object."""
     hit = _BYTE_LENGTHS.get(id(tokenizer))
     if hit is None or hit[0] is not tokenizer:
-        hit = (tokenizer, compute(tokenizer))
+        hit = (tokenizer, token_byte_lengths(tokenizer))
         _BYTE_LENGTHS[id(tokenizer)] = hit
     return hit[1]
 
@@ -463,8 +387,6 @@ def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int,
     model has no tokenizer or ``seq_len`` exceeds its context. ``vocab`` (kept token ids of a
     pruned vocabulary) tokenizes with the pruned tokenizer, in the sub-network's own numbering.
     """
-    from subnas.data._assets import resolve_text_source
-
     if supernet.tokenizer is None:
         raise ValueError(f"model {supernet.source!r} has no tokenizer beside it; evaluating on text needs one")
     check_sequence_length(supernet.model, seq_len)

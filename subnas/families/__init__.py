@@ -129,11 +129,9 @@ def family_for(model_type: str) -> ModelFamily:
 
 def load_hf_config(name_or_path: str | os.PathLike[str]) -> PretrainedConfig:
     """A `transformers` config from a model folder, a ``config.json``, a hub name or ``"default"``."""
-    name = str(name_or_path)
-    if name == "default":
-        from subnas.data._assets import default_model_dir
+    from subnas.data._assets import locate_model
 
-        name = str(default_model_dir())
+    name = locate_model(name_or_path)  # "default"; a Hub name fails fast when the Hub is unreachable
     path = Path(name)
     if path.is_file():
         data = json.loads(path.read_text())

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from subnas.training import _distributed as distributed
 from subnas._io import atomic_directory, atomic_write_text
-from subnas.data._assets import DataSourceError, cache_root, resolve_text_source
+from subnas.data import DataSourceError, cache_root, resolve_text_source
 from subnas.training._checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
 from subnas.data._tokens import BlockOrder, load_token_blocks, shard
 from subnas.evaluation._perplexity import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval

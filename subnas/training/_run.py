@@ -264,7 +264,9 @@ def _name(source: Any) -> str | None:
 
 def _val_spec(data: str, val_data: str | None) -> str | None:
     if val_data == "auto":
-        return "default:validation" if str(data).split(":")[0] == "default" else None
+        from subnas.data._sources import parse_text_source
+
+        return "default:validation" if parse_text_source(data).kind == "default" else None
     return val_data
 
 
@@ -281,22 +283,17 @@ def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
     return None if sub is None else sub.to_dict()
 
 
-def _model_path(source: str | os.PathLike[str]) -> str:
-    from subnas.data._assets import locate_model
-
-    return locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
-
-
 def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, Any]:
     """A float32 causal LM and its tokenizer (``None`` if it has none) from a folder, name or object."""
     if isinstance(source, PreTrainedModel):
         return source, tokenizer
     import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
 
+    from subnas.data._assets import locate_model
     from subnas.training._checkpoints import check_model_files
     from subnas.supernet import load_tokenizer, weights_errors
 
-    path = _model_path(source)
+    path = locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
     if Path(path).is_dir():
         check_model_files(path)  # names a truncated file instead of a bare SafetensorError
     with weights_errors(path):
@@ -325,7 +322,7 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
         if info.is_main and not (init_dir / "config.json").is_file():
             supernet = source if isinstance(source, Supernet) else (
                 Supernet.from_model(source, tokenizer=tokenizer) if isinstance(source, PreTrainedModel)
-                else Supernet.from_pretrained(_model_path(source)))
+                else Supernet.from_pretrained(source))
             tokenizer = tokenizer or supernet.tokenizer
             # The sub-network itself, never a zero-padded stock shape: training (and a random-init
             # baseline of "the same architecture") must see the searched widths.
