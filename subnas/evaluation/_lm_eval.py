@@ -59,7 +59,7 @@ def _model_for_eval(model: Any, subnet: SubNetwork | dict[str, Any] | None,
         if subnet is not None:  # a sub-network needs the supernet machinery
             model = Supernet.from_pretrained(name)
         else:
-            import subnas  # noqa: F401  (registers the flexible format)
+            import subnas.modeling  # noqa: F401  (registers the flexible format with the Auto classes)
 
             name = locate_model(name)  # "default"; a Hub name fails fast when the Hub is unreachable
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(name)

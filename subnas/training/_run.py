@@ -287,7 +287,7 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
     """A float32 causal LM and its tokenizer (``None`` if it has none) from a folder, name or object."""
     if isinstance(source, PreTrainedModel):
         return source, tokenizer
-    import subnas  # noqa: F401  (registers the flexible format with the Auto classes)
+    import subnas.modeling  # noqa: F401  (registers the flexible format with the Auto classes)
 
     from subnas.data._assets import locate_model
     from subnas.training._checkpoints import check_model_files
