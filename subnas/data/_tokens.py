@@ -21,9 +21,12 @@
    run would (DESIGN.md §4 invariant 6), on any number of processes.
 
 Example:
-    >>> from subnas.data import load_token_blocks, BlockOrder          # doctest: +SKIP
-    >>> blocks = load_token_blocks("default", tokenizer, seq_len=512)  # doctest: +SKIP
-    >>> batch = blocks.batch(BlockOrder(len(blocks), batch_size=8, seed=0).batch(0))  # doctest: +SKIP
+    >>> from transformers import AutoTokenizer
+    >>> from subnas.data import BlockOrder, default_model_dir, load_token_blocks
+    >>> tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    >>> blocks = load_token_blocks("default:validation", tokenizer, seq_len=512)
+    >>> blocks.batch(BlockOrder(len(blocks), batch_size=8, seed=0).batch(0)).shape
+    torch.Size([8, 512])
 """
 
 from __future__ import annotations

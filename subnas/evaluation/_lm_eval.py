@@ -11,12 +11,14 @@ export, no copy). Exported folders also work with the stock CLI, unchanged::
 
 lm-eval is optional: ``pip install 'subnas[eval]'``.
 
-Example:
-    >>> from subnas import Supernet, SubNetwork
-    >>> from subnas.evaluation import evaluate_tasks
-    >>> supernet = Supernet.from_pretrained("default")                           # doctest: +SKIP
-    >>> evaluate_tasks(supernet, ["copa"], subnet=SubNetwork(n_layers=20))      # doctest: +SKIP
-    {'results': {'copa': {'acc,none': ...}}, ...}
+Usage (lm-eval fetches the task's data from the Hugging Face Hub, so shown, not run;
+tests/test_lm_eval.py runs it offline on local task files)::
+
+    from subnas import Supernet, SubNetwork
+    from subnas.evaluation import evaluate_tasks
+    supernet = Supernet.from_pretrained("default")
+    evaluate_tasks(supernet, ["copa"], subnet=SubNetwork(n_layers=20))
+    # {'results': {'copa': {'acc,none': ...}}, ...}
 """
 
 from __future__ import annotations

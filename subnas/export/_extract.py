@@ -96,9 +96,11 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
         export differs from the family's own class (another class, padding).
 
     Example:
-        >>> from subnas import Supernet, SubNetwork, extract  # doctest: +SKIP
+        >>> import tempfile
+        >>> from subnas import Supernet, SubNetwork, extract
+        >>> out = tempfile.mkdtemp()
         >>> extract(Supernet.from_pretrained("default"), SubNetwork(n_layers=20, n_embd=448, num_heads=6,
-        ...         query_groups=2), "smol-448").architecture  # doctest: +SKIP
+        ...         query_groups=2), out, overwrite=True).architecture
         'MistralForCausalLM'
     """
     if format not in FORMATS:

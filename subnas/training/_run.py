@@ -20,10 +20,12 @@ scatters its files among someone else's.
 
 Under ``torchrun`` the same calls run data-parallel (`subnas.training._distributed`).
 
-Example:
-    >>> from subnas.training import distill
-    >>> distill("default", "default", "runs/kd", subnet={"n_layers": 12},
-    ...         max_tokens=2_000_000, seq_len=512, batch_size=8)   # doctest: +SKIP
+Usage (hours on a CPU, so shown, not run; tests/test_train.py runs both entry points on tiny models,
+tests/test_integration.py on the real one)::
+
+    from subnas.training import distill
+    distill("default", "default", "runs/kd", subnet={"n_layers": 12},
+            max_tokens=2_000_000, seq_len=512, batch_size=8)
 """
 
 from __future__ import annotations
