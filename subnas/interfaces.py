@@ -228,6 +228,11 @@ class Fitness(ABC):
     #: What the score is (e.g. ``"perplexity"``, ``"bits_per_byte"``), written beside results; None: unnamed.
     metric: str | None = None
 
+    #: The model the scores are for, when the fitness holds it without weights (a recorded table):
+    #: the benchmark builds the search space from it and refuses a space of another architecture.
+    #: None: the fitness scores the supernet it was given.
+    config: SubnasConfig | None = None
+
     #: Whether the fitness runs the model's weights. False (a recorded table, a formula) lets the
     #: benchmark search a bare config, with no weights loaded.
     needs_weights: ClassVar[bool] = True

@@ -230,7 +230,7 @@ def benchmark_samplers(
         registry("samplers")[m]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     score, model = _fitness(fitness, model_or_config, fitness_options)
-    config = getattr(score, "config", None) if model is None else model
+    config = score.config if model is None else model
     if config is None:
         raise ValueError(f"fitness {fitness!r} has no model config; pass model_or_config")
     search_space = _space(space, config, space_choices)
@@ -272,12 +272,10 @@ def benchmark_samplers(
     return write_report(log, setup, out)
 
 
-def _check_same_model(fitness: Any, space: SearchSpace) -> None:
-    table = getattr(fitness, "table", None)
-    if isinstance(table, FitnessTable) and table.config is not None:
-        if model_signature(table.config) != model_signature(space.config):
-            raise ValueError(f"the fitness table was recorded on model {table.metadata.get('model')!r}, whose "
-                             f"architecture differs from the search space's model; replay it on that model")
+def _check_same_model(fitness: Fitness, space: SearchSpace) -> None:
+    if fitness.config is not None and model_signature(fitness.config) != model_signature(space.config):
+        raise ValueError("the fitness was recorded on model of another architecture than the search space's "
+                         "model; search the model it was recorded on")
 
 
 # ---------------------------------------------------------------------------- recording a table
