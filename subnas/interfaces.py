@@ -13,8 +13,8 @@ import math
 import os
 import random
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
 from subnas.bins import ParameterBin, constrain
@@ -171,7 +171,7 @@ class Sampler(ABC):
     Every sampler, built-in or from a plugin, is called the same way, ``sampler(space, bin,
     seed=..., **options)``; one that needs neither the space nor the bin ignores them (Optuna's own
     samplers, `OptunaSampler`). Plugins register an instance; a plain ``**options -> BaseSampler``
-    callable (an Optuna sampler class, say) is wrapped in `OptunaSampler` on registration.
+    callable (an Optuna sampler class, say) is wrapped in `OptunaSampler` when looked up (`as_sampler`).
 
     Example:
         >>> import subnas
