@@ -303,11 +303,10 @@ def _load_subnet(path: str | None) -> Any:
 
 
 def cmd_params(args: Any) -> dict[str, Any]:
-    from subnas.data._assets import locate_model
     from subnas.families import load_config
     from subnas.params import count_parameters
 
-    config = load_config(locate_model(args.model))  # a Hub name fails fast when the Hub is unreachable
+    config = load_config(args.model)  # resolves "default" and fails fast on an unreachable Hub (locate_model)
     subnet = _load_subnet(args.subnet)
     n = count_parameters(config, subnet)
     full = count_parameters(config)
