@@ -8,7 +8,8 @@ flags and per-layer widths of the same decoder). It is both
   index sets are gathered once and cached until the weights change; and
 * the **flexible export format** (model_type ``"subnas"``) for sub-networks that no stock
   `transformers` architecture expresses (layer-wise widths, arbitrary rotary pairs, ...). It is
-  registered with the Auto classes on ``import subnas``; no ``trust_remote_code`` involved.
+  registered with the Auto classes when this module is imported (``import subnas`` does); no
+  ``trust_remote_code`` involved.
 
 Why one generic decoder rather than patching each `transformers` module in place (DESIGN.md §3):
 a sub-network changes widths per layer, head size (and with it the RoPE pair layout and the
