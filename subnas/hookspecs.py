@@ -23,9 +23,7 @@ def register_search_spaces(register: Register) -> Any:
 
 @hookspec
 def register_samplers(register: Register) -> Any:
-    """Add samplers, e.g. ``register("tpe", OptunaSampler(TPESampler))`` (a `subnas.interfaces.Sampler`, called as
-    ``sampler(space, bin, seed=..., **options)``; a plain ``**options -> BaseSampler`` factory is wrapped in
-    `subnas.interfaces.OptunaSampler`)."""
+    """Add samplers, e.g. ``register("tpe", OptunaSampler(TPESampler))`` (a `subnas.interfaces.Sampler`)."""
 
 
 @hookspec
