@@ -452,7 +452,7 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
 def main(argv: list[str] | None = None) -> int:
     from subnas.families import NotExpressible
     from subnas.plugins import PluginError
-    from subnas.training._checkpoints import CorruptCheckpointError
+    from subnas._io import CorruptCheckpointError
 
     parser = _parser()
     try:

@@ -15,6 +15,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
 from subnas.bins import ParameterBin, constrain
@@ -239,7 +240,7 @@ class Fitness(ABC):
 
     #: Other numbers the last call measured (e.g. ``{"perplexity": 31.2, "bits_per_byte": 1.1}``),
     #: stored on the candidate's trial.
-    last_metrics: Mapping[str, float | None] = {}
+    last_metrics: Mapping[str, float | None] = MappingProxyType({})
 
     #: Seconds the last call stood for when it did not really run them (a replayed measurement);
     #: the benchmark adds them to a run's time. 0 for a fitness that does the work.

@@ -638,7 +638,7 @@ def _run_workers(workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     for p in procs:
         p.start()
     try:
-        result = search(**kwargs)
+        search(**kwargs)  # this process is one of the workers
     finally:
         for p in procs:
             p.join()

@@ -163,7 +163,7 @@ class Supernet:
 @contextlib.contextmanager
 def weights_errors(name: str) -> Iterator[None]:
     """Turn a weights file that fails to load (e.g. a corrupt file in the Hugging Face cache, which
-    `subnas.training._checkpoints.check_model_files` does not see) into `CorruptCheckpointError` naming the model."""
+    `subnas._io.check_model_files` does not see) into `CorruptCheckpointError` naming the model."""
     from safetensors import SafetensorError
 
     try:

@@ -34,7 +34,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -100,12 +100,12 @@ class _Probe(Fitness):
 
     def __init__(self, inner: Fitness) -> None:
         self.inner, self.direction = inner, inner.direction
-        self.info: dict[str, Any] | None = None
+        self.info: Mapping[str, Any] | None = None
         self.simulated = 0.0
 
     def __call__(self, subnet: SubNetwork) -> float:
         value = self.inner(subnet)
-        self.info = None if self.inner.last_lookup is None else dict(self.inner.last_lookup)
+        self.info = self.inner.last_lookup
         self.simulated += float(self.inner.last_cost or 0.0)
         return value
 

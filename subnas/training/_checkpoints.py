@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from subnas._io import CorruptCheckpointError, atomic_directory, check_model_files  # noqa: F401  (re-exported)
+from subnas._io import CorruptCheckpointError, atomic_directory
 
 CHECKPOINTS = "checkpoints"
 _PREFIX = "step-"

@@ -292,7 +292,7 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
     import subnas.modeling  # noqa: F401  (registers the flexible format with the Auto classes)
 
     from subnas.data._assets import locate_model
-    from subnas.training._checkpoints import check_model_files
+    from subnas._io import check_model_files
     from subnas.supernet import load_tokenizer, weights_errors
 
     path = locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
