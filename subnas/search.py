@@ -623,7 +623,11 @@ def _run_workers(workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``workers`` processes on one storage: this one plus workers - 1 spawned copies."""
     import multiprocessing as mp
 
-    kwargs = {k: v for k, v in kwargs.items() if k in _SEARCH_ARGS}
+    import inspect
+
+    # Every parameter of search() reaches the workers: built from its signature, so an option added
+    # later cannot be dropped on the way (issue #19: --confirm once was).
+    kwargs = {k: kwargs[k] for k in inspect.signature(search).parameters}
     kwargs["workers"] = 1
     if kwargs.get("storage") is None:
         kwargs["storage"] = str(Path(kwargs["out_dir"]) / "search.journal")
@@ -647,12 +651,6 @@ def _run_workers(workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"{len(bad)} search worker(s) failed (exit codes {bad}); rerun the command to resume")
     # Rewrite results now that every worker has finished.
     return search(**{**kwargs, "progress": False})
-
-
-_SEARCH_ARGS = ("model", "space", "bins", "fitness", "data", "seq_len", "num_seqs", "order", "calibration", "pruner",
-                "sampler", "storage",
-                "study_name", "epochs", "trials", "out_dir", "seed", "space_choices", "sampler_options",
-                "fitness_options", "progress")
 
 
 def _worker(*, threads: int, **kwargs: Any) -> None:
