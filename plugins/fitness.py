@@ -87,6 +87,35 @@ class PerplexityFitness(Fitness):
                 f"confirmation sequences (--fitness-options '{{\"confirm_seqs\": 8}}'), --confirm 0, or more "
                 f"text ({exc})") from exc
 
+    def trivial_baseline(self) -> tuple[float, str]:
+        """The score of a unigram model fitted to the very tokens scored (so an optimistic baseline):
+        a sub-network worse than it has learned nothing a token count does not know.
+
+        Example:
+            >>> import math, torch
+            >>> f = PerplexityFitness.__new__(PerplexityFitness)
+            >>> f.tokens, f.metric, f.data = torch.tensor([[0, 1, 2, 1, 2]]), "perplexity", "toy"
+            >>> value, what = f.trivial_baseline()
+            >>> round(value, 3) == round(math.exp(-2 * 0.5 * math.log(0.5)), 3), what
+            (True, 'a unigram model of toy (perplexity 2.00)')
+        """
+        import math
+
+        import torch
+
+        from subnas.evaluation._perplexity import bits_per_byte, nll_to_perplexity, supernet_tokenizer, target_bytes
+
+        targets = self.tokens[:, 1:].reshape(-1)
+        p = torch.bincount(targets).double() / targets.numel()
+        p = p[p > 0]
+        nll = float(-(p * p.log()).sum())  # the mean NLL of the best unigram model, in nats
+        ppl = nll_to_perplexity(nll)
+        what = f"a unigram model of {self.data} (perplexity {ppl:.2f})"
+        if self.metric == "bits_per_byte":
+            bpb = bits_per_byte(nll, self.tokens, target_bytes(supernet_tokenizer(self.supernet, None), self.tokens))
+            return (math.nan if bpb is None else bpb), f"a unigram model of {self.data} ({bpb:.3f} bits per byte)"
+        return ppl, what
+
     def __call__(self, subnet: SubNetwork | ResolvedSubNetwork) -> float:
         value = float("nan")
         for _, value in self.steps(subnet):

@@ -145,15 +145,20 @@ VERBS: dict[str, Callable[[ArgumentParser], None]] = {
 }
 
 
+# exit_on_error=False: `main` prints a malformed command line as one `subnas: error:` line too.
+# allow_abbrev=False: a typo (``--num-seq``) is an error, not silently the flag it abbreviates.
+# ``--print-config`` is spelled with dashes like every other flag (jsonargparse's own is ``--print_config``).
+_PARSER_OPTIONS: dict[str, Any] = {"exit_on_error": False, "allow_abbrev": False, "print_config": "--print-config"}
+
+
 def _parser() -> ArgumentParser:
-    # exit_on_error=False: `main` prints a malformed command line as one `subnas: error:` line too.
     parser = ArgumentParser(prog="subnas", description="Find, extract and train small LMs inside large ones.",
-                            exit_on_error=False)
+                            **_PARSER_OPTIONS)
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subcommands(dest="command", required=True)
     for name, add_flags in VERBS.items():
         help = " ".join((add_flags.__doc__ or "").split())
-        p = ArgumentParser(description=help, exit_on_error=False)
+        p = ArgumentParser(description=help, **_PARSER_OPTIONS)
         p.add_argument("--config", action=ActionConfigFile, help="YAML file whose keys are this command's flags")
         add_flags(p)
         p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -185,6 +190,8 @@ def _api_flags(p: ArgumentParser, api: Callable[..., Any], *, skip: Collection[s
         flag = kwargs.pop("flag", _flag(name))
         if "type" not in kwargs and "action" not in kwargs:
             kwargs["type"] = hints[name] if keep_none else _given_as(hints[name], each="nargs" in kwargs)
+            if name.endswith("_tokens"):  # token counts take suffixes, as --bins does: 16k, 2M
+                kwargs["type"] = _as_count(kwargs["type"])
         if flag.startswith("-") and "default" not in kwargs:
             if param.default is param.empty:
                 kwargs["required"] = True
@@ -207,6 +214,43 @@ def _given_as(hint: Any, *, each: bool = False) -> Any:
             return str
         if len(members) == 1:
             return members[0]
+    return hint
+
+
+class Count(int):
+    """A token or parameter count as a person writes it: ``40960``, ``40,960``, ``16k``, ``1.5M``, ``2B``
+    (k, M, B = 10^3, 10^6, 10^9, as in ``--bins 85M-100M``)."""
+
+    def __new__(cls, value: Any) -> Count:
+        from subnas.bins import parse_count
+
+        if isinstance(value, str):
+            try:
+                value = parse_count(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a count: write a whole number such as 40960, 16k or 2M") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not a count: write a whole number such as 40960, 16k or 2M")
+        return super().__new__(cls, value)
+
+
+def _register_count() -> None:
+    from jsonargparse.typing import register_type
+
+    register_type(Count, int, Count)  # (a plain class would be read as a class to instantiate)
+
+
+_register_count()
+
+
+def _as_count(hint: Any) -> Any:
+    """``int`` -> `Count`, ``int | None`` -> ``Count | None``."""
+    import typing
+
+    if hint is int:
+        return Count
+    if int in typing.get_args(hint):
+        return typing.Optional[Count]
     return hint
 
 
@@ -281,10 +325,26 @@ def _check_arguments(command: str, args: Any) -> None:
                 config.check_distillation()
         except TrainConfigError as exc:
             raise UsageError(exc.describe(lambda name, value: f"{_flag(name)} {value}")) from None
+    for name in _POSITIONAL:
+        _check_not_a_subnet_file(command, getattr(args, name, None))
     if getattr(args, "device", None) is not None:
         from subnas.evaluation._perplexity import resolve_device
 
         resolve_device(args.device)
+
+
+def _check_not_a_subnet_file(command: str, value: Any) -> None:
+    """A sub-network file given where the model goes gets the command the user meant."""
+    if not isinstance(value, str) or not value.endswith(".json") or not Path(value).is_file():
+        return
+    from subnas.subnet import SubNetwork
+
+    try:
+        SubNetwork.load(value)
+    except Exception:  # noqa: BLE001 - not a sub-network file: the model loader says what it is
+        return
+    raise UsageError(f"{value!r} is a sub-network file, not a model; did you mean "
+                     f"`subnas {command} default --subnet {value}` (or another MODEL with --subnet {value})?")
 
 
 def _version() -> str:
@@ -300,6 +360,39 @@ def _load_subnet(path: str | None) -> Any:
     from subnas.subnet import SubNetwork
 
     return None if path is None else SubNetwork.load(path)
+
+
+_POSITIONAL = ("model", "teacher")  # the verbs' positional arguments (MODEL in --help)
+_EXPECTED = {"int": "a whole number", "float": "a number", "bool": "true or false", "dict": "a mapping such as "
+             "'{key: value}'", "list": "a list", "str": "a word", "Count": "a count such as 40960, 16k or 2M"}
+
+
+def _parser_message(message: str) -> str:
+    """jsonargparse's message in the user's terms: the flag as typed and what it takes — never the
+    parser's internal key (``Parser key "train_tokens"``) or a Python class (``<class 'int'>``)."""
+    import re
+
+    text = " ".join(message.split())
+    required = re.search(r"the following arguments are required: (.*)$", text)
+    if required:  # jsonargparse names them by key ("distill.out")
+        names = [name.upper() if name in _POSITIONAL else _flag(name)
+                 for name in (n.strip().split(".")[-1] for n in required.group(1).split(","))]
+        return f"missing {', '.join(names)} (required)"
+    key = re.search(r'Parser key "([^"]+)"', text)
+    if key is None:
+        return text
+    flag = _flag(key.group(1).split(".")[-1])
+    given = re.search(r"(?:Got|Given) value: (.*?)(?: Given value type:.*)?$", text) or re.search(r"'([^']*)' is not a count", text)
+    given_text = f" {given.group(1).strip()}" if given else ""
+    choices = re.search(r"Literal\[(.*?)\]", text)
+    if choices:
+        return f"{flag}{given_text} is not one of: {choices.group(1).replace(chr(39), '')}"
+    if "Count" in text:
+        return f"{flag}{given_text} is not a count: write a whole number such as 40960, 16k or 2M"
+    wanted = next((_EXPECTED[k] for k in re.findall(r"<class '(\w+)'>", text) if k in _EXPECTED), None)
+    if wanted is not None:
+        return f"{flag}{given_text} is not {wanted}"
+    return re.sub(r"<class '(\w+)'>", r"\1", text.replace(key.group(0), flag))
 
 
 def cmd_params(args: Any) -> dict[str, Any]:
@@ -362,6 +455,8 @@ def cmd_search(args: Any) -> dict[str, Any]:
                      + (f" (confirmed {entry['confirmed_fitness']:.4g} on {entry['confirm_data']})"
                         if entry.get("confirmed_fitness") is not None else "")
                      + f" -> {entry.get('best_subnet_file')}")
+        if entry.get("warning"):
+            lines.append(f"  warning: {entry['warning']}")
     lines.append(f"results: {Path(args.out) / 'results.json'}")
     return {**result, "_text": "\n".join(lines)}
 
@@ -459,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except ArgumentError as exc:
         verb = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
-        print(f"subnas: error: {' '.join(str(exc).split())}; see: subnas {verb + ' ' if verb else ''}--help",
+        print(f"subnas: error: {_parser_message(str(exc))}; see: subnas {verb + ' ' if verb else ''}--help",
               file=sys.stderr)
         return 2
     command = args.command

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from subnas.data._assets import shareable_name
 from subnas._io import atomic_write_text
 
 #: The three runs, in order: (name, init, loss).
@@ -87,7 +88,7 @@ def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str
                        step=3)
     teacher = evaluate(supernet, data=val, seq_len=seq_len, num_seqs=eval_seqs, progress=False)
     drop_init_weights(out / "subnet", model)  # every run finished: the untrained extraction is no longer needed
-    summary = {"model": supernet.source, "bin": best["bin"], "subnet": subnet.to_dict(),
+    summary = {"model": shareable_name(supernet.source), "bin": best["bin"], "subnet": subnet.to_dict(),
                "parameters": runs[0]["parameters"], "teacher_parameters": supernet.count_parameters(),
                "export_format": runs[0]["export_format"],
                "search": {"evaluations": best["evaluations"], "best_perplexity_untrained": best["best_fitness"],
@@ -358,6 +359,8 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"untrained perplexity {summary['search']['best_perplexity_untrained']:.4g} (search split) after "
              f"{summary['search']['evaluations']} evaluations; teacher perplexity {summary['teacher_perplexity']:.2f} "
              f"(validation split, {summary['validation']['num_seqs']} x {summary['validation']['seq_len']} tokens)",
+             "(two texts, two untrained numbers: the search ranked candidates on the search split; 'ppl start' "
+             "below is the same untrained sub-network on the validation split, which no choice was made on)",
              "", f"{'run':<15}{'init':<10}{'loss':<14}{'lr':>8}{'tokens':>9}{'ppl start':>11}{'ppl end':>10}"
                  f"{'x teacher':>11}{'tok/s':>7}"]
     for r in summary["runs"]:

@@ -269,6 +269,12 @@ class Fitness(ABC):
         what ``__call__`` scores, on data ``__call__`` never saw, in the same direction."""
         return None
 
+    def trivial_baseline(self) -> tuple[float, str] | None:
+        """A score any useful sub-network beats, and what it is in words (for perplexity: a unigram
+        model of the scored text), or None (the default: none known). A search whose winner does
+        not beat it says so in its results, instead of handing back a useless model silently."""
+        return None
+
 
 class Extractor(ABC):
     """Turns a sub-network of a supernet into a standalone model on disk."""

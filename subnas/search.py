@@ -353,8 +353,11 @@ def search(
         storage: Optuna storage URL (``sqlite:///x.db``, ``postgresql://...``) or journal file;
             default: ``search.journal`` in the output folder.
         study_name: prefix of the per-bin study names.
-        epochs: evolution epochs T (Algorithm 1).
-        trials: evaluations per bin (any sampler).
+        epochs: evolution epochs T (Algorithm 1); the evolution sampler only. Give ``epochs`` or
+            ``trials``: with neither, the search stops before loading anything and asks for one.
+        trials: evaluations per bin (any sampler; the evolution sampler stops after this many even
+            mid-epoch). With neither ``trials`` nor ``epochs``, the search asks for one (no default
+            budget: a search's cost is the user's call).
         out_dir: folder for ``results.json``, the best sub-networks and the plot.
         seed: seed (same seed, one worker: same trajectory).
         space_choices: per-dimension choices, e.g. ``{"intermediate_size": "64:1536:64"}``;
@@ -392,6 +395,10 @@ def search(
     journal = None if storage is not None and "://" in storage else Path(storage or out / "search.journal")
     # (A journal that does not exist yet is created only once the model has loaded.)
     store = open_storage(storage, out) if journal is None or journal.exists() else None
+    bins = [_as_bin(spec) for spec in bins]
+    # Bins depend on parameter counts alone: an unreachable one is reported now, from the config,
+    # before the model loads and before minutes of calibration passes (issue #19).
+    check_bins_reachable(model, space, bins, space_choices or {})
     if workers > 1:
         if not isinstance(model, (str, os.PathLike)):
             raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
@@ -414,8 +421,7 @@ def search(
         store = open_storage(storage, out)
 
     runs = []
-    for i, spec in enumerate(bins):
-        b = spec if isinstance(spec, ParameterBin) else (ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec))
+    for i, b in enumerate(bins):
         opts = dict(sampler_options or {})
         if strategy.takes_epochs and epochs is not None:
             opts.setdefault("epochs", epochs)
@@ -447,6 +453,28 @@ def search(
                   on_trial=lambda: _write_results(runs, out))
         run.confirm_best(progress=progress)
     return _write_results(runs, out, plot=True)
+
+
+def _as_bin(spec: str | ParameterBin | tuple[int, int]) -> ParameterBin:
+    return spec if isinstance(spec, ParameterBin) else (ParameterBin(*spec) if isinstance(spec, tuple)
+                                                        else ParameterBin.parse(spec))
+
+
+def check_bins_reachable(model: Any, space: str, bins: Sequence[ParameterBin], choices: dict[str, Any]) -> None:
+    """Raise `InfeasibleBinError` for a bin no member of the space reaches, from the model's config
+    alone: the space in its natural order has the same members and counts as in any other order,
+    and building it costs no forward pass."""
+    import inspect
+
+    from subnas.bins import BinConstrainedSpace
+    from subnas.families import load_config
+    from subnas.plugins import registry
+
+    config = model.subnas_config if hasattr(model, "subnas_config") else load_config(model)
+    order = {"order": "natural"} if "order" in inspect.signature(registry("search_spaces")[space]).parameters else {}
+    natural = get_search_space(space, config, **order, **choices)
+    for b in bins:
+        BinConstrainedSpace(natural, b)  # raises, naming the bin and the space's range
 
 
 def check_fitness_options(name: str, options: dict[str, Any]) -> None:
@@ -576,6 +604,9 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                                          "confirmed_fitness": confirmed[t.system_attrs[KEY]]}
                                         for t in run.top_trials(run.confirm) if t.system_attrs[KEY] in confirmed])
             SubNetwork.from_dict(best.user_attrs["subnet"]).save(out / f"bin{i}_best_subnet.json")
+            warning = _worse_than_trivial(run.fitness, entry.get("confirmed_fitness", best.value))
+            if warning:
+                entry["warning"] = warning
         results["bins"].append(entry)
     # False while a search runs, and after one was killed or a worker is still evaluating: rerun
     # the command to complete it.
@@ -585,6 +616,19 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
         _plot_trajectory(runs, out / "trajectory.png")
         results["plot"] = str(out / "trajectory.png")
     return results
+
+
+def _worse_than_trivial(fitness: Fitness, value: float | None) -> str | None:
+    """Words for a winner that does not beat the fitness's trivial baseline (None if it does)."""
+    baseline = fitness.trivial_baseline()
+    if baseline is None or value is None:
+        return None
+    bound, what = baseline
+    worse = value >= bound if fitness.direction == "minimize" else value <= bound
+    if not worse:
+        return None
+    return (f"the best sub-network found ({fitness.metric or 'fitness'} {value:.4g}) is no better than {what}: it has "
+            f"learned nothing useful; the bin is probably too small for this model (try a larger bin)")
 
 
 def _plot_trajectory(runs: Sequence[BinSearch], path: Path) -> None:

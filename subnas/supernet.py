@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from subnas._io import transformers_bars_off
 from subnas._io import CorruptCheckpointError
 from subnas.config import SubnasConfig
 from subnas.families import ModelFamily, family_for, load_hf_config
@@ -67,7 +68,7 @@ class Supernet:
             check_model_files(name)  # a truncated file is named here, not in a bare SafetensorError
         hf_config = load_hf_config(name)
         tokenizer = load_tokenizer(name)
-        with weights_errors(name):
+        with weights_errors(name), transformers_bars_off():
             if isinstance(hf_config, SubnasConfig):
                 model = SubnasForCausalLM.from_pretrained(name, dtype=dtype)
                 supernet = cls(model, hf_config=None, tokenizer=tokenizer, source=name)

@@ -423,10 +423,10 @@ def test_hub_dataset_fails_fast_when_the_hub_is_unreachable(closed_port: int, mo
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["evaluate", "m", "--batch-size", "abc"], ['"batch_size"', "abc", "see: subnas evaluate --help"]),
-    (["evaluate"], ["required", "evaluate.model", "see: subnas evaluate --help"]),
+    (["evaluate", "m", "--batch-size", "abc"], ["--batch-size abc is not a whole number", "see: subnas evaluate --help"]),
+    (["evaluate"], ["missing MODEL (required)", "see: subnas evaluate --help"]),
     (["evaluat"], ["invalid choice: 'evaluat'", "see: subnas --help"]),
-    (["pretrain", "m", "--out", "o", "--init", "foo"], ['"init"', "foo"]),
+    (["pretrain", "m", "--out", "o", "--init", "foo"], ["--init foo is not one of: pretrained, random"]),
     (["evaluate", "m", "--bogus", "1"], ["unrecognized arguments: --bogus 1"]),
 ])
 def test_malformed_command_lines_are_one_line(argv: list[str], expected: list[str],

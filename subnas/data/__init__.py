@@ -19,6 +19,7 @@ from subnas.data._assets import (
     default_corpus,
     default_model_dir,
     locate_model,
+    shareable_name,
 )
 from subnas.data._sources import TextSource, parse_text_source, resolve_text_source, stream_text_source
 from subnas.data._tokens import BlockOrder, TokenBlocks, load_token_blocks, pack_documents, pack_texts
@@ -26,4 +27,4 @@ from subnas.data._tokens import BlockOrder, TokenBlocks, load_token_blocks, pack
 __all__ = ["BlockOrder", "Corpus", "DataSourceError", "HubUnreachableError", "TextSource", "TokenBlocks",
            "cache_root", "corpus_statistics", "default_corpus", "default_model_dir", "load_token_blocks",
            "locate_model", "pack_documents", "pack_texts", "parse_text_source", "resolve_text_source",
-           "stream_text_source"]
+           "shareable_name", "stream_text_source"]

@@ -190,6 +190,24 @@ def locate_model(name: str | os.PathLike[str]) -> str:
         "cache; pass a local model folder, or 'default' (SmolLM2-135M, shipped offline)")
 
 
+def shareable_name(source: str | os.PathLike[str] | None) -> str | None:
+    """How a written file names the model it came from: a hub name or ``default`` as given, a
+    local folder by its own name only — a model folder is shared, the writer's paths are not.
+
+    Example:
+        >>> shareable_name("/home/me/models/my-llama"), shareable_name("HuggingFaceTB/SmolLM2-135M")
+        ('my-llama', 'HuggingFaceTB/SmolLM2-135M')
+    """
+    if source is None:
+        return None
+    text = str(source)
+    if Path(text) == cache_root() / "models" / SMOLLM2_NAME:  # what locate_model("default") gives
+        return "default"
+    if Path(text).is_absolute() or Path(text).expanduser().exists() or text.startswith(("~", ".")):
+        return Path(text).expanduser().resolve().name
+    return text
+
+
 def _is_hub_name(text: str) -> bool:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +35,9 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.initialization import no_init_weights
 
-from subnas._io import atomic_directory
+from subnas._io import transformers_bars_off
+from subnas._io import atomic_directory, model_fingerprint
+from subnas.data._assets import shareable_name
 from subnas.families import NotExpressible
 from subnas.modeling import SubnasForCausalLM, sub_config
 from subnas.export._padding import to_hf_padded
@@ -155,11 +157,19 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
 
     out = Path(out_dir)
     flexible = isinstance(model, SubnasForCausalLM)
-    how = _flexible_load(str(out), reason) if flexible else STOCK_LOAD.format(path=str(out))
+
+    def how_to_load(path: str) -> str:
+        return _flexible_load(path, reason) if flexible else STOCK_LOAD.format(path=path)
+
     result = ExtractResult(path=str(out), format="subnas" if flexible else "stock", architecture=type(model).__name__,
                            num_parameters=expected, reason=reason, exported_parameters=written, padding=padding,
-                           note=note, how_to_load=how)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+                           note=note, how_to_load=how_to_load(str(out)))
+    # The folder is made to be shared: what it writes names no path of this machine. It loads by
+    # the folder's own name (wherever it is copied to) and names its source without the writer's paths.
+    how = how_to_load(out.name)
+    shared = {**asdict(result), "how_to_load": how}
+    del shared["path"]
+    with atomic_directory(out, overwrite=overwrite) as tmp, transformers_bars_off():
         model.save_pretrained(tmp, safe_serialization=True)
         if supernet.tokenizer is not None and resolved.vocab is not None:
             from subnas.vocab import save_pruned_tokenizer
@@ -176,8 +186,9 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
             cfg_path.write_text(json.dumps({"how_to_load": how, **data}, indent=2) + "\n")
         (tmp / "subnet.json").write_text(json.dumps(resolved.to_subnetwork().to_dict()) + "\n")
         (tmp / "subnas_extract.json").write_text(json.dumps(
-            {**asdict(result), "source": supernet.source, "subnet": _compact(subnet)}, indent=2) + "\n")
-        (tmp / "README.md").write_text(_readme(result))
+            {**shared, "source": shareable_name(supernet.source), "source_fingerprint": model_fingerprint(supernet.model),
+             "subnet": _compact(subnet)}, indent=2) + "\n")
+        (tmp / "README.md").write_text(_readme(replace(result, how_to_load=how)))
     return result
 
 

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from subnas.training import _distributed as distributed
-from subnas._io import atomic_directory, atomic_write_text
+from subnas._io import atomic_directory, atomic_write_text, transformers_bars_off
 from subnas.data import DataSourceError, cache_root, resolve_text_source
 from subnas.training._checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
 from subnas.data._tokens import BlockOrder, load_token_blocks, shard
@@ -316,7 +316,7 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
 
     summary = summary_of(total, complete=True)
     if info.is_main:
-        with atomic_directory(out_dir / "model", overwrite=True) as tmp:
+        with atomic_directory(out_dir / "model", overwrite=True) as tmp, transformers_bars_off():
             student.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         png = plot_training_curve(out_dir / LOG_FILE, out_dir / PLOT_FILE, title=f"{mode}: {out_dir.name}")

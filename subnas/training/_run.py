@@ -293,12 +293,13 @@ def _load_model(source: Any, tokenizer: Any = None) -> tuple[PreTrainedModel, An
 
     from subnas.data._assets import locate_model
     from subnas._io import check_model_files
+    from subnas._io import transformers_bars_off
     from subnas.supernet import load_tokenizer, weights_errors
 
     path = locate_model(source)  # "default"; a Hub name fails fast when the Hub is unreachable
     if Path(path).is_dir():
         check_model_files(path)  # names a truncated file instead of a bare SafetensorError
-    with weights_errors(path):
+    with weights_errors(path), transformers_bars_off():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if tokenizer is None:
         tokenizer = load_tokenizer(path)

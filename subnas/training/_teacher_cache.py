@@ -39,7 +39,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -48,7 +47,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from subnas._io import atomic_write_bytes
+from subnas._io import atomic_write_bytes, model_fingerprint
 from subnas.training._losses import TeacherTopK
 
 logger = logging.getLogger(__name__)
@@ -61,23 +60,10 @@ class TeacherCacheMismatchError(ValueError):
 
 
 def teacher_identity(model: Any, *, extra: dict[str, Any] | None = None) -> str:
-    """A hash of everything that decides the teacher's logits: class, config, every weight, and
-    ``extra`` (e.g. the active sub-network of a supernet and the autocast precision).
-
-    The weights are hashed byte for byte (0.3 s for SmolLM2-135M), so two checkpoints of one
-    architecture never share cache entries.
-    """
-    h = hashlib.sha256(type(model).__name__.encode())
-    config = {k: v for k, v in model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures")}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    h.update(json.dumps(extra or {}, sort_keys=True, default=str).encode())
-    h.update(repr(getattr(model, "active", None)).encode())  # a supernet's active sub-network
-    for name, p in model.state_dict().items():
-        t = p.detach().contiguous().cpu()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
-    return h.hexdigest()[:32]
+    """`subnas._io.model_fingerprint` of the teacher: class, config, every weight and ``extra``
+    (e.g. the active sub-network of a supernet and the autocast precision), so two checkpoints of
+    one architecture never share cache entries."""
+    return model_fingerprint(model, extra=extra)
 
 
 def _index_dtype(vocab_size: int) -> torch.dtype:
