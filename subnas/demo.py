@@ -92,7 +92,7 @@ def demo(out_dir: str | Path = "runs/demo", *, model: str = "default", data: str
                "parameters": runs[0]["parameters"], "teacher_parameters": supernet.count_parameters(),
                "export_format": runs[0]["export_format"],
                "search": {"evaluations": best["evaluations"], "best_perplexity_untrained": best["best_fitness"],
-                          "split": "search"},
+                          "split": "search", **({"warning": best["warning"]} if best.get("warning") else {})},
                "teacher_perplexity": teacher["perplexity"],
                "validation": {"data": val, "seq_len": seq_len, "num_seqs": eval_seqs},
                "train_tokens": train_tokens, "runs": runs, "seconds": time.perf_counter() - start,
@@ -359,6 +359,7 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"untrained perplexity {summary['search']['best_perplexity_untrained']:.4g} (search split) after "
              f"{summary['search']['evaluations']} evaluations; teacher perplexity {summary['teacher_perplexity']:.2f} "
              f"(validation split, {summary['validation']['num_seqs']} x {summary['validation']['seq_len']} tokens)",
+             *([f"warning: {summary['search']['warning']}"] if summary["search"].get("warning") else []),
              "(two texts, two untrained numbers: the search ranked candidates on the search split; 'ppl start' "
              "below is the same untrained sub-network on the validation split, which no choice was made on)",
              "", f"{'run':<15}{'init':<10}{'loss':<14}{'lr':>8}{'tokens':>9}{'ppl start':>11}{'ppl end':>10}"
