@@ -39,6 +39,7 @@ from subnas._io import atomic_directory
 from subnas.families import NotExpressible
 from subnas.modeling import SubnasForCausalLM, sub_config
 from subnas.export._padding import to_hf_padded
+from subnas.export._sliced import SlicedSource
 from subnas.params import config_parameters
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
 
@@ -82,7 +83,8 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
     """Write ``subnet`` of ``supernet`` to ``out_dir`` as a standalone model.
 
     Args:
-        supernet: a `subnas.Supernet`.
+        supernet: a `subnas.Supernet`, or a `SlicedSource` (`subnas.export.open_source`), which reads only
+            the kept slices from the model's safetensors files.
         subnet: the sub-network (``None``: the full model).
         out_dir: folder to create; replaced atomically, so a killed run never leaves half a model.
         format: ``"auto"`` (an exact stock model if one exists, else flexible), ``"stock"`` (error
@@ -110,8 +112,7 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
     config = supernet.subnas_config
     resolved = (subnet or SubNetwork()).resolve(config) if not isinstance(subnet, ResolvedSubNetwork) else subnet
 
-    with supernet.sub_network(resolved):
-        state = supernet.model.sub_state_dict()
+    state = sub_state_dict(supernet, resolved)
     sub_cfg = sub_config(config, resolved)
     expected = config_parameters(sub_cfg)
 
@@ -179,6 +180,14 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
             {**asdict(result), "source": supernet.source, "subnet": _compact(subnet)}, indent=2) + "\n")
         (tmp / "README.md").write_text(_readme(result))
     return result
+
+
+def sub_state_dict(supernet: Any, resolved: ResolvedSubNetwork) -> dict[str, torch.Tensor]:
+    """The sub-network's weights: sliced from the files for a `SlicedSource`, else from the loaded supernet."""
+    if isinstance(supernet, SlicedSource):
+        return supernet.sub_state_dict(resolved)
+    with supernet.sub_network(resolved):
+        return supernet.model.sub_state_dict()  # type: ignore[no-any-return]
 
 
 def _pruned_vocab_config(hf_config: Any, vocab: tuple[int, ...]) -> Any:
