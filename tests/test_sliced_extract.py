@@ -178,6 +178,8 @@ def test_a_quarter_of_a_1b_model_is_extracted_in_a_quarter_of_its_memory(tmp_pat
     out = tmp_path / "out"
     sliced = json.loads(run(EXTRACT, str(folder), str(out), "sliced", json.dumps(subnet.to_dict())))
     out.rename(tmp_path / "sliced")
+    print(f"sub-network {n:,} parameters ({2 * n / 2**20:.0f} MiB in bf16); peak RSS over baseline "
+          f"{(sliced['peak'] - sliced['base']) / 2**20:.0f} MiB")
     constant = 200 * 2**20
     assert sliced["peak"] - sliced["base"] <= 2 * n + constant, (sliced, 2 * n)  # bf16: 2 bytes a parameter
     run(EXTRACT, str(folder), str(out), "whole", json.dumps(subnet.to_dict()))
