@@ -180,18 +180,19 @@ def running_nll(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     progress: bool = False,
+    dtype: str = "auto",
 ) -> Iterator[tuple[int, float]]:
     """`mean_token_nll` batch by batch: yields ``(tokens scored so far, mean NLL so far)``.
 
     What multi-fidelity search reports to Optuna's pruners after every batch, so a hopeless
     candidate stops after a fraction of its tokens; the last value equals `mean_token_nll`.
+    ``dtype`` is the forward's precision (`eval_autocast`); the loss is float64 either way.
     """
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [num_seqs, seq_len >= 2], got shape {tuple(tokens.shape)}")
     check_sequence_length(model, tokens.shape[1])
     dev = torch.device(device) if device is not None else _model_device(model)
-    # fp32 on CPU (bf16 matmuls are slow there); bf16 autocast on CUDA, as in the paper's setup.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    autocast = eval_autocast(dev, dtype)
     kwargs = {"use_cache": False} if isinstance(model, PreTrainedModel) else {}
     was_training = getattr(model, "training", None)
     if was_training:
@@ -211,6 +212,25 @@ def running_nll(
     finally:
         if was_training:
             model.train()  # type: ignore[attr-defined]
+
+
+EVAL_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def eval_autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractContextManager[Any]:
+    """The precision of evaluation forwards: ``float32``, ``bfloat16`` (autocast, on CPU and CUDA) or
+    ``auto``: bf16 on CUDA (the paper's setup) and float32 on CPU, where bf16 changed which of the
+    search's candidates ranks best (docs/benchmarks/eval_dtype.md).
+
+    Example:
+        >>> with eval_autocast(torch.device("cpu"), "bfloat16"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+    """
+    if dtype not in EVAL_DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def _nll_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
