@@ -233,6 +233,30 @@ def eval_autocast(device: torch.device, dtype: str = "auto") -> contextlib.Abstr
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+#: Sequences per evaluation forward on CPU: batch 4 of 256 tokens was as fast per token as 8 on this
+#: project's CPU, in fp32 and bf16 (docs/benchmarks/eval_dtype.md), and keeps pruner reports frequent.
+CPU_BATCH_SIZE = 4
+
+
+def auto_batch_size(config: Any, seq_len: int, num_seqs: int, device: torch.device) -> int:
+    """Sequences per evaluation forward that fill ``device``: `CPU_BATCH_SIZE` on CPU; on CUDA as many
+    as half the free memory holds at ``seq_len`` tokens each — the bf16 logits (``vocab_size`` values
+    per token) plus a few float32 hidden-width activations per token — up to ``num_seqs``.
+
+    Example:
+        >>> from subnas import SubnasConfig
+        >>> auto_batch_size(SubnasConfig(), 256, 16, torch.device("cpu"))
+        4
+    """
+    if device.type != "cuda":
+        return min(CPU_BATCH_SIZE, num_seqs)
+    widest = max([config.hidden_size, *config.intermediate_size,
+                  *(h * d for h, d in zip(config.num_attention_heads, config.head_dim))])
+    per_seq = seq_len * (2 * config.vocab_size + 4 * 8 * widest)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(num_seqs, int(0.5 * free) // per_seq))
+
+
 def _nll_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Summed next-token NLL in float64, upcasting at most `_CE_CHUNK_ELEMENTS` logits at a time."""
     B, T = ids.shape

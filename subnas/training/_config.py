@@ -95,7 +95,7 @@ class TrainConfig:
     keep_final_checkpoint: bool = False
     device: str | None = None
     bf16: bool = True
-    parallel: str = "auto"
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
     progress: bool = True
     tensorboard: bool = True
 
