@@ -71,15 +71,17 @@ def candidates(supernet: Any, bin_spec: str, n: int, seed: int) -> list[tuple[st
     return out
 
 
-def score(supernet: Any, subnet: Any, tokens: torch.Tensor, dtype: str, batch_size: int) -> tuple[float, float]:
+def score(supernet: Any, subnet: Any, tokens: torch.Tensor, dtype: str, batch_size: int) -> tuple[float, float, float]:
+    """Perplexity, wall seconds and this process's CPU seconds (the stable number on a shared machine:
+    with one thread it is the work done, whatever else runs)."""
     from subnas.evaluation._perplexity import nll_to_perplexity, running_nll
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with supernet.sub_network(subnet):
         nll = float("nan")
         for _, nll in running_nll(supernet.model, tokens, batch_size=batch_size, dtype=dtype):
             pass
-    return nll_to_perplexity(nll), time.perf_counter() - t0
+    return nll_to_perplexity(nll), time.perf_counter() - t0, time.process_time() - c0
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,20 +97,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sweep = []
     for bs in args.sweep:
         for dtype in ("float32", "bfloat16"):
-            _, seconds = score(supernet, cands[0][1], tokens, dtype, bs)
-            sweep.append({"batch_size": bs, "dtype": dtype, "seconds": seconds,
-                          "tokens_per_s": tokens.numel() / seconds})
-            print(f"sweep batch {bs} {dtype}: {seconds:.2f} s", flush=True)
+            _, seconds, cpu = score(supernet, cands[0][1], tokens, dtype, bs)
+            sweep.append({"batch_size": bs, "dtype": dtype, "seconds": seconds, "cpu_seconds": cpu,
+                          "tokens_per_cpu_s": tokens.numel() / cpu})
+            print(f"sweep batch {bs} {dtype}: {seconds:.2f} s wall, {cpu:.2f} s CPU", flush=True)
     rows = []
     for i, (origin, subnet) in enumerate(cands):
         row: dict[str, Any] = {"origin": origin, "subnet": subnet.to_dict(),
                                "parameters": supernet.count_parameters(subnet)}
         for dtype in (("float32", "bfloat16") if i % 2 == 0 else ("bfloat16", "float32")):
-            ppl, seconds = score(supernet, subnet, tokens, dtype, args.batch_size)
-            row[dtype] = {"perplexity": ppl, "seconds": seconds}
+            ppl, seconds, cpu = score(supernet, subnet, tokens, dtype, args.batch_size)
+            row[dtype] = {"perplexity": ppl, "seconds": seconds, "cpu_seconds": cpu}
         rows.append(row)
-        print(f"{i:2d} {origin:8s} fp32 {row['float32']['perplexity']:8.3f} ({row['float32']['seconds']:.1f} s)  "
-              f"bf16 {row['bfloat16']['perplexity']:8.3f} ({row['bfloat16']['seconds']:.1f} s)", flush=True)
+        print(f"{i:2d} {origin:8s} fp32 {row['float32']['perplexity']:8.3f} ({row['float32']['cpu_seconds']:.1f} s CPU)  "
+              f"bf16 {row['bfloat16']['perplexity']:8.3f} ({row['bfloat16']['cpu_seconds']:.1f} s CPU)", flush=True)
     fp32 = [r["float32"]["perplexity"] for r in rows]
     bf16 = [r["bfloat16"]["perplexity"] for r in rows]
     best32, best16 = min(range(len(rows)), key=fp32.__getitem__), min(range(len(rows)), key=bf16.__getitem__)
@@ -126,7 +128,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "float32_winner_rank_under_bfloat16": rank16.index(best32) + 1,
                    "float32_perplexity_of_bfloat16_winner": fp32[best16], "float32_best_perplexity": fp32[best32]},
         "max_relative_difference": max(abs(a - b) / a for a, b in zip(fp32, bf16)),
-        "speed_ratio_bf16_over_fp32": sum(r["float32"]["seconds"] for r in rows) / sum(r["bfloat16"]["seconds"] for r in rows),
+        "speed_ratio_bf16_over_fp32": sum(r["float32"]["cpu_seconds"] for r in rows)
+        / sum(r["bfloat16"]["cpu_seconds"] for r in rows),
+        "wall_speed_ratio_bf16_over_fp32": sum(r["float32"]["seconds"] for r in rows)
+        / sum(r["bfloat16"]["seconds"] for r in rows),
         "batch_sweep": sweep,
         "rows": rows,
     }
@@ -144,11 +149,14 @@ def report(data: dict[str, Any]) -> str:
              f"| fp32 perplexity: fp32 winner / bf16 winner | {w['float32_best_perplexity']:.3f} / "
              f"{w['float32_perplexity_of_bfloat16_winner']:.3f} |",
              f"| largest relative perplexity difference | {100 * data['max_relative_difference']:.2f}% |",
-             f"| speed, bf16 / fp32 (same candidates) | {data['speed_ratio_bf16_over_fp32']:.2f}x |", "",
-             "Batch-size sweep (one candidate, all tokens):", "", "| batch | fp32 tokens/s | bf16 tokens/s |",
+             f"| speed, bf16 / fp32, per CPU-second (same candidates) | {data['speed_ratio_bf16_over_fp32']:.2f}x |",
+             f"| speed, bf16 / fp32, wall clock (shared machine) | {data['wall_speed_ratio_bf16_over_fp32']:.2f}x |", "",
+             "Batch-size sweep (one candidate, all tokens):", "", "| batch | fp32 tokens per CPU-s | bf16 tokens per CPU-s |",
              "|---|---|---|"]
-    by = {(r["batch_size"], r["dtype"]): r["tokens_per_s"] for r in data["batch_sweep"]}
-    for bs in sorted({r["batch_size"] for r in data["batch_sweep"]}):
+    by = {(r["batch_size"], r["dtype"]): r["tokens_per_cpu_s"] for r in data["batch_sweep"]}
+    first, n = data["rows"][0], s["seq_len"] * s["num_seqs"]  # the swept candidate, at --batch-size
+    by.update({(s["batch_size"], d): n / first[d]["cpu_seconds"] for d in ("float32", "bfloat16")})
+    for bs in sorted({b for b, _ in by}):
         lines.append(f"| {bs} | {by[(bs, 'float32')]:.0f} | {by[(bs, 'bfloat16')]:.0f} |")
     return "\n".join(lines)
 
@@ -163,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--num-seqs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4, help="the perplexity fitness's default")
-    p.add_argument("--sweep", type=int, nargs="*", default=[1, 2, 4, 8])
+    p.add_argument("--sweep", type=int, nargs="*", default=[1, 8], help="batch sizes timed on one candidate "
+                   "(--batch-size is timed on every candidate)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
