@@ -139,11 +139,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(data: dict[str, Any]) -> str:
     w, s = data["winner"], data["setup"]
+    shot = [(r["float32"]["perplexity"], r["bfloat16"]["perplexity"]) for r in data["rows"] if r["origin"] == "one-shot"]
     lines = [f"Setup: {s['candidates']} candidates of the {s['bin']} bin ({s['space']}, {s['order']} order), "
              f"{s['num_seqs']} x {s['seq_len']} tokens of `{s['data']}`, batch {s['batch_size']}, "
              f"{data['machine']['threads']} thread(s), AVX512-BF16: {data['machine']['avx512_bf16']}.", "",
              "| measure | value |", "|---|---|",
              f"| Spearman rho, bf16 vs fp32 perplexity | {data['spearman']:.4f} |",
+             f"| the same among the {len(shot)} one-shot prunes (the search's seeds, the close ones) | "
+             f"{spearman(*zip(*shot)):.4f} |",
              f"| same winner | {'yes' if w['same'] else 'no'} |",
              f"| fp32 winner's rank under bf16 | {w['float32_winner_rank_under_bfloat16']} |",
              f"| fp32 perplexity: fp32 winner / bf16 winner | {w['float32_best_perplexity']:.3f} / "

@@ -68,8 +68,12 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return list(max(lists, key=len)) if lists else []
 
 
-def shard(model: nn.Module, device: torch.device, *, bf16: bool) -> nn.Module:
-    """``fully_shard`` each decoder layer of ``model``, then the root; moves the shards to ``device``."""
+def shard(model: nn.Module, device: torch.device, *, bf16: bool, frozen: bool = False) -> nn.Module:
+    """``fully_shard`` each decoder layer of ``model``, then the root; moves the shards to ``device``.
+
+    FSDP keeps the root's weights (embeddings, head) gathered between forward and backward; a
+    ``frozen`` model (the teacher) has no backward, so its root is re-sharded after the forward too.
+    """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -79,7 +83,7 @@ def shard(model: nn.Module, device: torch.device, *, bf16: bool) -> nn.Module:
         if bf16 and device.type == "cuda" else MixedPrecisionPolicy()
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=True if frozen else None)
     return model
 
 
@@ -89,7 +93,7 @@ def wrap(kind: str, student: nn.Module, teacher: nn.Module | None, device: torch
     which shards ``student`` and ``teacher`` in place) or its DDP wrapper."""
     if kind == "fsdp":
         if teacher is not None:
-            shard(teacher, device, bf16=bf16)
+            shard(teacher, device, bf16=bf16, frozen=True)
         return shard(student, device, bf16=bf16)
     if kind == "ddp":
         return nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
