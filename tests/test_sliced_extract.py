@@ -99,6 +99,30 @@ def test_bf16_source_extracted_in_float32_like_the_loaded_model(tmp_path: Path) 
     assert next(iter(load_file(str(tmp_path / "m-a" / "model.safetensors")).values())).dtype == torch.float32
 
 
+def test_cli_extract_reads_a_safetensors_folder_slice_by_slice(saved: dict[str, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from subnas.cli import main
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole model was loaded")
+
+    monkeypatch.setattr(Supernet, "from_pretrained", never)
+    subnet = tmp_path / "sub.json"
+    subnet.write_text(json.dumps({"n_layers": 2, "intermediate_size": 32}))
+    assert main(["extract", str(saved["qwen3"]), "--subnet", str(subnet), "--out", str(tmp_path / "x")]) == 0
+    assert (tmp_path / "x" / "model.safetensors").is_file()
+
+
+def test_a_flexible_format_source_is_sliced_too(saved: dict[str, Path], tmp_path: Path) -> None:
+    whole = Supernet.from_pretrained(str(saved["llama-gqa"]))
+    extract(whole, None, tmp_path / "flex", format="subnas")  # the full model in subnas' own format
+    source = SlicedSource(tmp_path / "flex")
+    assert source.family is None
+    subnet = SubNetwork(n_layers=2, n_embd=48, head_indices=(3, 1), intermediate_indices=tuple(range(0, 96, 3)))
+    a, b = extract_both(source, Supernet.from_pretrained(str(tmp_path / "flex")), subnet, tmp_path, "m")
+    same_folders(tmp_path / "m-a", tmp_path / "m-b")
+
+
 def test_open_source_loads_whole_what_it_cannot_slice(tmp_path: Path) -> None:
     model = tiny_hf_model("llama-mha")
     model.config.save_pretrained(tmp_path / "bin")
