@@ -22,6 +22,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -137,9 +138,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def recorded_near_ties(bin_spec: str, tolerance: float) -> str:
+    """How many candidates of the recorded default-arm searches of ``bin_spec`` sit within ``tolerance``
+    (relative) of the next better candidate of their search: pairs bf16 may order either way."""
+    path = HERE.parent / "docs" / "benchmarks" / "search_quality.json"
+    if not path.is_file():
+        return "n/a"
+    runs = [r for r in json.loads(path.read_text())["runs"] if r["arm"] == "default" and r["bin"] == bin_spec]
+    near, total = 0, 0
+    for run in runs:
+        values = sorted(v for v in run["values"] if v is not None)
+        total += len(values) - 1
+        near += sum((b - a) / a < tolerance for a, b in zip(values, values[1:]))
+    return f"{near} of {total} ({len(runs)} searches)"
+
+
 def report(data: dict[str, Any]) -> str:
     w, s = data["winner"], data["setup"]
     shot = [(r["float32"]["perplexity"], r["bfloat16"]["perplexity"]) for r in data["rows"] if r["origin"] == "one-shot"]
+    errors = [abs(a - b) / a for a, b in shot]
+    ranked = sorted(a for a, _ in shot)
+    gaps = [(b - a) / a for a, b in zip(ranked, ranked[1:])]
+    close = recorded_near_ties(s["bin"], statistics.median(errors))
     lines = [f"Setup: {s['candidates']} candidates of the {s['bin']} bin ({s['space']}, {s['order']} order), "
              f"{s['num_seqs']} x {s['seq_len']} tokens of `{s['data']}`, batch {s['batch_size']}, "
              f"{data['machine']['threads']} thread(s), AVX512-BF16: {data['machine']['avx512_bf16']}.", "",
@@ -152,6 +172,10 @@ def report(data: dict[str, Any]) -> str:
              f"| fp32 perplexity: fp32 winner / bf16 winner | {w['float32_best_perplexity']:.3f} / "
              f"{w['float32_perplexity_of_bfloat16_winner']:.3f} |",
              f"| largest relative perplexity difference | {100 * data['max_relative_difference']:.2f}% |",
+             f"| median relative difference among the one-shot prunes | {100 * statistics.median(errors):.3f}% |",
+             f"| smallest relative gap between two fp32-ranked one-shot prunes | {100 * min(gaps):.3f}% |",
+             f"| candidates of the recorded default searches of this bin (docs/benchmarks/search_quality.json) whose "
+             f"fp32 perplexity is within that median difference of the next better one | {close} |",
              f"| speed, bf16 / fp32, per CPU-second (same candidates) | {data['speed_ratio_bf16_over_fp32']:.2f}x |",
              f"| speed, bf16 / fp32, wall clock (shared machine) | {data['wall_speed_ratio_bf16_over_fp32']:.2f}x |", "",
              "Batch-size sweep (one candidate, all tokens):", "", "| batch | fp32 tokens per CPU-s | bf16 tokens per CPU-s |",

@@ -38,7 +38,7 @@ class PerplexityFitness(Fitness):
             re-measures the search's best few candidates (0: no confirmation). 16 x 256 tokens rank
             close candidates by luck; see docs/search.md for the measurement.
         dtype: precision of the forward passes: ``float32``, ``bfloat16`` (autocast, CPU and CUDA) or
-            ``auto`` (bf16 on CUDA, float32 on CPU; docs/benchmarks/eval_dtype.md measures why).
+            ``auto`` (bf16 on CUDA, float32 on CPU; docs/benchmarks/eval_dtype.md measures the choice).
     """
 
     direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
