@@ -78,6 +78,8 @@ def shard(model: nn.Module, device: torch.device, *, bf16: bool, frozen: bool = 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # the mesh and FSDP place shards on the current device
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
         if bf16 and device.type == "cuda" else MixedPrecisionPolicy()
