@@ -8,7 +8,8 @@ One loop serves both modes and any number of processes. Per optimizer step ``s``
 3. per micro-batch: the teacher's top-k targets, read from the verified on-disk cache
    (`subnas.training._teacher_cache`) or computed (no grad; reduced to top-k at once) and stored; student
    forward under bf16 autocast where the hardware runs bf16 natively (`precision`), the chunked
-   loss (`subnas.training._losses`), backward (DDP synchronises on the last micro-batch only);
+   loss (`subnas.training._losses`), backward (DDP or FSDP, `subnas.training._fsdp`, synchronises on
+   the last micro-batch only);
 4. the loss is averaged over ranks and checked: NaN/inf stops the run naming the step, before
    the weights are touched; gradients are clipped and AdamW steps;
 5. rank 0 logs, evaluates and checkpoints on schedule.
