@@ -55,7 +55,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def subnets(source: SlicedSource, seed: int) -> list[SubNetwork]:
-    """One random sub-network per space, and one with explicit, unsorted index sets."""
+    """One random sub-network per space, and one with explicit, unsorted index sets and a pruned vocabulary."""
     rng = random.Random(seed)
     config = source.subnas_config
     out = [get_search_space(space, config).sample(rng) for space in SPACES]
@@ -63,7 +63,9 @@ def subnets(source: SlicedSource, seed: int) -> list[SubNetwork]:
     D = config.intermediate_size[0]
     out.append(SubNetwork(layer_indices=tuple(sorted(rng.sample(range(n), max(1, n - 1)))),
                           embd_indices=tuple(rng.sample(range(E), E // 2)),
-                          intermediate_indices=tuple(rng.sample(range(D), D // 3))))
+                          intermediate_indices=tuple(rng.sample(range(D), D // 3)),
+                          # the special tokens (low ids in these configs) stay, as a legal pruned vocabulary must
+                          vocab_indices=tuple(range(8)) + tuple(sorted(rng.sample(range(8, config.vocab_size), 90)))))
     return out
 
 
