@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from subnas import SubNetwork, Supernet, extract, get_search_space
 from subnas.export import SlicedSource, open_source
 from tests.conftest import TINY_CONFIGS, tiny_hf_model
+from tests.strategies import subnetworks
 
 SPACES = ("coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise")
 
@@ -80,6 +83,24 @@ def test_sliced_weights_equal_the_loaded_models(saved: dict[str, Path], family: 
         assert sliced.keys() == whole.keys()
         for key in whole:
             assert sliced[key].dtype == whole[key].dtype and torch.equal(sliced[key], whole[key]), (subnet, key)
+
+
+_LOADED: dict[str, tuple[SlicedSource, Supernet]] = {}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), family=st.sampled_from(sorted(TINY_CONFIGS)), fine=st.booleans(), layerwise=st.booleans())
+def test_any_legal_sub_network_reads_the_same_weights(saved: dict[str, Path], data: st.DataObject, family: str,
+                                                      fine: bool, layerwise: bool) -> None:
+    if family not in _LOADED:
+        _LOADED[family] = (SlicedSource(saved[family], block_bytes=512), Supernet.from_pretrained(str(saved[family])))
+    source, supernet = _LOADED[family]
+    subnet = data.draw(subnetworks(source.subnas_config, fine=fine, layerwise=layerwise))
+    sliced = source.sub_state_dict(subnet)
+    with supernet.sub_network(subnet):
+        whole = supernet.model.sub_state_dict()
+    assert sliced.keys() == whole.keys()
+    assert all(torch.equal(sliced[k], whole[k]) for k in whole)
 
 
 @pytest.mark.parametrize("family", ["llama-gqa", "gpt_neox", "gpt2", "gemma3"])
