@@ -94,9 +94,9 @@ def inference(args: argparse.Namespace, device: torch.device) -> list[dict[str, 
             ids = torch.randint(0, vocab, (bs, args.seq_len), device=device)
             row: dict[str, Any] = {"compile": compiled, "batch_size": bs}
             for name, model in runs.items():
-                def forward(model: Any = model) -> None:
+                def forward(model: Any = model, stock: bool = name == "extracted", ids: torch.Tensor = ids) -> None:
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-                        model(ids, use_cache=False) if name == "extracted" else model(ids)
+                        model(ids, use_cache=False) if stock else model(ids)
                 try:
                     seconds = timed(forward, device, args.steps, args.warmup)
                     row[name] = ids.numel() / seconds
