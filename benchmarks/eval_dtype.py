@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"sweep batch {bs} {dtype}: {seconds:.2f} s wall, {cpu:.2f} s CPU", flush=True)
     rows = []
     for i, (origin, subnet) in enumerate(cands):
-        row: dict[str, Any] = {"origin": origin, "subnet": subnet.to_dict(),
+        row: dict[str, Any] = {"origin": origin, "subnet": compact(subnet.to_dict()),
                                "parameters": supernet.count_parameters(subnet)}
         for dtype in (("float32", "bfloat16") if i % 2 == 0 else ("bfloat16", "float32")):
             ppl, seconds, cpu = score(supernet, subnet, tokens, dtype, args.batch_size)
@@ -151,6 +151,19 @@ def recorded_near_ties(bin_spec: str, tolerance: float) -> str:
         total += len(values) - 1
         near += sum((b - a) / a < tolerance for a, b in zip(values, values[1:]))
     return f"{near} of {total} ({len(runs)} searches)"
+
+
+def compact(subnet: dict[str, Any]) -> dict[str, Any]:
+    """A candidate's shape without its index sets (the importance order's thousands of kept units, which
+    the order recomputes from the calibration split): widths, depth and the kept layers."""
+    return {k: v for k, v in subnet.items() if not k.endswith("_indices") or k == "layer_indices"}
+
+
+def dump(data: dict[str, Any]) -> str:
+    """The results as JSON with one line per candidate (their index sets hold thousands of numbers)."""
+    head = json.dumps({k: v for k, v in data.items() if k != "rows"}, indent=1)
+    rows = ",\n".join("  " + json.dumps(r) for r in data["rows"])
+    return head[:-2] + ',\n "rows": [\n' + rows + "\n ]\n}\n"
 
 
 def report(data: dict[str, Any]) -> str:
@@ -211,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     data = run(args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(data, indent=1) + "\n")
+    args.json.write_text(dump(data))
     print(report(data))
 
 
