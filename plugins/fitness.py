@@ -30,20 +30,30 @@ class PerplexityFitness(Fitness):
             the validation split that reports the winner stays unseen; DESIGN.md §12).
         seq_len: tokens per sequence (paper: 512).
         num_seqs: sequences (paper: 1000; the offline validation split holds ~89 x 512).
-        batch_size: sequences per forward pass.
+        batch_size: sequences per forward pass; ``"auto"``: what fills the device
+            (`subnas.evaluation._perplexity.auto_batch_size`: 4 on CPU).
         progress: show a progress bar per candidate.
         metric: ``"perplexity"`` (the paper's fitness) or ``"bits_per_byte"``.
         confirm_seqs: sequences of ``data`` *after* the first ``num_seqs`` on which `confirm`
             re-measures the search's best few candidates (0: no confirmation). 16 x 256 tokens rank
             close candidates by luck; see docs/search.md for the measurement.
+        dtype: precision of the forward passes: ``float32``, ``bfloat16`` (autocast, CPU and CUDA) or
+            ``auto`` (bf16 on CUDA, float32 on CPU; docs/benchmarks/eval_dtype.md measures the choice).
     """
 
     direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
     METRICS: ClassVar[tuple[str, ...]] = ("perplexity", "bits_per_byte")
 
     def __init__(self, supernet: Any, *, data: str = "default:search", seq_len: int = 256, num_seqs: int = 16,
-                 batch_size: int = 4, progress: bool = False, metric: str = "perplexity",
-                 confirm_seqs: int = 48) -> None:
+                 batch_size: int | str = "auto", progress: bool = False, metric: str = "perplexity",
+                 confirm_seqs: int = 48, dtype: str = "auto") -> None:
+        from subnas.evaluation._perplexity import EVAL_DTYPES, auto_batch_size
+
+        if dtype not in EVAL_DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
+        if batch_size == "auto":
+            batch_size = auto_batch_size(supernet.subnas_config, seq_len, num_seqs, supernet.device)
+        self.dtype = dtype
         if metric not in self.METRICS:
             raise ValueError(f"metric={metric!r} is not one of {', '.join(self.METRICS)}")
         if confirm_seqs < 0:
@@ -153,7 +163,7 @@ class PerplexityFitness(Fitness):
         tokenizer = supernet_tokenizer(self.supernet, resolved.vocab)
         with self.supernet.sub_network(resolved):
             for scored, nll in running_nll(self.supernet.model, tokens, batch_size=self.batch_size,
-                                           progress=self.progress and not confirm):
+                                           progress=self.progress and not confirm, dtype=self.dtype):
                 # Bytes of the batches scored so far, so bits per byte is a running value like perplexity.
                 part = tokens[: scored // (tokens.shape[1] - 1)]
                 bpb = bits_per_byte(nll, part, target_bytes(tokenizer, part))

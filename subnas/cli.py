@@ -412,10 +412,10 @@ def cmd_extract(args: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     from subnas.export._extract import extract
-    from subnas.supernet import Supernet
+    from subnas.export._sliced import open_source
 
     subnet = _load_subnet(args.subnet)
-    supernet = Supernet.from_pretrained(args.model)
+    supernet = open_source(args.model)  # a safetensors folder is read slice by slice, not loaded whole
     result = extract(supernet, subnet, args.out, format=args.format, overwrite=args.overwrite)
     note = f"\n  {result.note}" if result.note else ""
     if result.exported_parameters != result.num_parameters:

@@ -180,18 +180,19 @@ def running_nll(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     progress: bool = False,
+    dtype: str = "auto",
 ) -> Iterator[tuple[int, float]]:
     """`mean_token_nll` batch by batch: yields ``(tokens scored so far, mean NLL so far)``.
 
     What multi-fidelity search reports to Optuna's pruners after every batch, so a hopeless
     candidate stops after a fraction of its tokens; the last value equals `mean_token_nll`.
+    ``dtype`` is the forward's precision (`eval_autocast`); the loss is float64 either way.
     """
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"tokens must be [num_seqs, seq_len >= 2], got shape {tuple(tokens.shape)}")
     check_sequence_length(model, tokens.shape[1])
     dev = torch.device(device) if device is not None else _model_device(model)
-    # fp32 on CPU (bf16 matmuls are slow there); bf16 autocast on CUDA, as in the paper's setup.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+    autocast = eval_autocast(dev, dtype)
     kwargs = {"use_cache": False} if isinstance(model, PreTrainedModel) else {}
     was_training = getattr(model, "training", None)
     if was_training:
@@ -211,6 +212,54 @@ def running_nll(
     finally:
         if was_training:
             model.train()  # type: ignore[attr-defined]
+
+
+EVAL_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def eval_autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractContextManager[Any]:
+    """The precision of evaluation forwards: ``float32``, ``bfloat16`` (autocast, on CPU and CUDA) or
+    ``auto``: bf16 on CUDA (the paper's setup) and float32 on CPU. On this project's CPU bf16 ranked 30
+    candidates of a search bin exactly as float32 (Spearman 1.0, same winner) at 1.64x per CPU-second,
+    but its per-candidate error (median 0.08%) exceeds the gap between some neighbours of a real
+    search, and the recorded CPU results are float32: so bf16 is an opt-in there
+    (docs/benchmarks/eval_dtype.md).
+
+    Example:
+        >>> with eval_autocast(torch.device("cpu"), "bfloat16"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.bfloat16
+    """
+    if dtype not in EVAL_DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+#: Sequences per evaluation forward on CPU. Measured on this project's CPU (docs/benchmarks/eval_dtype.md,
+#: 256 tokens each, one thread): 1, 4 and 8 gave 378, 396 and 413 float32 tokens per CPU-second; 8 is 4%
+#: ahead of 4, one sample each on a shared machine, so 4 stays — as before, with bit-identical results
+#: and twice as many reports per candidate for a pruner.
+CPU_BATCH_SIZE = 4
+
+
+def auto_batch_size(config: Any, seq_len: int, num_seqs: int, device: torch.device) -> int:
+    """Sequences per evaluation forward that fill ``device``: `CPU_BATCH_SIZE` on CPU; on CUDA as many
+    as half the free memory holds at ``seq_len`` tokens each — the bf16 logits (``vocab_size`` values
+    per token) plus a few float32 hidden-width activations per token — up to ``num_seqs``.
+
+    Example:
+        >>> from subnas import SubnasConfig
+        >>> auto_batch_size(SubnasConfig(), 256, 16, torch.device("cpu"))
+        4
+    """
+    if device.type != "cuda":
+        return min(CPU_BATCH_SIZE, num_seqs)
+    widest = max([config.hidden_size, *config.intermediate_size,
+                  *(h * d for h, d in zip(config.num_attention_heads, config.head_dim))])
+    per_seq = seq_len * (2 * config.vocab_size + 4 * 8 * widest)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(num_seqs, int(0.5 * free) // per_seq))
 
 
 def _nll_sum(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -36,11 +36,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.initialization import no_init_weights
 
 from subnas._io import transformers_bars_off
-from subnas._io import atomic_directory, model_fingerprint
+from subnas._io import atomic_directory
 from subnas.data._assets import shareable_name
 from subnas.families import NotExpressible
 from subnas.modeling import SubnasForCausalLM, sub_config
 from subnas.export._padding import to_hf_padded
+from subnas.export._sliced import SlicedSource
 from subnas.params import config_parameters
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
 
@@ -84,7 +85,8 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
     """Write ``subnet`` of ``supernet`` to ``out_dir`` as a standalone model.
 
     Args:
-        supernet: a `subnas.Supernet`.
+        supernet: a `subnas.Supernet`, or a `SlicedSource` (`subnas.export.open_source`), which reads only
+            the kept slices from the model's safetensors files.
         subnet: the sub-network (``None``: the full model).
         out_dir: folder to create; replaced atomically, so a killed run never leaves half a model.
         format: ``"auto"`` (an exact stock model if one exists, else flexible), ``"stock"`` (error
@@ -112,8 +114,7 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
     config = supernet.subnas_config
     resolved = (subnet or SubNetwork()).resolve(config) if not isinstance(subnet, ResolvedSubNetwork) else subnet
 
-    with supernet.sub_network(resolved):
-        state = supernet.model.sub_state_dict()
+    state = sub_state_dict(supernet, resolved)
     sub_cfg = sub_config(config, resolved)
     expected = config_parameters(sub_cfg)
 
@@ -186,10 +187,29 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
             cfg_path.write_text(json.dumps({"how_to_load": how, **data}, indent=2) + "\n")
         (tmp / "subnet.json").write_text(json.dumps(resolved.to_subnetwork().to_dict()) + "\n")
         (tmp / "subnas_extract.json").write_text(json.dumps(
-            {**shared, "source": shareable_name(supernet.source), "source_fingerprint": model_fingerprint(supernet.model),
+            {**shared, "source": shareable_name(supernet.source), "source_fingerprint": _config_fingerprint(config),
              "subnet": _compact(subnet)}, indent=2) + "\n")
         (tmp / "README.md").write_text(_readme(replace(result, how_to_load=how)))
     return result
+
+
+def _config_fingerprint(config: Any) -> str:
+    """The source architecture's fingerprint: a hash of its full config. The same whether the
+    weights were sliced from the files or taken from a loaded model (hashing every weight would
+    make slicing read the whole model)."""
+    import hashlib
+
+    text = json.dumps({k: v for k, v in config.to_dict().items() if k not in ("_name_or_path", "transformers_version")},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def sub_state_dict(supernet: Any, resolved: ResolvedSubNetwork) -> dict[str, torch.Tensor]:
+    """The sub-network's weights: sliced from the files for a `SlicedSource`, else from the loaded supernet."""
+    if isinstance(supernet, SlicedSource):
+        return supernet.sub_state_dict(resolved)
+    with supernet.sub_network(resolved):
+        return supernet.model.sub_state_dict()  # type: ignore[no-any-return]
 
 
 def _pruned_vocab_config(hf_config: Any, vocab: tuple[int, ...]) -> Any:

@@ -2,12 +2,13 @@
 
 - ``_run``: `pretrain` and `distill`: what ``subnas pretrain``/``distill`` run.
 - ``_config``: `TrainConfig`, every training option (a flag each), checked in one place.
-- ``_loop``: the training loop behind both (resumable, mixed precision, DDP-aware).
+- ``_loop``: the training loop behind both (resumable, mixed precision, DDP/FSDP-aware).
 - ``_losses``: next-token cross-entropy and knowledge distillation (top-k teacher logits).
 - ``_teacher_cache``: a verified on-disk cache of the teacher's top-k logits.
 - ``_checkpoints``: checkpoints written atomically and verified on resume.
 - ``_log``: a CSV row per step, TensorBoard when installed, a training-curve plot.
 - ``_distributed``: one code path for a single process and for ``torchrun``.
+- ``_fsdp``: DDP or FSDP2 under ``torchrun`` (sharded student and teacher, resharding checkpoints).
 """
 
 from subnas.training._config import TrainConfig, TrainConfigError, make_config

@@ -7,6 +7,9 @@ A checkpoint is a folder ``<run>/checkpoints/step-00000012/`` holding
   ``torch.load(weights_only=True)`` and nothing in it can run code;
 - ``state.json`` — the step, tokens seen, the run's fingerprint, and whatever the trainer adds.
 
+A run sharded with FSDP writes ``dcp/`` (``torch.distributed.checkpoint``: each process's shards and
+their metadata) in place of the first two; it loads at any number of processes.
+
 The learning rate is a pure function of the step and the data order a pure function of
 ``(seed, step)`` (`subnas.data.BlockOrder`), and the trainer reseeds torch's RNG from
 ``(seed, step, rank)`` at every step, so no scheduler or RNG state needs saving: the step *is*
@@ -62,14 +65,28 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: Path, *, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], keep: int = 2) -> Path:
-    """Write the checkpoint of ``step`` atomically and delete all but the newest ``keep``."""
+                    state: dict[str, Any], keep: int = 2, is_main: bool = True) -> Path:
+    """Write the checkpoint of ``step`` atomically and delete all but the newest ``keep``.
+
+    A model sharded by FSDP (`subnas.training._fsdp`) is written by every process through
+    ``torch.distributed.checkpoint`` into ``dcp/`` instead of ``model.safetensors`` + ``optimizer.pt``;
+    then every process calls this, and ``is_main`` says which one writes ``state.json``.
+    """
+    from subnas.training import _fsdp
+
     target = checkpoint_dir(run_dir, step)
-    with atomic_directory(target, overwrite=True) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1, default=str) + "\n")
-    _prune(Path(run_dir) / CHECKPOINTS, keep)
+    sharded = _fsdp.is_sharded(model)
+    folder = _fsdp.shared_directory(target, is_main=is_main) if sharded else atomic_directory(target, overwrite=True)
+    with folder as tmp:
+        if sharded:
+            _fsdp.save_sharded(tmp, model, optimizer)
+        else:
+            save_model(model, str(tmp / "model.safetensors"))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if is_main:
+            (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1, default=str) + "\n")
+    if is_main:
+        _prune(Path(run_dir) / CHECKPOINTS, keep)
     return target
 
 
@@ -112,7 +129,19 @@ def require_same_run(run_dir: Path, found: dict[str, Any], expected: dict[str, A
 def load_checkpoint(folder: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Verify ``fingerprint``, then load weights and optimizer state in place; returns the state."""
+    from subnas.training import _fsdp
+
     state = check_fingerprint(folder, fingerprint)
+    if (folder / _fsdp.DCP).is_dir():  # written sharded: re-sharded to this run's processes, one included
+        try:
+            _fsdp.load_sharded(folder, model, optimizer)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise CorruptCheckpointError(f"cannot load checkpoint {folder}: {exc}; delete it to resume from the "
+                                         "previous one") from exc
+        return state
+    if _fsdp.is_sharded(model):
+        raise CheckpointMismatchError(f"checkpoint {folder} was written by a single-process or DDP run; resume it "
+                                      "the same way (parallel='ddp', or one process), not sharded")
     device = next(model.parameters()).device
     try:
         missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False, device=str(device))

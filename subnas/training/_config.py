@@ -56,6 +56,10 @@ class TrainConfig:
             else cpu).
         bf16: bf16 autocast where native: CUDA, CPUs with AVX512-BF16/AMX
             (`subnas.training._loop.precision`).
+        parallel: how several processes (``torchrun``) train: ``ddp`` (each holds the whole student
+            and teacher), ``fsdp`` (both sharded per layer, `subnas.training._fsdp`), or ``auto``: FSDP
+            on CUDA when DDP's 16 bytes per student parameter plus 4 per teacher parameter exceed half
+            a GPU, else DDP.
         progress: show progress bars.
         tensorboard: also log to TensorBoard (when installed).
     """
@@ -91,13 +95,14 @@ class TrainConfig:
     keep_final_checkpoint: bool = False
     device: str | None = None
     bf16: bool = True
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"
     progress: bool = True
     tensorboard: bool = True
 
     #: Fields that do not change the training trajectory: a resume may change them.
     RESUMABLE_CHANGES = frozenset({"micro_batch_size", "eval_every", "eval_seqs", "checkpoint_every",
                                    "keep_checkpoints", "keep_final_checkpoint", "device", "progress", "tensorboard",
-                                   "teacher_cache"})
+                                   "teacher_cache", "parallel"})
 
     def __post_init__(self) -> None:
         # (field, legal?, what is legal): every problem is reported at once, with its legal range.
@@ -118,6 +123,7 @@ class TrainConfig:
             ("temperature", self.temperature > 0, "a number > 0 (paper: 0.9)"),
             ("top_k", self.top_k is None or self.top_k >= 1, "an integer >= 1, or none for the full logits"),
             ("kl", self.kl in ("forward", "reverse"), "'forward' or 'reverse'"),
+            ("parallel", self.parallel in ("auto", "ddp", "fsdp"), "'auto', 'ddp' or 'fsdp'"),
             ("alpha", self.alpha >= 0, "a number >= 0 (weight of the cross-entropy; paper: 0.2)"),
             ("beta", self.beta >= 0, "a number >= 0 (weight of the KL term; paper: 0.8)"),
             ("checkpoint_every", self.checkpoint_every >= 1, "an integer >= 1 (steps)"),

@@ -1,9 +1,11 @@
-"""Distributed training helpers: one code path for a single process and for ``torchrun`` (DDP).
+"""Distributed training helpers: one code path for a single process and for ``torchrun`` (DDP or
+FSDP, chosen and applied by `subnas.training._fsdp`).
 
 Under ``torchrun`` the environment names this process (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``); `setup` joins the process group (NCCL on CUDA, gloo on CPU).
 Every rank trains on a disjoint shard of each global batch (`subnas.data._tokens.shard`); only rank 0
-writes files; the others wait at `barrier` where files are read back.
+writes files (under FSDP every rank writes its checkpoint shards); the others wait at `barrier` where
+files are read back.
 
 Example:
     >>> info = setup()      # a plain `python` run: rank 0 of 1, no process group
