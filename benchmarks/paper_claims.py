@@ -123,9 +123,13 @@ def training_claims(results: dict[str, Any]) -> dict[str, Any]:
     for seed, runs in complete.items():
         kd, ce, rnd = runs["distilled"], runs["cross-entropy"], runs["random init"]
         need = tokens_to_reach(kd["curve"], rnd["val_perplexity"])
+        # A curve whose first point already beats random init's end says nothing about the ratio of
+        # tokens: any ratio would "hold". Such a seed cannot test the claim at this budget.
+        measurable = need is None or need > kd["curve"][0][0]
         a_rows.append({"seed": seed, "random_final": rnd["val_perplexity"], "random_tokens": rnd["tokens"],
                        "distilled_tokens_needed": need, "distilled_start": kd["start_perplexity"],
-                       "holds": need is not None and 2 * need <= rnd["tokens"]})
+                       "distilled_first_point": list(kd["curve"][0]), "measurable": measurable,
+                       "holds": measurable and need is not None and 2 * need <= rnd["tokens"]})
         d_rows.append({"seed": seed, "distilled": kd["val_perplexity"], "cross_entropy": ce["val_perplexity"],
                        "random_init": rnd["val_perplexity"], "holds": kd["val_perplexity"] < ce["val_perplexity"]})
     seeds = len(complete)
@@ -133,8 +137,28 @@ def training_claims(results: dict[str, Any]) -> dict[str, Any]:
     d_mean = (statistics.fmean(r["distilled"] for r in d_rows), statistics.fmean(r["cross_entropy"] for r in d_rows)) \
         if d_rows else None
     d_holds = seeds >= 2 and all(r["holds"] for r in d_rows)
-    return {"seeds": seeds, "a": {"rows": a_rows, "holds": a_holds}, "d": {"rows": d_rows, "holds": d_holds,
-                                                                          "mean": d_mean}}
+    return {"seeds": seeds, "a": {"rows": a_rows, "holds": a_holds, "verdict": _a_verdict(a_rows, seeds)},
+            "d": {"rows": d_rows, "holds": d_holds, "mean": d_mean,
+                  "verdict": _verdict(d_holds, seeds)}}
+
+
+def _verdict(holds: bool, seeds: int) -> str:
+    if seeds < 2:
+        return f"no verdict ({seeds} seed{'s' if seeds != 1 else ''}; at least 2 needed)"
+    return f"{'holds' if holds else 'does not hold'} ({seeds} seeds)"
+
+
+def _a_verdict(rows: list[dict[str, Any]], seeds: int) -> str:
+    """Claim (a)'s verdict; "not measurable at this budget" when a seed's distilled curve is already
+    below random init's final perplexity at its first point."""
+    unmeasurable = [r for r in rows if not r["measurable"]]
+    if seeds >= 2 and unmeasurable:
+        worst = max(r["random_final"] for r in unmeasurable)
+        start = min(r["distilled_first_point"][1] for r in unmeasurable)
+        return (f"not measurable at this budget ({len(unmeasurable)} of {seeds} seeds): the distilled run starts at "
+                f"{start:,.1f} after {unmeasurable[0]['distilled_first_point'][0]:,} tokens, already below random "
+                f"init's final {worst:,.1f}")
+    return _verdict(all(r["holds"] for r in rows), seeds)
 
 
 # ---------------------------------------------------------------------------- search, (b) and (c)
@@ -181,11 +205,10 @@ def report(results: dict[str, Any] | None, search: dict[str, Any] | None, docs: 
                           f"{'never' if r['distilled_tokens_needed'] is None else format(r['distilled_tokens_needed'], ',')}"
                           f" (starts at {r['distilled_start']:.1f})" for r in a["rows"])
         lines.append(f"| (a) supernet init + distillation reaches random init's final perplexity with ≥ 2× fewer "
-                     f"tokens | {per_a} | {'holds' if a['holds'] else 'does not hold'} ({claims['seeds']} seeds) |")
+                     f"tokens | {per_a} | {a['verdict']} |")
         d = claims["d"]
         per_d = "; ".join(f"seed {r['seed']}: {r['distilled']:.1f} vs {r['cross_entropy']:.1f}" for r in d["rows"])
-        lines.append(f"| (d) distillation beats cross-entropy at equal tokens | {per_d} | "
-                     f"{'holds' if d['holds'] else 'does not hold'} ({claims['seeds']} seeds) |")
+        lines.append(f"| (d) distillation beats cross-entropy at equal tokens | {per_d} | {d['verdict']} |")
         summaries = []
         for seed in sorted({r["seed"] for r in results["runs"]}):
             rows = [r for r in results["runs"] if r["seed"] == seed]

@@ -1,4 +1,4 @@
-"""Where a distillation step's time goes, and how much the optimised path saves (DESIGN.md §6).
+"""Where a distillation step's time goes, and how much the optimised path saves.
 
 Teacher: the default supernet (SmolLM2-135M). Student: a sub-network of it, extracted once (default
 18 layers, 92M parameters). Data: real text (``default:train``), the same batches for every mode.

@@ -43,11 +43,27 @@ def test_training_claims_follow_the_curves() -> None:
     assert claims.tokens_to_reach([[0, 10.0]], 5.0) is None
 
 
+def test_claim_a_is_not_measurable_when_the_distilled_curve_starts_below_random_inits_end(tmp_path: Path) -> None:
+    results = _results(kd_end=60.0, ce_end=70.0)
+    for row in results["runs"]:
+        if row["run"] == "random init":  # random init ends far above where distillation starts (130)
+            row["curve"][-1][1] = row["val_perplexity"] = 2500.0
+    got = claims.training_claims(results)
+    assert [r["distilled_tokens_needed"] for r in got["a"]["rows"]] == [0, 0]
+    assert not any(r["measurable"] for r in got["a"]["rows"]) and not got["a"]["holds"]
+    assert got["a"]["verdict"].startswith("not measurable at this budget (2 of 2 seeds)")
+    assert "starts at 130.0 after 0 tokens, already below random init's final 2,500.0" in got["a"]["verdict"]
+    assert "not measurable at this budget" in claims.report(results, None, tmp_path)
+    measurable = claims.training_claims(_results(kd_end=60.0, ce_end=70.0))
+    assert measurable["a"]["verdict"] == "holds (2 seeds)" and measurable["d"]["verdict"] == "holds (2 seeds)"
+
+
 def test_one_seed_is_no_verdict() -> None:
     results = _results(kd_end=60.0, ce_end=70.0)
     results["runs"] = [r for r in results["runs"] if r["seed"] == 0]
     got = claims.training_claims(results)
     assert got["seeds"] == 1 and not got["a"]["holds"] and not got["d"]["holds"]
+    assert got["a"]["verdict"].startswith("no verdict (1 seed;") and got["d"]["verdict"].startswith("no verdict")
 
 
 def test_search_claims_and_report(tmp_path: Path) -> None:
