@@ -266,11 +266,17 @@ def main() -> None:
                 r["cpu_speedup_vs_naive"] = r["tokens_per_cpu_s"] / base["tokens_per_cpu_s"]
             print(f"  {r['mode']:13s} {r['speedup_vs_naive']:5.2f}x" +
                   (f" / {r['cpu_speedup_vs_naive']:5.2f}x" if "cpu_speedup_vs_naive" in r else ""))
-    meta = {"argv": sys.argv[1:], "device": args.device, "threads": torch.get_num_threads(),
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    meta = {"argv": sys.argv[1:], "commit": commit, "device": args.device, "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg(),
             "torch": torch.__version__}
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        from subnas._io import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
