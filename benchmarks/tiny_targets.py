@@ -1,8 +1,9 @@
 """Tiny targets (issue #13): the best 10M / 50M / 100M sub-networks of SmolLM2, with and without
-vocabulary pruning, in bits per byte on validation text, before and after a short distillation.
+vocabulary pruning, in bits per byte over the same bytes for every vocabulary.
 
     python benchmarks/tiny_targets.py                          # -> benchmarks/results/tiny_targets.json + plot
     python benchmarks/tiny_targets.py --bins 10M --trials 12   # one bin, a smaller search
+    python benchmarks/tiny_targets.py --rescore                # only score what is recorded (no search/training)
 
 For every bin (±10% around the target) and both variants — ``full`` (the paper's spaces: the whole
 49,152-token vocabulary) and ``pruned`` (the same space plus the vocabulary choice 4k/8k/16k/32k/
@@ -10,16 +11,23 @@ full, `subnas.vocab`) — it
 
 1. searches the coarse-uniform space (importance order, evolution seeded with the one-shot prunes)
    ranking every candidate by bits per byte on the *search* split;
-2. reports the winner's bits per byte and per-token perplexity on the *validation* split;
+2. scores the winner on every document of ``--eval-data`` (default: the held-out *test* split),
+   each document whole (`subnas.evaluation._perplexity.document_bits_per_byte`, windows of
+   ``--val-seq-len`` predictions): every vocabulary is scored on exactly the same bytes, and the
+   per-document values give the spread of a comparison;
 3. distils the extracted winner from the teacher for the same number of training tokens (the
    teacher restricted to the student's kept tokens for a pruned vocabulary: same weights, the
-   softmax over the kept rows), then reports validation bits per byte again;
+   softmax over the kept rows), then scores the trained student the same way;
 4. for the smallest pruned winner, checks that its export loads with stock ``AutoModelForCausalLM``
-   + ``AutoTokenizer`` in a process that never imports subnas and round-trips validation text.
+   + ``AutoTokenizer`` in a process that never imports subnas and round-trips validation text;
+5. scores the teacher with only its vocabulary pruned (all layers, full width) at each of
+   ``--teacher-vocab``'s sizes, on the same bytes.
 
-Results are merged into the JSON after every step (atomic writes), so a stopped run resumes where
-it stopped; the plot (bits per byte vs parameters) is redrawn at the end. Budgets default to what
-a shared 2-core CPU does in well under an hour; raise ``--trials`` and ``--distill-tokens`` on a
+A winner whose search folder is gone is rebuilt from its recorded sizes and layers and must give
+its recorded first-protocol number again (16 x 256 validation tokens; `winner`), else the script
+stops. Results are merged into the JSON after every step (atomic writes), so a stopped run resumes
+where it stopped; the plot (bits per byte vs parameters) is redrawn at the end. Budgets default to
+what a shared 2-core CPU does in about an hour; raise ``--trials`` and ``--distill-tokens`` on a
 bigger machine.
 """
 
