@@ -4,6 +4,7 @@ vocabulary pruning, in bits per byte over the same bytes for every vocabulary.
     python benchmarks/tiny_targets.py                          # -> benchmarks/results/tiny_targets.json + plot
     python benchmarks/tiny_targets.py --bins 10M --trials 12   # one bin, a smaller search
     python benchmarks/tiny_targets.py --rescore                # only score what is recorded (no search/training)
+    python benchmarks/tiny_targets.py --report                 # the tables of docs/benchmarks/tiny_targets.md
 
 For every bin (±10% around the target) and both variants — ``full`` (the paper's spaces: the whole
 49,152-token vocabulary) and ``pruned`` (the same space plus the vocabulary choice 4k/8k/16k/32k/
@@ -273,7 +274,46 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def report(data: dict[str, Any]) -> str:
+    """The tables of docs/benchmarks/tiny_targets.md from the JSON (``--report``): only rows scored
+    on equal bytes; a full-vs-pruned gap per bin with its spread over the documents."""
+    setup = data["equal_bytes_setup"]
+    lines = [f"Every document of `{setup['eval_data']}`, scored whole in windows of {setup['max_length']} "
+             "predictions (`document_bits_per_byte`): the same bytes for every vocabulary.", "",
+             "| bin | vocabulary | parameters | layers × n_embd, heads/groups, head size, MLP | bits/byte | "
+             "bits/byte after distillation |", "|---|---|---|---|---|---|"]
+    for key, r in data["runs"].items():
+        if "equal_bytes" not in r:
+            continue
+        e, sub = r["equal_bytes"], r["subnet"]
+        after = r.get("after_equal_bytes", {}).get("bits_per_byte")
+        lines.append(f"| {key.split('/')[0]} | {e['vocab_size']:,}{' (full)' if r['variant'] == 'full' else ''} | "
+                     f"{e['parameters']:,} | {sub['n_layers']} × {sub['n_embd']}, {sub['num_heads']}/"
+                     f"{sub['query_groups']}, {sub['head_size']}, {sub['intermediate_size']} | "
+                     f"{e['bits_per_byte']:.3f} | {'not measured on equal bytes' if after is None else f'{after:.3f}'} |")
+    lines += ["", "| bin | pruned − full, bits/byte | per document: min … max | documents where full is better |",
+              "|---|---|---|---|"]
+    for bin_name in BINS:
+        full, pruned = (data["runs"].get(f"{bin_name}/{v}", {}).get("equal_bytes") for v in VARIANTS)
+        if full and pruned:
+            gaps = [p - f for f, p in zip(full["per_document"], pruned["per_document"])]
+            lines.append(f"| {bin_name} | {pruned['bits_per_byte'] - full['bits_per_byte']:+.3f} | "
+                         f"{min(gaps):+.3f} … {max(gaps):+.3f} | {sum(g > 0 for g in gaps)} of {len(gaps)} |")
+    teacher = data.get("teacher_vocab", {})
+    if teacher:
+        sizes = sorted(teacher, key=int)
+        lines += ["", "| teacher's vocabulary | " + " | ".join(f"{int(n):,}" + (" (full)" if n == "49152" else "")
+                                                         for n in sizes) + " |",
+                  "|---|" + "---|" * len(sizes),
+                  "| bits per byte | " + " | ".join(f"{teacher[n]['bits_per_byte']:.3f}" for n in sizes) + " |"]
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if "--report" in sys.argv:  # python benchmarks/tiny_targets.py --report [JSON]
+        rest = sys.argv[sys.argv.index("--report") + 1:]
+        print(report(load(Path(rest[0]) if rest else HERE / "results" / "tiny_targets.json")))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(HERE / "results" / "tiny_targets.json"))
     parser.add_argument("--plot", default=str(HERE.parent / "docs" / "benchmarks" / "tiny_targets.png"))
