@@ -246,6 +246,11 @@ def main() -> None:
     ap.add_argument("--json", type=str, default=None, help="also write the results to this file")
     args = ap.parse_args()
     modes = args.modes.split(",")
+    import subprocess
+
+    # The commit the measured code is at, read before measuring (the tree may move on during a long run).
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip() or None
     if "kd-warm" in modes and ("kd-cold" not in modes or modes.index("kd-cold") > modes.index("kd-warm")):
         ap.error("kd-warm reads the cache that kd-cold fills: list kd-cold before it")
 
@@ -295,10 +300,6 @@ def main() -> None:
                 r["cpu_speedup_vs_naive"] = r["tokens_per_cpu_s"] / base["tokens_per_cpu_s"]
             print(f"  {r['mode']:13s} {r['speedup_vs_naive']:5.2f}x" +
                   (f" / {r['cpu_speedup_vs_naive']:5.2f}x" if "cpu_speedup_vs_naive" in r else ""))
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip() or None
     meta = {"argv": sys.argv[1:], "commit": commit, "device": args.device, "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg(),
             "torch": torch.__version__}
