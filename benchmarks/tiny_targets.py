@@ -132,8 +132,8 @@ def winner(supernet: Any, row: dict[str, Any], args: argparse.Namespace) -> Any:
         row["rebuilt_check"] = {"recorded": row["validation"]["bits_per_byte"], "re_evaluated": again}
     check = row["rebuilt_check"]
     if abs(check["recorded"] - check["re_evaluated"]) > 1e-6:
-        raise SystemExit(f"{path} is gone and the rebuilt winner scores {check['re_evaluated']} instead of the recorded "
-                         f"{check['recorded']}: not the same sub-network")
+        raise SystemExit(f"{path} is gone and the rebuilt winner scores {check['re_evaluated']} instead of the "
+                         f"recorded {check['recorded']}: not the same sub-network")
     return subnet
 
 
@@ -290,7 +290,8 @@ def report(data: dict[str, Any]) -> str:
         lines.append(f"| {key.split('/')[0]} | {e['vocab_size']:,}{' (full)' if r['variant'] == 'full' else ''} | "
                      f"{e['parameters']:,} | {sub['n_layers']} × {sub['n_embd']}, {sub['num_heads']}/"
                      f"{sub['query_groups']}, {sub['head_size']}, {sub['intermediate_size']} | "
-                     f"{e['bits_per_byte']:.3f} | {'not measured on equal bytes' if after is None else f'{after:.3f}'} |")
+                     f"{e['bits_per_byte']:.3f} | "
+                     f"{'not measured on equal bytes' if after is None else f'{after:.3f}'} |")
     lines += ["", "| bin | pruned − full, bits/byte | per document: min … max | documents where full is better |",
               "|---|---|---|---|"]
     for bin_name in BINS:

