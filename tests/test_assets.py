@@ -332,3 +332,11 @@ def test_default_corpus_statistics() -> None:
     print("default corpus:", stats)
     assert stats["validation"]["tokens"] > 8 * 512
     assert 400_000 < stats["train"]["tokens"] + stats["validation"]["tokens"] < 900_000
+
+
+def test_nothing_in_the_library_reads_the_test_split_unless_asked() -> None:
+    """The held-out split stays held out: no default, fitness, order or plugin names it."""
+    root = Path(__file__).resolve().parents[1]
+    readers = [p.relative_to(root).as_posix() for folder in ("subnas", "plugins") for p in (root / folder).rglob("*.py")
+               if p.parent.name != "data" and ("default:test" in p.read_text() or '["test"]' in p.read_text())]
+    assert readers == []
