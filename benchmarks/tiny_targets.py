@@ -282,7 +282,7 @@ def report(data: dict[str, Any]) -> str:
              "predictions (`document_bits_per_byte`): the same bytes for every vocabulary.", "",
              "| bin | vocabulary | parameters | layers × n_embd, heads/groups, head size, MLP | bits/byte | "
              "bits/byte after distillation |", "|---|---|---|---|---|---|"]
-    for key, r in data["runs"].items():
+    for key, r in sorted(data["runs"].items(), key=lambda kv: (list(BINS).index(kv[0].split("/")[0]), kv[0])):
         if "equal_bytes" not in r:
             continue
         e, sub = r["equal_bytes"], r["subnet"]
