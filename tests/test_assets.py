@@ -332,6 +332,7 @@ def test_default_corpus_statistics() -> None:
     print("default corpus:", stats)
     assert stats["validation"]["tokens"] > 8 * 512
     assert 400_000 < stats["train"]["tokens"] + stats["validation"]["tokens"] < 900_000
+    assert 40_000 < stats["test"]["tokens"] < 55_000  # 47,679 in corpus v4: about validation's 45,648
 
 
 def test_nothing_in_the_library_reads_the_test_split_unless_asked() -> None:
