@@ -70,7 +70,11 @@ def run_one(method: str, lr: float, args: argparse.Namespace, teacher: Any, fold
     else:
         result = pretrain(args.subnet_dir, "default", folder, init="random" if method == "random init" else "pretrained",
                           **options)
+    from subnas.demo import read_curve
+
+    curve = read_curve(Path(result["log"]))  # a point at 0 tokens is the untrained sub-network's perplexity
     return {"method": method, "lr": lr, "tokens": result["tokens"], "search_perplexity": result["val_perplexity"],
+            "start_perplexity": curve[0][1] if curve and curve[0][0] == 0 else None,
             "tokens_per_s": result["tokens_per_s"], "seconds": time.perf_counter() - start}
 
 

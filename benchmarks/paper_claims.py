@@ -8,8 +8,10 @@
 
 (a) and (d) are measured here: the default search's sub-network (as `subnas demo` finds it) is
 trained three ways per seed — distilled, cross-entropy from the supernet's weights, cross-entropy
-from random init — at equal tokens, each with its swept learning rate (`subnas.demo.DEFAULT_LRS`),
-validation perplexity on the corpus's validation split. Every finished run is merged into
+from random init — at equal tokens, each with its swept learning rate (`subnas.demo.DEFAULT_LRS`);
+training curves on ``--eval-seqs`` sequences of the validation split, and every final model (and the
+teacher) scored on all of ``--heldout`` (default: the held-out test split), which the claims
+compare. Every finished run is merged into
 ``--out/paper_claims.json`` at once; running the same command again resumes (finished runs are read
 back, an interrupted one continues from its checkpoint). (b) and (c) are read from the search
 benchmark's results (``benchmarks/search_quality.py``, arms ``default``, ``random``,
@@ -44,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bin", default="85M-100M")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--eval-seqs", type=int, default=16)
+    p.add_argument("--eval-seqs", type=int, default=16, help="validation sequences of the training curves")
+    p.add_argument("--heldout", default="default:test",
+                   help="text every final model (and the teacher) is scored on, all of it: the headline numbers")
     p.add_argument("--warmup-steps", type=int, default=8)
     p.add_argument("--search-results", default=str(ROOT / "docs/benchmarks/search_quality.json"),
                    help="benchmarks/search_quality.py's JSON, for claims (b) and (c)")
@@ -67,7 +71,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     path = out / "paper_claims.json"
     setup = {"model": "default", "bin": args.bin, "train_tokens": args.train_tokens, "seq_len": args.seq_len,
              "batch_size": args.batch_size, "eval_seqs": args.eval_seqs, "warmup_steps": args.warmup_steps,
-             "lrs": DEFAULT_LRS, "validation": "default:validation"}
+             "lrs": DEFAULT_LRS, "validation": "default:validation", "heldout": args.heldout}
     results = json.loads(path.read_text()) if path.is_file() else {"setup": setup, "runs": []}
     if results["setup"] != setup:
         raise SystemExit(f"{path} holds results of another setup ({results['setup']}); give another --out")
@@ -80,6 +84,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         results["teacher_perplexity"] = evaluate(supernet, data="default:validation", seq_len=args.seq_len,
                                                  num_seqs=args.eval_seqs, progress=False)["perplexity"]
         save()
+    if "teacher_heldout_perplexity" not in results:
+        results["teacher_heldout_perplexity"] = heldout_perplexity(supernet, args.heldout, args.seq_len)
+        save()
     # One sub-network for every seed: the claims are about training it, not about the search.
     best, subnet = search_subnet(supernet, out / "search", bin=args.bin, data="default", seq_len=args.seq_len,
                                  epochs=2, population=6, seed=0)
@@ -87,8 +94,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     results["teacher_parameters"] = supernet.count_parameters()
     for seed in args.seeds:
         def merge(row: dict[str, Any], seed: int = seed) -> None:
+            old = next((r for r in results["runs"] if (r["seed"], r["run"]) == (seed, row["run"])), {})
+            row = {**row, "seed": seed}
+            # A resumed benchmark reads finished runs back: their held-out score is kept, not recomputed.
+            row["heldout_perplexity"] = old.get("heldout_perplexity") if old.get("model_dir") == row["model_dir"] \
+                else None
+            if row["heldout_perplexity"] is None:
+                row["heldout_perplexity"] = heldout_perplexity(row["model_dir"], args.heldout, args.seq_len)
             results["runs"] = [r for r in results["runs"] if (r["seed"], r["run"]) != (seed, row["run"])]
-            results["runs"].append({**row, "seed": seed})
+            results["runs"].append(row)
             save()
             print(f"seed {seed} {row['run']:<14} validation perplexity {row['val_perplexity']:10.2f} "
                   f"({row['tokens']:,} tokens, lr {row['lr']:g})", flush=True)
@@ -98,6 +112,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                     eval_seqs=args.eval_seqs, seed=seed, lrs=DEFAULT_LRS, warmup_steps=args.warmup_steps,
                     on_run=merge)
     return results
+
+
+def heldout_perplexity(model: Any, data: str, seq_len: int) -> float:
+    """Perplexity of ``model`` (a folder or a `Supernet`) on every whole ``seq_len`` block of ``data``."""
+    from subnas.evaluation._perplexity import evaluate
+
+    return float(evaluate(model, data=data, seq_len=seq_len, num_seqs=None, progress=False)["perplexity"])
 
 
 def tokens_to_reach(curve: list[list[float]], target: float) -> int | None:
@@ -123,18 +144,48 @@ def training_claims(results: dict[str, Any]) -> dict[str, Any]:
     for seed, runs in complete.items():
         kd, ce, rnd = runs["distilled"], runs["cross-entropy"], runs["random init"]
         need = tokens_to_reach(kd["curve"], rnd["val_perplexity"])
+        # A curve whose first point already beats random init's end says nothing about the ratio of
+        # tokens: any ratio would "hold". Such a seed cannot test the claim at this budget.
+        measurable = need is None or need > kd["curve"][0][0]
         a_rows.append({"seed": seed, "random_final": rnd["val_perplexity"], "random_tokens": rnd["tokens"],
                        "distilled_tokens_needed": need, "distilled_start": kd["start_perplexity"],
-                       "holds": need is not None and 2 * need <= rnd["tokens"]})
-        d_rows.append({"seed": seed, "distilled": kd["val_perplexity"], "cross_entropy": ce["val_perplexity"],
-                       "random_init": rnd["val_perplexity"], "holds": kd["val_perplexity"] < ce["val_perplexity"]})
+                       "distilled_first_point": list(kd["curve"][0]), "measurable": measurable,
+                       "holds": measurable and need is not None and 2 * need <= rnd["tokens"]})
+        key = _final_key(runs.values())
+        d_rows.append({"seed": seed, "distilled": kd[key], "cross_entropy": ce[key], "random_init": rnd[key],
+                       "metric": key, "holds": kd[key] < ce[key]})
     seeds = len(complete)
     a_holds = seeds >= 2 and all(r["holds"] for r in a_rows)
     d_mean = (statistics.fmean(r["distilled"] for r in d_rows), statistics.fmean(r["cross_entropy"] for r in d_rows)) \
         if d_rows else None
     d_holds = seeds >= 2 and all(r["holds"] for r in d_rows)
-    return {"seeds": seeds, "a": {"rows": a_rows, "holds": a_holds}, "d": {"rows": d_rows, "holds": d_holds,
-                                                                          "mean": d_mean}}
+    return {"seeds": seeds, "a": {"rows": a_rows, "holds": a_holds, "verdict": _a_verdict(a_rows, seeds)},
+            "d": {"rows": d_rows, "holds": d_holds, "mean": d_mean,
+                  "verdict": _verdict(d_holds, seeds)}}
+
+
+def _final_key(rows: Any) -> str:
+    """Which final number a claim compares: the held-out split's when every run has it."""
+    return "heldout_perplexity" if all(r.get("heldout_perplexity") is not None for r in rows) else "val_perplexity"
+
+
+def _verdict(holds: bool, seeds: int) -> str:
+    if seeds < 2:
+        return f"no verdict ({seeds} seed{'s' if seeds != 1 else ''}; at least 2 needed)"
+    return f"{'holds' if holds else 'does not hold'} ({seeds} seeds)"
+
+
+def _a_verdict(rows: list[dict[str, Any]], seeds: int) -> str:
+    """Claim (a)'s verdict; "not measurable at this budget" when a seed's distilled curve is already
+    below random init's final perplexity at its first point."""
+    unmeasurable = [r for r in rows if not r["measurable"]]
+    if seeds >= 2 and unmeasurable:
+        worst = max(r["random_final"] for r in unmeasurable)
+        start = min(r["distilled_first_point"][1] for r in unmeasurable)
+        return (f"not measurable at this budget ({len(unmeasurable)} of {seeds} seeds): the distilled run starts at "
+                f"{start:,.1f} after {unmeasurable[0]['distilled_first_point'][0]:,} tokens, already below random "
+                f"init's final {worst:,.1f}")
+    return _verdict(all(r["holds"] for r in rows), seeds)
 
 
 # ---------------------------------------------------------------------------- search, (b) and (c)
@@ -167,11 +218,15 @@ def report(results: dict[str, Any] | None, search: dict[str, Any] | None, docs: 
         claims = training_claims(results)
         teacher = results["teacher_perplexity"]
         setup = results["setup"]
-        lines += [f"Sub-network: {results.get('parameters', 0):,} parameters; teacher validation perplexity "
-                  f"{teacher:.2f}; {setup['train_tokens']:,} tokens per run; learning rates {setup['lrs']}.", "",
-                  "| run | validation perplexity, mean ± std | per seed |", "|---|---|---|"]
+        key = _final_key(results["runs"])
+        where = (f"{setup['heldout']} (all of it)" if key == "heldout_perplexity"
+                 else f"validation, {setup['eval_seqs']} x {setup['seq_len']} tokens")
+        teacher_final = results.get("teacher_heldout_perplexity") if key == "heldout_perplexity" else teacher
+        lines += [f"Sub-network: {results.get('parameters', 0):,} parameters; teacher perplexity on {where} "
+                  f"{teacher_final:.2f}; {setup['train_tokens']:,} tokens per run; learning rates {setup['lrs']}.", "",
+                  f"| run | final perplexity on {where}, mean ± std | per seed |", "|---|---|---|"]
         for name in ("distilled", "cross-entropy", "random init"):
-            vals = {r["seed"]: r["val_perplexity"] for r in results["runs"] if r["run"] == name}
+            vals = {r["seed"]: r[key] for r in results["runs"] if r["run"] == name}
             lines.append(f"| {name} | {_stats(list(vals.values()))} | "
                          + ", ".join(f"seed {s}: {v:,.1f}" for s, v in sorted(vals.items())) + " |")
         lines += ["", "| claim | per seed | verdict |", "|---|---|---|"]
@@ -181,11 +236,10 @@ def report(results: dict[str, Any] | None, search: dict[str, Any] | None, docs: 
                           f"{'never' if r['distilled_tokens_needed'] is None else format(r['distilled_tokens_needed'], ',')}"
                           f" (starts at {r['distilled_start']:.1f})" for r in a["rows"])
         lines.append(f"| (a) supernet init + distillation reaches random init's final perplexity with ≥ 2× fewer "
-                     f"tokens | {per_a} | {'holds' if a['holds'] else 'does not hold'} ({claims['seeds']} seeds) |")
+                     f"tokens | {per_a} | {a['verdict']} |")
         d = claims["d"]
         per_d = "; ".join(f"seed {r['seed']}: {r['distilled']:.1f} vs {r['cross_entropy']:.1f}" for r in d["rows"])
-        lines.append(f"| (d) distillation beats cross-entropy at equal tokens | {per_d} | "
-                     f"{'holds' if d['holds'] else 'does not hold'} ({claims['seeds']} seeds) |")
+        lines.append(f"| (d) distillation beats cross-entropy at equal tokens | {per_d} | {d['verdict']} |")
         summaries = []
         for seed in sorted({r["seed"] for r in results["runs"]}):
             rows = [r for r in results["runs"] if r["seed"] == seed]

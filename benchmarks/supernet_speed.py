@@ -1,5 +1,5 @@
 """Tokens/s of a sub-network run inside the supernet vs the same sub-network exported and run by
-stock `transformers`, measured in one process on the same tokens (DESIGN.md §6).
+stock `transformers`, measured in one process on the same tokens.
 
     python benchmarks/supernet_speed.py                       # real SmolLM2-135M, CPU
     python benchmarks/supernet_speed.py --model pythia-410m   # full-size random-weight Pythia (GPU)

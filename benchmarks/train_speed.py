@@ -1,4 +1,4 @@
-"""Where a distillation step's time goes, and how much the optimised path saves (DESIGN.md §6).
+"""Where a distillation step's time goes, and how much the optimised path saves.
 
 Teacher: the default supernet (SmolLM2-135M). Student: a sub-network of it, extracted once (default
 18 layers, 92M parameters). Data: real text (``default:train``), the same batches for every mode.
@@ -28,6 +28,7 @@ cold and warm on a fresh cache, so the product path's own tokens/s is on record 
     python benchmarks/train_speed.py                        # CPU: seq 256 x 4, 1 + 3 steps a mode (~5 min on 2 cores)
     python benchmarks/train_speed.py --threads 1               # stable CPU-time numbers on a shared machine
     python benchmarks/train_speed.py --device cuda --seq-len 1024 --batch-size 16 --steps 10
+    python benchmarks/train_speed.py --report docs/benchmarks/train_speed.json   # its --json as a markdown table
 """
 
 from __future__ import annotations
@@ -202,7 +203,35 @@ def trainer_runs(args: argparse.Namespace, supernet: Any, student_dir: str, tmp:
     return out
 
 
+MODE_NAMES = {"naive-kd": "naive full-logit KD", "kd-fp32": "library loss + fused AdamW, no cache",
+              "kd-cold": "default path, cold cache", "kd-warm": "default path, warm cache",
+              "ce": "CE pretraining (default path)", "distill-cold": "`subnas.training.distill`, cold cache",
+              "distill-warm": "`subnas.training.distill`, warm cache"}
+
+
+def markdown(path: Path) -> str:
+    """The table of docs/training.md from a ``--json`` file (``--report``)."""
+    data = json.loads(path.read_text())
+    head = ("| mode | precision | tokens/s | tokens/CPU-s | × naive (wall / CPU) | "
+            + " | ".join(PHASES) + " | peak MB |")
+    lines = [head, "|" + "---|" * (6 + len(PHASES))]
+    for r in data["results"]:
+        if "phases_s" not in r:  # a `distill` run: its own log's tokens/s only
+            lines.append(f"| {MODE_NAMES.get(r['mode'], r['mode'])} | {r['precision']} | {r['tokens_per_s']:.0f} | | "
+                         f"{r.get('speedup_vs_naive', float('nan')):.2f} |" + " |" * (len(PHASES) + 1))
+            continue
+        phases = " | ".join("–" if r["mode"] == "ce" and p == "teacher" else
+                            f"{r['phases_s'][p]:.2f} / {r['phases_cpu_s'][p]:.2f}" for p in PHASES)
+        lines.append(f"| {MODE_NAMES.get(r['mode'], r['mode'])} | {r['precision']} | {r['tokens_per_s']:.0f} | "
+                     f"{r['tokens_per_cpu_s']:.0f} | {r.get('speedup_vs_naive', 1):.2f} / "
+                     f"{r.get('cpu_speedup_vs_naive', 1):.2f} | {phases} | {r['peak_memory_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if "--report" in sys.argv:  # python benchmarks/train_speed.py --report docs/benchmarks/train_speed.json
+        print(markdown(Path(sys.argv[sys.argv.index("--report") + 1])))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="teacher / supernet (default: offline SmolLM2-135M)")
     ap.add_argument("--subnet", default='{"n_layers": 18}', help="student sub-network as JSON")
@@ -217,6 +246,11 @@ def main() -> None:
     ap.add_argument("--json", type=str, default=None, help="also write the results to this file")
     args = ap.parse_args()
     modes = args.modes.split(",")
+    import subprocess
+
+    # The commit the measured code is at, read before measuring (the tree may move on during a long run).
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent).stdout.strip() or None
     if "kd-warm" in modes and ("kd-cold" not in modes or modes.index("kd-cold") > modes.index("kd-warm")):
         ap.error("kd-warm reads the cache that kd-cold fills: list kd-cold before it")
 
@@ -266,11 +300,13 @@ def main() -> None:
                 r["cpu_speedup_vs_naive"] = r["tokens_per_cpu_s"] / base["tokens_per_cpu_s"]
             print(f"  {r['mode']:13s} {r['speedup_vs_naive']:5.2f}x" +
                   (f" / {r['cpu_speedup_vs_naive']:5.2f}x" if "cpu_speedup_vs_naive" in r else ""))
-    meta = {"argv": sys.argv[1:], "device": args.device, "threads": torch.get_num_threads(),
+    meta = {"argv": sys.argv[1:], "commit": commit, "device": args.device, "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg(),
             "torch": torch.__version__}
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        from subnas._io import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

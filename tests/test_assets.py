@@ -151,6 +151,11 @@ def test_default_corpus_is_split_by_article_and_cached() -> None:
     assert len(every) == len(set(every))
     assert 90 <= len(every) <= 110  # DESIGN.md §5: ~106 articles
     assert len(corpus.validation) >= 5 and len(corpus.search) >= 5 and len(corpus.calibration) >= 5
+    # The test split (taken out of train in corpus v4) left the three evaluation splits as they were.
+    assert titles["validation"][:2] == ["Autism", "Achilles"] and len(titles["validation"]) == 8
+    assert len(titles["search"]) == 16 and len(titles["calibration"]) == 9
+    test_bytes = sum(len(t.encode("utf-8")) for t in corpus.test)
+    assert len(corpus.test) == 10 and 190_000 < test_bytes < 215_000  # about validation's size
     assert all(len(t) >= assets.MIN_ARTICLE_CHARS and "{{" not in t and "<ref" not in t
                for s in Corpus.SPLITS for t in corpus[s])
     # The split is a function of the title alone.
@@ -160,7 +165,7 @@ def test_default_corpus_is_split_by_article_and_cached() -> None:
     assert time.perf_counter() - start < 1.0
     assert again == corpus and again["validation"] is not None
     with pytest.raises(KeyError, match="validation"):
-        corpus["test"]
+        corpus["dev"]
 
 
 def test_unreadable_corpus_cache_is_rebuilt(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -177,8 +182,9 @@ def test_unreadable_corpus_cache_is_rebuilt(isolated_cache: Path, monkeypatch: p
 # ---------------------------------------------------------------------------- resolve_text_source
 @pytest.fixture
 def tiny_corpus(monkeypatch: pytest.MonkeyPatch) -> Corpus:
-    corpus = Corpus(train=["t1", "t2"], validation=["v1", ""], search=["s1"], calibration=["c1"],
-                    titles={"train": ["A", "B"], "validation": ["C", "D"], "search": ["E"], "calibration": ["F"]})
+    corpus = Corpus(train=["t1", "t2"], validation=["v1", ""], search=["s1"], calibration=["c1"], test=["x1"],
+                    titles={"train": ["A", "B"], "validation": ["C", "D"], "search": ["E"], "calibration": ["F"],
+                            "test": ["G"]})
     monkeypatch.setattr(assets, "default_corpus", lambda: corpus)
     return corpus
 
@@ -187,8 +193,9 @@ def test_default_sources(tiny_corpus: Corpus) -> None:
     assert resolve_text_source("default") == ["v1"]  # empty documents dropped
     assert resolve_text_source("default:validation") == ["v1"]
     assert resolve_text_source("default:train") == ["t1", "t2"]
-    with pytest.raises(DataSourceError, match="default:validation"):
-        resolve_text_source("default:test")
+    assert resolve_text_source("default:test") == ["x1"]  # only when asked for by name
+    with pytest.raises(DataSourceError, match="default:test"):
+        resolve_text_source("default:dev")
 
 
 def test_text_file_is_one_document_and_folder_one_per_file(tmp_path: Path) -> None:
@@ -276,10 +283,12 @@ def test_one_parse_of_the_grammar_for_evaluation_and_training(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_text("x")
     (tmp_path / "d.jsonl").write_text(json.dumps({"body": "y"}))
-    kinds = {spec: parse_text_source(spec) for spec in ("default", "default:search", "a.txt", str(tmp_path), "d.jsonl",
-                                                        "d.jsonl:body", "org/name", "org/name:cfg:test:alt")}
+    specs = ("default", "default:search", "default:test", "a.txt", str(tmp_path), "d.jsonl", "d.jsonl:body",
+             "org/name", "org/name:cfg:test:alt")
+    kinds = {spec: parse_text_source(spec) for spec in specs}
     assert {spec: s.kind for spec, s in kinds.items()} == {
-        "default": "default", "default:search": "default", "a.txt": "file", str(tmp_path): "folder",
+        "default": "default", "default:search": "default", "default:test": "default", "a.txt": "file",
+        str(tmp_path): "folder",
         "d.jsonl": "table", "d.jsonl:body": "table", "org/name": "dataset", "org/name:cfg:test:alt": "dataset"}
     assert (kinds["d.jsonl:body"].path, kinds["d.jsonl:body"].column) == (Path("d.jsonl"), "body")
     named = kinds["org/name:cfg:test:alt"]
@@ -287,9 +296,10 @@ def test_one_parse_of_the_grammar_for_evaluation_and_training(tmp_path: Path, mo
     # Training's split where none is given; evaluation reads the source as given.
     train = {spec: s.with_default_split("train").spec for spec, s in kinds.items()}
     assert train["default"] == "default:train" and train["default:search"] == "default:search"
+    assert train["default:test"] == "default:test" and kinds["default:test"].split == "test"
     assert train["org/name"] == "org/name::train" and train["org/name:cfg:test:alt"] == "org/name:cfg:test:alt"
     assert train["d.jsonl:body"] == "d.jsonl:body"
-    for bad, error in (("default:test", DataSourceError), ("a.txt:col", DataSourceError),
+    for bad, error in (("default:dev", DataSourceError), ("a.txt:col", DataSourceError),
                        ("missing.csv", FileNotFoundError), ("a:b:c:d:e", DataSourceError)):
         with pytest.raises(error):
             parse_text_source(bad)
@@ -322,3 +332,12 @@ def test_default_corpus_statistics() -> None:
     print("default corpus:", stats)
     assert stats["validation"]["tokens"] > 8 * 512
     assert 400_000 < stats["train"]["tokens"] + stats["validation"]["tokens"] < 900_000
+    assert 40_000 < stats["test"]["tokens"] < 55_000  # 47,679 in corpus v4: about validation's 45,648
+
+
+def test_nothing_in_the_library_reads_the_test_split_unless_asked() -> None:
+    """The held-out split stays held out: no default, fitness, order or plugin names it."""
+    root = Path(__file__).resolve().parents[1]
+    readers = [p.relative_to(root).as_posix() for folder in ("subnas", "plugins") for p in (root / folder).rglob("*.py")
+               if p.parent.name != "data" and ("default:test" in p.read_text() or '["test"]' in p.read_text())]
+    assert readers == []

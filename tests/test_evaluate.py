@@ -59,6 +59,18 @@ def test_packing_with_bos_starts_every_block_with_bos() -> None:
     assert tokens.tolist() == [[1] + ids("ab"), [1] + ids("c") + [2], [1] + ids("de")]
 
 
+def test_num_seqs_none_scores_every_whole_block() -> None:
+    """``num_seqs=None`` is all of a split (the tail shorter than a block is left out), the same
+    blocks a fixed count takes first."""
+    docs = ["abcde", "fghij", "kl"]  # 5 + 1 + 5 + 1 + 2 = 14 tokens: four blocks of 3, two left over
+    every = tokenize_for_eval(docs, CharTokenizer(), seq_len=3, num_seqs=None)
+    assert every.shape == (4, 3)
+    assert torch.equal(every[:2], tokenize_for_eval(docs, CharTokenizer(), seq_len=3, num_seqs=2))
+    assert tokenize_for_eval(docs, CharTokenizer(), seq_len=3, num_seqs=None, add_bos=True).shape == (7, 3)
+    with pytest.raises(DataSourceError, match=r"has 2 tokens.*holds 0 sequence\(s\)"):
+        tokenize_for_eval(["ab"], CharTokenizer(), seq_len=5, num_seqs=None)
+
+
 def test_too_little_data_says_how_many_sequences_fit() -> None:
     with pytest.raises(DataSourceError, match=r"has 11 tokens.*holds 2 sequence\(s\) of 5 tokens.*--num-seqs 2"):
         tokenize_for_eval(["abcde", "fghij"], CharTokenizer(), seq_len=5, num_seqs=3)

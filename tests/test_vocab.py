@@ -266,6 +266,9 @@ def test_bits_per_byte_of_pruned_subnetwork_matches_its_export_and_lm_eval(tmp_p
     assert result["vocab_size"] == len(pruned) and result["bytes"] > 0
     assert result["bits_per_byte"] == pytest.approx(
         result["nll"] * 2 * 15 / (result["bytes"] * math.log(2)))
+    whole = evaluate(supernet, data=str(tmp_path / "docs.txt"), subnet=subnet, seq_len=16, num_seqs=None,
+                     progress=False)  # every whole block of the file
+    assert whole["num_seqs"] == whole["tokens"] // 16 > 2 and whole["bytes"] > result["bytes"]
 
 
 @pytest.mark.parametrize("space_name", ["coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise"])

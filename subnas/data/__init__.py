@@ -1,7 +1,7 @@
 """Data: the offline default model and corpus, the ``--data`` grammar, and packed token ids.
 
 - ``_assets``: the default model (SmolLM2-135M from a local package), the default corpus (a
-  Wikipedia dump split into search/validation/calibration/train), and `locate_model`, the one place
+  Wikipedia dump split by article into train/validation/search/calibration/test), and `locate_model`, the one place
   a model name (``"default"``, a folder, a Hub name) becomes something to load.
 - ``_wiki``: plain text from MediaWiki XML (the default corpus's cleaning).
 - ``_sources``: the ``--data`` grammar, parsed once (`parse_text_source` → `TextSource`), and its

@@ -2,7 +2,9 @@
 
 Accepted forms:
 
-- ``default`` / ``default:SPLIT``: the offline default corpus (`subnas.data.default_corpus`).
+- ``default`` / ``default:SPLIT``: the offline default corpus (`subnas.data.default_corpus`);
+  SPLIT is ``train``, ``validation``, ``search``, ``calibration`` or ``test`` (held out for
+  headline numbers only; see `subnas.data.Corpus`).
 - ``FILE.txt``: the whole file is one document. Blank lines in prose are paragraph breaks, not
   document boundaries, so splitting on them would insert end-of-text tokens inside articles.
 - ``FOLDER``: every ``*.txt`` file in it (sorted by name) is one document.

@@ -49,14 +49,15 @@ def tokenize_for_eval(
     texts: Sequence[str],
     tokenizer: Any,
     seq_len: int,
-    num_seqs: int,
+    num_seqs: int | None,
     add_bos: bool = False,
     *,
     cache: bool = True,
 ) -> torch.Tensor:
     """Pack documents into a ``[num_seqs, seq_len]`` LongTensor of token ids, deterministically.
 
-    The first ``num_seqs`` blocks of `subnas.data.pack_texts`, the packing training uses too:
+    The first ``num_seqs`` blocks (``None``: every whole block, i.e. all of the text but the tail
+    shorter than one block) of `subnas.data.pack_texts`, the packing training uses too:
     documents are tokenized without special tokens and joined with the tokenizer's EOS (BOS when
     it has none) between consecutive documents, and the stream is cut into consecutive blocks. Only
     as many documents as needed are tokenized. With ``add_bos`` each block is ``[BOS] + seq_len -
@@ -67,7 +68,7 @@ def tokenize_for_eval(
         tokenizer: a `transformers` tokenizer, or any object with ``encode(text,
             add_special_tokens=False) -> list[int]``, ``eos_token_id`` and ``bos_token_id``.
         seq_len: tokens per sequence (at least 2: one token is predicted from another).
-        num_seqs: number of sequences.
+        num_seqs: number of sequences; ``None``: as many as the texts hold (all of a split).
         add_bos: start every sequence with BOS (see `requires_bos`).
         cache: read and write the on-disk cache.
 
@@ -75,11 +76,15 @@ def tokenize_for_eval(
         DataSourceError: the texts hold fewer tokens than ``num_seqs`` sequences need (the
             message says how many sequences of ``seq_len`` fit).
     """
-    if seq_len < 2 or num_seqs < 1:
-        raise ValueError(f"need seq_len >= 2 and num_seqs >= 1, got seq_len={seq_len}, num_seqs={num_seqs}")
+    if seq_len < 2 or (num_seqs is not None and num_seqs < 1):
+        raise ValueError(f"need seq_len >= 2 and num_seqs >= 1 (or None), got seq_len={seq_len}, "
+                         f"num_seqs={num_seqs}")
     body = seq_len - 1 if add_bos else seq_len
-    need = num_seqs * body
+    need = None if num_seqs is None else num_seqs * body
     blocks = pack_texts(texts, tokenizer, seq_len=seq_len, add_bos=add_bos, max_tokens=need, cache=cache)
+    if num_seqs is None:
+        num_seqs = max(1, len(blocks))  # no whole block at all: the error below says how many tokens there are
+        need = num_seqs * body
     if len(blocks) < num_seqs:
         fits = len(blocks)
         hint = f"pass --num-seqs {fits} or a smaller --seq-len" if fits else "pass a smaller --seq-len"
@@ -313,7 +318,7 @@ def evaluate(
     data: str = "default:validation",
     subnet: Any = None,
     seq_len: int = 512,
-    num_seqs: int = 16,
+    num_seqs: int | None = 16,
     batch_size: int = 4,
     device: str | None = None,
     progress: bool = True,
@@ -324,7 +329,8 @@ def evaluate(
     A sub-network with a pruned vocabulary reads the text through its pruned tokenizer (the one
     its export carries), so its numbers are what the export gives. Per-token perplexity is not
     comparable across vocabularies (a smaller vocabulary predicts more, easier tokens); bits per
-    byte is: the summed NLL in bits over the UTF-8 bytes those tokens stand for.
+    byte is: the summed NLL in bits over the UTF-8 bytes those tokens stand for. From Python,
+    ``num_seqs=None`` scores every whole sequence of the text (all of a split), as the benchmarks do.
 
     Args:
         model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
@@ -363,7 +369,7 @@ def evaluate(
     return {"perplexity": ppl, "nll": nll, "bits_per_byte": bits_per_byte(nll, tokens, nbytes),
             "bytes": nbytes, "tokens": int(tokens.numel()), "parameters": parameters,
             "vocab_size": supernet.subnas_config.vocab_size if vocab is None else len(vocab),
-            "seq_len": seq_len, "num_seqs": num_seqs, "data": str(data),
+            "seq_len": seq_len, "num_seqs": int(tokens.shape[0]), "data": str(data),
             "subnet": None if subnet is None else (subnet.to_dict() if hasattr(subnet, "to_dict")
                                                    else subnet.to_subnetwork().to_dict())}
 
@@ -431,9 +437,10 @@ def bits_per_byte(nll: float, tokens: torch.Tensor, nbytes: int | None) -> float
     return nll * predicted / (math.log(2) * nbytes)
 
 
-def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int,
+def supernet_tokens(supernet: Any, data: str, seq_len: int, num_seqs: int | None,
                     vocab: Sequence[int] | None = None) -> torch.Tensor:
-    """``[num_seqs, seq_len]`` evaluation tokens of ``data`` for ``supernet`` (tokenized once, cached).
+    """``[num_seqs, seq_len]`` evaluation tokens of ``data`` for ``supernet`` (tokenized once, cached;
+    ``num_seqs=None``: every whole block of ``data``).
 
     What every data-driven fitness and the importance order read; raises a clear error when the
     model has no tokenizer or ``seq_len`` exceeds its context. ``vocab`` (kept token ids of a
