@@ -24,7 +24,10 @@ CITATION = re.compile(r"(?<![\w./-])([\w./-]*[\w-]\.(?:json|jsonl|csv))\b")
 # What subnas (or a training or search run) writes for its user, named in the docs as outputs.
 OUTPUTS = {"results.json", "summary.json", "config.json", "tokenizer.json", "tokenizer_config.json", "trials.json",
            "trials.csv", "log.csv", "subnet.json", "best.json", "bin0_best_subnet.json", "binN_best_subnet.json",
-           "subnas_extract.json", "my_table.json", "generation_config.json"}
+           "subnas_extract.json", "my_table.json", "generation_config.json",
+           # a user's own files in the multi-GPU commands (their sub-network, their corpus) and the
+           # file torch.distributed.checkpoint writes beside its shards
+           "student.json", "corpus.jsonl", "state.json"}
 
 
 def committed_files() -> set[str]:
