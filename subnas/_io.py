@@ -112,13 +112,14 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint folder that cannot be read back."""
 
 
-def model_fingerprint(model: Any, *, extra: dict[str, Any] | None = None) -> str:
-    """A hash of everything that decides a model's outputs: class, config, every weight, and
-    ``extra`` (e.g. the active sub-network of a supernet and the autocast precision).
+def model_fingerprint(model: Any, *, weights: bool = True, extra: dict[str, Any] | None = None) -> str:
+    """A hash of what decides a model's outputs: class, config and every weight, plus ``extra``
+    (e.g. the active sub-network of a supernet and the autocast precision).
 
-    The weights are hashed byte for byte (0.3 s for SmolLM2-135M), so two checkpoints of one
-    architecture never share a fingerprint. Written beside exports (which model they came from,
-    without the writer's paths) and keying the teacher-logit cache.
+    With ``weights`` (the teacher-logit cache's key) the weights are hashed byte for byte (0.3 s for
+    SmolLM2-135M), so two checkpoints of one architecture never share cache entries. Without, only
+    the names and shapes count (16 hex digits): a training run's identity, which its checkpoints
+    must match to resume — the weights change at every step.
     """
     import hashlib
 
@@ -128,6 +129,10 @@ def model_fingerprint(model: Any, *, extra: dict[str, Any] | None = None) -> str
     config = {k: v for k, v in model.config.to_dict().items()
               if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures")}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
+    if not weights:
+        for name, p in model.state_dict().items():
+            h.update(f"{name}:{tuple(p.shape)};".encode())
+        return h.hexdigest()[:16]
     h.update(json.dumps(extra or {}, sort_keys=True, default=str).encode())
     h.update(repr(getattr(model, "active", None)).encode())  # a supernet's active sub-network
     for name, p in model.state_dict().items():

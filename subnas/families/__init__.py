@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,6 +66,58 @@ class ModelFamily(ABC):
         padding tries one shape through `to_hf`.
         """
         raise NotImplementedError
+
+    # Shared helper for the families' ``to_subnas_state``.
+    def renamed_from_hf(self, hf_state: StateDict, config: SubnasConfig, *, layers: str,
+                        layer_names: Mapping[str, str], global_names: Mapping[str, str],
+                        convert: Callable[[int, str, str, torch.Tensor], StateDict | None] | None = None,
+                        ignore: re.Pattern[str] | None = None, aliases: Mapping[str, str] | None = None,
+                        module_name: Callable[[str], str] | None = None) -> StateDict:
+        """The one `transformers` -> subnas renaming loop every family's `to_subnas_state` runs.
+
+        ``layer_names`` and ``global_names`` map subnas module names to the stock ones (per decoder
+        layer, and outside the layers); a stock layer module is ``{layers}.{i}.{name}``. ``convert(i,
+        name, param, tensor)`` may take a layer weight over (unfuse q|k|v, transpose a Conv1D) and return
+        its subnas entries, or None to rename it as usual. Keys matching ``ignore`` (buffers a
+        checkpoint may carry) are skipped, ``aliases`` maps further stock module names to subnas ones,
+        ``module_name`` normalises a stock module name first. A
+        weight nothing maps is an `UnsupportedModelError`; a tied output head is dropped.
+
+        Example:
+            >>> import torch
+            >>> family = family_for("llama")
+            >>> state = {"model.layers.0.mlp.up_proj.weight": torch.zeros(2, 2), "model.norm.weight": torch.ones(2)}
+            >>> sorted(family.renamed_from_hf(state, SubnasConfig(num_hidden_layers=1), layers="model.layers",
+            ...        layer_names={"mlp.up": "mlp.up_proj"}, global_names={"model.norm": "model.norm"}))
+            ['model.layers.0.mlp.up.weight', 'model.norm.weight']
+        """
+        layer_map = {stock: ours for ours, stock in layer_names.items()}
+        global_map = {**{stock: ours for ours, stock in global_names.items()}, **(aliases or {})}
+        in_layer = re.compile(rf"{re.escape(layers)}\.(\d+)\.(.+)")
+        out: StateDict = {}
+        for key, tensor in hf_state.items():
+            if ignore is not None and ignore.search(key):
+                continue
+            module, _, param = key.rpartition(".")
+            if module_name is not None:
+                module = module_name(module)
+            m = in_layer.fullmatch(module)
+            if m:
+                i, name = int(m.group(1)), m.group(2)
+                converted = convert(i, name, param, tensor) if convert is not None else None
+                if converted is not None:
+                    out.update(converted)
+                    continue
+                if name in layer_map:
+                    out[f"model.layers.{i}.{layer_map[name]}.{param}"] = tensor
+                    continue
+            elif module in global_map:
+                out[f"{global_map[module]}.{param}"] = tensor
+                continue
+            raise UnsupportedModelError(f"unexpected weight {key!r} for family {self.model_types[0]}")
+        if config.tie_word_embeddings:
+            out.pop("lm_head.weight", None)
+        return out
 
     # Shared helpers for the families' ``to_hf``.
     @staticmethod

@@ -119,7 +119,7 @@ class Gemma3TextFamily(LlamaLikeFamily):
 
     def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
         hf_sub = self.hf_config_for(sub, hf_config)
-        state = self._rename(state, to_hf=True)
+        state = self._to_hf_names(state)
         if sub.tie_word_embeddings:
             state["lm_head.weight"] = state["model.embed_tokens.weight"]  # listed by state_dict() though tied
         return hf_sub, state

@@ -46,6 +46,15 @@ GLOBAL_NAMES = {
 IGNORED = re.compile(r"(^|\.)attn\.(bias|masked_bias)$")  # not c_attn.bias!
 #: Modules whose weight is a Conv1D ([in, out]) in GPT-2.
 CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+LAYER_MAP = {stock: ours for ours, stock in LAYER_NAMES.items()}
+
+
+def _base_module(module: str) -> str:
+    """A stock module name as the renaming expects it: layers as ``h.{i}...``, the rest under ``transformer.``
+    (original GPT-2 checkpoints name the base model's weights without ``transformer.``)."""
+    if module.split(".")[0] in ("h", "wte", "wpe", "ln_f"):
+        module = "transformer." + module
+    return module.removeprefix("transformer.") if module.startswith("transformer.h.") else module
 
 
 class GPT2Family(ModelFamily):
@@ -85,33 +94,17 @@ class GPT2Family(ModelFamily):
 
     # ---------------------------------------------------------------- weights
     def to_subnas_state(self, hf_state: StateDict, config: SubnasConfig) -> StateDict:
-        out: StateDict = {}
-        layer_map = {v: k for k, v in LAYER_NAMES.items()}
-        global_map = {v: k for k, v in GLOBAL_NAMES.items()}
-        for key, tensor in hf_state.items():
-            if IGNORED.search(key):
-                continue
-            module, _, param = key.rpartition(".")
-            # Original GPT-2 checkpoints name the base model's weights without "transformer.".
-            if module.split(".")[0] in ("h", "wte", "wpe", "ln_f"):
-                module = "transformer." + module
-            module = module.removeprefix("transformer.") if module.startswith("transformer.h.") else module
-            m = re.fullmatch(r"h\.(\d+)\.(.+)", module)
-            if m and m.group(2) in CONV1D and param == "weight":
+        def linear(i: int, name: str, param: str, tensor: torch.Tensor) -> StateDict | None:
+            if name in CONV1D and param == "weight":
                 tensor = tensor.t()  # Conv1D [in, out] -> Linear [out, in]
-            if m and m.group(2) == "attn.c_attn":
-                # output dim is q | k | v, each H*Hs wide
-                for name, part in zip("qkv", tensor.chunk(3, dim=0)):
-                    out[f"model.layers.{m.group(1)}.attn.{name}.{param}"] = part
-            elif m and m.group(2) in layer_map:
-                out[f"model.layers.{m.group(1)}.{layer_map[m.group(2)]}.{param}"] = tensor
-            elif module in global_map:
-                out[f"{global_map[module]}.{param}"] = tensor
-            else:
-                raise UnsupportedModelError(f"unexpected weight {key!r} for family gpt2")
-        if config.tie_word_embeddings:
-            out.pop("lm_head.weight", None)
-        return out
+            elif name != "attn.c_attn":
+                return None  # renamed as usual
+            if name == "attn.c_attn":  # output dim is q | k | v, each H*Hs wide
+                return {f"model.layers.{i}.attn.{n}.{param}": part for n, part in zip("qkv", tensor.chunk(3, dim=0))}
+            return {f"model.layers.{i}.{LAYER_MAP[name]}.{param}": tensor}
+
+        return self.renamed_from_hf(hf_state, config, layers="h", layer_names=LAYER_NAMES, global_names=GLOBAL_NAMES,
+                                    convert=linear, ignore=IGNORED, module_name=_base_module)
 
     # ---------------------------------------------------------------- export
     def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:

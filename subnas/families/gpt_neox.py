@@ -33,7 +33,6 @@ from subnas.families import (
     ModelFamily,
     NotExpressible,
     StateDict,
-    UnsupportedModelError,
     config_kwargs,
     rope_from_hf,
     stock_rope_theta,
@@ -92,30 +91,17 @@ class GPTNeoXFamily(ModelFamily):
 
     # ---------------------------------------------------------------- weights
     def to_subnas_state(self, hf_state: StateDict, config: SubnasConfig) -> StateDict:
-        out: StateDict = {}
-        layer_map = {v: k for k, v in LAYER_NAMES.items()}
-        global_map = {v: k for k, v in GLOBAL_NAMES.items()}
-        global_map["embed_out"] = "lm_head"  # checkpoint name of the output head
-        for key, tensor in hf_state.items():
-            if IGNORED.search(key):
-                continue
-            module, _, param = key.rpartition(".")
-            m = re.fullmatch(r"gpt_neox\.layers\.(\d+)\.(.+)", module)
-            if m and m.group(2) == "attention.query_key_value":
-                i, H = int(m.group(1)), config.num_attention_heads[int(m.group(1))]
-                # rows are [H, 3, Hs]: per head its q, k and v rows
-                per_head = tensor.reshape(H, 3, -1, *tensor.shape[1:])
-                for j, name in enumerate("qkv"):
-                    out[f"model.layers.{i}.attn.{name}.{param}"] = per_head[:, j].reshape(-1, *tensor.shape[1:])
-            elif m and m.group(2) in layer_map:
-                out[f"model.layers.{m.group(1)}.{layer_map[m.group(2)]}.{param}"] = tensor
-            elif module in global_map:
-                out[f"{global_map[module]}.{param}"] = tensor
-            else:
-                raise UnsupportedModelError(f"unexpected weight {key!r} for family gpt_neox")
-        if config.tie_word_embeddings:
-            out.pop("lm_head.weight", None)
-        return out
+        def unfuse_qkv(i: int, name: str, param: str, tensor: torch.Tensor) -> StateDict | None:
+            if name != "attention.query_key_value":
+                return None
+            # rows are [H, 3, Hs]: per head its q, k and v rows
+            per_head = tensor.reshape(config.num_attention_heads[i], 3, -1, *tensor.shape[1:])
+            return {f"model.layers.{i}.attn.{n}.{param}": per_head[:, j].reshape(-1, *tensor.shape[1:])
+                    for j, n in enumerate("qkv")}
+
+        return self.renamed_from_hf(hf_state, config, layers="gpt_neox.layers", layer_names=LAYER_NAMES,
+                                    global_names=GLOBAL_NAMES, convert=unfuse_qkv, ignore=IGNORED,
+                                    aliases={"embed_out": "lm_head"})  # the checkpoint's name of the output head
 
     # ---------------------------------------------------------------- export
     def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:

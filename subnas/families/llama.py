@@ -6,6 +6,7 @@ Qwen2/3 and Gemma 3 use the same `transformers` module names (``self_attn.q_proj
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from transformers import GraniteConfig, MistralConfig, PretrainedConfig
@@ -17,11 +18,12 @@ from subnas.families import (
     ModelFamily,
     NotExpressible,
     StateDict,
-    UnsupportedModelError,
     config_kwargs,
     rope_from_hf,
     stock_rope_theta,
 )
+
+ROTARY_BUFFER = re.compile(r"rotary_emb")  # a RoPE table some checkpoints carry: recomputed, never loaded
 
 
 class LlamaLikeFamily(ModelFamily):
@@ -89,30 +91,20 @@ class LlamaLikeFamily(ModelFamily):
         )
 
     # ---------------------------------------------------------------- weights
-    def _rename(self, state: StateDict, to_hf: bool) -> StateDict:
-        layer_map = {v: k for k, v in self.layer_names.items()} if not to_hf else dict(self.layer_names)
-        global_map = {v: k for k, v in self.global_names.items()} if not to_hf else dict(self.global_names)
+    def _to_hf_names(self, state: StateDict) -> StateDict:
         out: StateDict = {}
         for key, tensor in state.items():
             module, _, param = key.rpartition(".")
             if module.startswith("model.layers."):
                 _, _, idx, rest = module.split(".", 3)
-                if rest not in layer_map:
-                    raise UnsupportedModelError(f"unexpected weight {key!r} for family {self.model_types[0]}")
-                out[f"model.layers.{idx}.{layer_map[rest]}.{param}"] = tensor
-            elif module in global_map:
-                out[f"{global_map[module]}.{param}"] = tensor
-            elif "rotary_emb" in module:
-                continue
-            else:
-                raise UnsupportedModelError(f"unexpected weight {key!r} for family {self.model_types[0]}")
+                out[f"model.layers.{idx}.{self.layer_names[rest]}.{param}"] = tensor
+            elif "rotary_emb" not in module:
+                out[f"{self.global_names[module]}.{param}"] = tensor
         return out
 
     def to_subnas_state(self, hf_state: StateDict, config: SubnasConfig) -> StateDict:
-        state = self._rename(hf_state, to_hf=False)
-        if config.tie_word_embeddings:
-            state.pop("lm_head.weight", None)
-        return state
+        return self.renamed_from_hf(hf_state, config, layers="model.layers", layer_names=self.layer_names,
+                                    global_names=self.global_names, ignore=ROTARY_BUFFER)
 
     def hf_config_for(self, sub: SubnasConfig, hf_config: PretrainedConfig) -> PretrainedConfig:
         self.require_uniform(sub, "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
@@ -149,7 +141,7 @@ class LlamaLikeFamily(ModelFamily):
 
     def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
         hf_sub = self.hf_config_for(sub, hf_config)
-        state = self._rename(state, to_hf=True)
+        state = self._to_hf_names(state)
         if sub.tie_word_embeddings:
             # A tied lm_head is the same Parameter as the embedding, but `state_dict()` (and so
             # `load_state_dict(strict=True)`) still lists it under its own name.

@@ -21,7 +21,6 @@ optimizer state, which is why a resumed run is bit-for-bit the uninterrupted one
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from subnas.training import _distributed as distributed
 from subnas.training import _fsdp
-from subnas._io import atomic_directory, atomic_write_text, transformers_bars_off
+from subnas._io import atomic_directory, atomic_write_text, model_fingerprint, transformers_bars_off
 from subnas.data import DataSourceError, cache_root, resolve_text_source
 from subnas.training._checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
 from subnas.data._tokens import BlockOrder, load_token_blocks, shard
@@ -112,13 +111,7 @@ def _teacher_cache(cfg: TrainConfig, device: torch.device, teacher: Any, sources
 
 
 def _model_fingerprint(model: Any) -> str:
-    h = hashlib.sha256(type(model).__name__.encode())
-    config = {k: v for k, v in model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures")}
-    h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, p in model.state_dict().items():
-        h.update(f"{name}:{tuple(p.shape)};".encode())
-    return h.hexdigest()[:16]
+    return model_fingerprint(model, weights=False)
 
 
 def _micro_batching(cfg: TrainConfig, world: int) -> tuple[int, int]:
