@@ -359,7 +359,7 @@ def _version() -> str:
 def _load_subnet(path: str | None) -> Any:
     from subnas.subnet import SubNetwork
 
-    return None if path is None else SubNetwork.load(path)
+    return SubNetwork.coerce(path)
 
 
 _POSITIONAL = ("model", "teacher")  # the verbs' positional arguments (MODEL in --help)

@@ -72,7 +72,6 @@ def count_parameters(model_or_config: Any, subnet: SubNetwork | ResolvedSubNetwo
     config = load_config(model_or_config)
     if subnet is None:
         return config_parameters(config)
-    if isinstance(subnet, dict):
-        subnet = SubNetwork.from_dict(subnet)
+    subnet = SubNetwork.coerce(subnet)
     resolved = subnet.resolve(config) if isinstance(subnet, SubNetwork) else subnet
     return config_parameters(config, resolved)

@@ -231,6 +231,24 @@ class SubNetwork:
         except SubNetworkError as exc:
             raise SubNetworkError(f"{p}: {exc}") from None
 
+    @classmethod
+    def coerce(cls, value: Any) -> Any:
+        """The one conversion of what users and callers pass as a sub-network: ``None`` and a
+        `SubNetwork` or `ResolvedSubNetwork` as they are, a dict as `from_dict` reads it, a path as
+        `load` reads the file.
+
+        Example:
+            >>> SubNetwork.coerce({"n_layers": 4}) == SubNetwork(n_layers=4), SubNetwork.coerce(None)
+            (True, None)
+        """
+        if value is None or isinstance(value, (SubNetwork, ResolvedSubNetwork)):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        if isinstance(value, (str, os.PathLike)):
+            return cls.load(value)
+        raise SubNetworkError(f"a sub-network is a SubNetwork, a dict or a JSON file path, not {type(value).__name__}")
+
     # ----------------------------------------------------------------- resolution
     def resolve(self, config: SubnasConfig) -> ResolvedSubNetwork:
         """Validate against ``config`` and make every choice explicit (raises `SubNetworkError`)."""

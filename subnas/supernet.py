@@ -119,9 +119,7 @@ class Supernet:
 
     def set_sub_network(self, subnet: SubNetwork | ResolvedSubNetwork | dict[str, Any] | None) -> None:
         """Activate a sub-network (raises `SubNetworkError` if it is illegal for this model)."""
-        if isinstance(subnet, dict):
-            subnet = SubNetwork.from_dict(subnet)
-        self.model.set_sub_network(subnet)
+        self.model.set_sub_network(SubNetwork.coerce(subnet))
 
     def reset(self) -> None:
         """Activate the full network."""

@@ -78,7 +78,7 @@ def _model_for_eval(model: Any, subnet: SubNetwork | dict[str, Any] | None,
         raise TypeError(f"subnet= needs a subnas.Supernet (or SubnasForCausalLM); got {type(model).__name__}. "
                         "Load it with Supernet.from_pretrained or pass the model's folder name.")
     previous = model.active
-    model.set_sub_network(SubNetwork.from_dict(subnet) if isinstance(subnet, dict) else subnet)
+    model.set_sub_network(SubNetwork.coerce(subnet))
     if model.active.vocab is not None and tokenizer is not None:
         # A pruned vocabulary reads text through its pruned tokenizer, as its export does.
         from subnas.vocab import pruned_tokenizer

@@ -353,10 +353,9 @@ def evaluate(
     dev = resolve_device(device)  # before loading: a missing device is named at once
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     supernet.to(dev)
-    if isinstance(subnet, dict):
-        from subnas.subnet import SubNetwork
+    from subnas.subnet import SubNetwork
 
-        subnet = SubNetwork.from_dict(subnet)
+    subnet = SubNetwork.coerce(subnet)
     resolved = None if subnet is None else (subnet.resolve(supernet.subnas_config)
                                             if hasattr(subnet, "resolve") else subnet)
     vocab = None if resolved is None else resolved.vocab

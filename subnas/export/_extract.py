@@ -109,8 +109,7 @@ def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, A
     """
     if format not in FORMATS:
         raise ValueError(f"format={format!r} is not one of {FORMATS}")
-    if isinstance(subnet, dict):
-        subnet = SubNetwork.from_dict(subnet)
+    subnet = SubNetwork.coerce(subnet)
     config = supernet.subnas_config
     resolved = (subnet or SubNetwork()).resolve(config) if not isinstance(subnet, ResolvedSubNetwork) else subnet
 

@@ -109,8 +109,7 @@ class SlicedSource:
         """The sub-network's weights, as `SubnasForCausalLM.sub_state_dict` of the loaded model returns them."""
         from subnas.modeling import SubnasForCausalLM
 
-        if isinstance(subnet, dict):
-            subnet = SubNetwork.from_dict(subnet)
+        subnet = SubNetwork.coerce(subnet)
         with torch.device("meta"):
             model = SubnasForCausalLM(self.subnas_config)
         model.set_sub_network(subnet)

@@ -273,11 +273,7 @@ def _val_spec(data: str, val_data: str | None) -> str | None:
 
 
 def _subnet(subnet: SubNetwork | dict[str, Any] | str | os.PathLike[str] | None) -> SubNetwork | None:
-    if subnet is None or isinstance(subnet, SubNetwork):
-        return subnet
-    if isinstance(subnet, dict):
-        return SubNetwork.from_dict(subnet)
-    return SubNetwork.load(subnet)
+    return SubNetwork.coerce(subnet)  # type: ignore[no-any-return]
 
 
 def _subnet_dict(subnet: Any) -> dict[str, Any] | None:
