@@ -57,6 +57,9 @@ def _add_extract(p: ArgumentParser) -> None:
 
     _api_flags(p, extract, skip={"pad"}, supernet=MODEL, subnet=SUBNET, out_dir=OUT,
                overwrite={"action": "store_true"})
+    p.add_argument("--extractor", type=str, default="transformers",
+                   help="registered extractor that writes the model (`subnas plugins` lists them); --format is "
+                        "passed to it when it takes one")
 
 
 def _add_evaluate(p: ArgumentParser) -> None:
@@ -411,12 +414,18 @@ def cmd_params(args: Any) -> dict[str, Any]:
 def cmd_extract(args: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from subnas.export._extract import extract
-    from subnas.export._sliced import open_source
+    import inspect
 
+    from subnas.export._sliced import open_source
+    from subnas.interfaces import get_extractor
+    from subnas.plugins import registry
+
+    factory = registry("extractors")[args.extractor]  # an unknown name: PluginError listing the known ones
+    takes_format = "format" in inspect.signature(factory).parameters
+    extractor = get_extractor(args.extractor, **({"format": args.format} if takes_format else {}))
     subnet = _load_subnet(args.subnet)
     supernet = open_source(args.model)  # a safetensors folder is read slice by slice, not loaded whole
-    result = extract(supernet, subnet, args.out, format=args.format, overwrite=args.overwrite)
+    result = extractor.extract(supernet, subnet, args.out, overwrite=args.overwrite)
     note = f"\n  {result.note}" if result.note else ""
     if result.exported_parameters != result.num_parameters:
         note += f"\n  the files hold {result.exported_parameters:,} parameters (zero-padded to a stock shape)"

@@ -143,7 +143,7 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
     validation perplexity, its curve, tokens/s and the model folder; ``on_run(row)`` is called as
     each run finishes (a benchmark merges it into its results at once).
     """
-    from subnas.export._extract import extract
+    from subnas.interfaces import get_extractor
     from subnas.training import distill, pretrain
 
     steps = max(1, train_tokens // (seq_len * batch_size))
@@ -162,7 +162,7 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
         if not extracted:
             if not (init / "model.safetensors").is_file() and not (init / "model.safetensors.index.json").is_file():
                 # Unpadded: the random-init baseline must re-initialise the searched architecture itself.
-                result = extract(supernet, subnet, init, overwrite=True, pad=False)
+                result = get_extractor("transformers", pad=False).extract(supernet, subnet, init, overwrite=True)
                 extracted.update(parameters=result.num_parameters, format=result.format)
             else:
                 extracted.update(_extract_info(init))

@@ -14,7 +14,7 @@ import os
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -276,12 +276,34 @@ class Fitness(ABC):
         return None
 
 
+@dataclass(frozen=True)
+class ExtractResult:
+    """Where and how an `Extractor` wrote a sub-network: what `subnas extract` reports."""
+
+    path: str
+    format: str  # "stock" or "subnas"
+    architecture: str  # e.g. "LlamaForCausalLM", "MistralForCausalLM" or "SubnasForCausalLM"
+    num_parameters: int  # the sub-network's own count (`subnas.count_parameters`)
+    reason: str | None  # why the flexible format was written, if it was
+    exported_parameters: int = 0  # numel of the written model: more than num_parameters when padded
+    padding: dict[str, Any] | None = None  # per-layer true widths and the padded stock shape, if padded
+    note: str | None = None  # why a stock export is not the family's own unpadded class, if it isn't
+    how_to_load: str = ""
+
+
 class Extractor(ABC):
-    """Turns a sub-network of a supernet into a standalone model on disk."""
+    """Turns a sub-network of a supernet into a standalone model on disk.
+
+    `subnas extract --extractor NAME`, training's student extraction and the demo all go through
+    the registered extractor (the built-in ``transformers`` one unless told otherwise), so a
+    plugin's extractor serves every command that writes a model.
+    """
 
     @abstractmethod
-    def extract(self, supernet: Any, subnet: SubNetwork, out_dir: str | os.PathLike[str]) -> Path:
-        """Write the model for ``subnet`` into ``out_dir`` and return that folder."""
+    def extract(self, supernet: Any, subnet: SubNetwork | None, out_dir: str | os.PathLike[str], *,
+                overwrite: bool = False) -> ExtractResult:
+        """Write the model for ``subnet`` (None: the whole model) into ``out_dir``, replacing a
+        non-empty folder only with ``overwrite``, and say where and how it was written."""
 
 
 # ---------------------------------------------------------------------------- lookups by name

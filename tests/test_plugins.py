@@ -20,7 +20,7 @@ from transformers import PretrainedConfig
 import subnas
 from subnas import SubnasConfig, SubNetwork, hookspecs
 from subnas.families import ModelFamily, family_for, known_model_types, load_config
-from subnas.interfaces import Extractor, Fitness, SearchSpace
+from subnas.interfaces import ExtractResult, Extractor, Fitness, SearchSpace
 from subnas.plugins import (
     KINDS,
     DuplicateNameError,
@@ -147,10 +147,14 @@ class ParamCountFitness(Fitness):
 
 
 class JsonExtractor(Extractor):
-    def extract(self, supernet: Any, subnet: SubNetwork, out_dir: Any) -> Path:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        subnet.save(Path(out_dir) / "subnetwork.json")
-        return Path(out_dir)
+    """Writes only the sub-network's definition (a stand-in for an extractor of another format)."""
+
+    def extract(self, supernet: Any, subnet: SubNetwork | None, out_dir: Any, *,
+                overwrite: bool = False) -> ExtractResult:
+        Path(out_dir).mkdir(parents=True, exist_ok=overwrite)
+        (subnet or SubNetwork()).save(Path(out_dir) / "subnetwork.json")
+        n = 0 if supernet is None else supernet.count_parameters(subnet)
+        return ExtractResult(path=str(out_dir), format="json", architecture="none", num_parameters=n, reason=None)
 
 
 class ToyConfig(PretrainedConfig):  # type: ignore[misc]
@@ -216,7 +220,7 @@ def test_plugin_registered_inside_a_test(toy_plugin: Any, tmp_path: Path) -> Non
     fitness = subnas.get_fitness("param-count", config=CONFIG)
     assert fitness.direction == "minimize" and fitness(s) == subnas.count_parameters(CONFIG, s)
     out = subnas.get_extractor("json").extract(None, s, tmp_path / "out")
-    assert SubNetwork.load(out / "subnetwork.json") == s
+    assert SubNetwork.load(Path(out.path) / "subnetwork.json") == s
     assert isinstance(family_for("toy-arch"), ToyFamily) and "toy-arch" in known_model_types()
     assert load_config(ToyConfig()) is CONFIG
     with pytest.raises(PluginError, match="made a int, not a Fitness"):
@@ -386,3 +390,21 @@ def test_every_hook_is_tested() -> None:
     body = inspect.getsource(test_plugin_registered_inside_a_test)
     for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for"):
         assert lookup in body
+
+
+def test_subnas_extract_goes_through_the_registered_extractor(toy_plugin: Any, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`subnas extract --extractor NAME` calls the plugin's extractor (the registry is the one way
+    a model is written), and reports what it returned."""
+    from subnas.cli import main
+    from tests._train_helpers import tiny_model_dir
+
+    (tmp_path / "s.json").write_text('{"n_layers": 1}')
+    model = tiny_model_dir(tmp_path)
+    assert main(["extract", str(model), "--subnet", str(tmp_path / "s.json"), "--out", str(tmp_path / "x"),
+                 "--extractor", "json"]) == 0
+    assert "[json format]" in capsys.readouterr().out
+    assert SubNetwork.load(tmp_path / "x" / "subnetwork.json") == SubNetwork(n_layers=1)
+    assert main(["extract", str(model), "--subnet", str(tmp_path / "s.json"), "--out", str(tmp_path / "y"),
+                 "--extractor", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err

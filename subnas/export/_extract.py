@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +39,7 @@ from subnas._io import transformers_bars_off
 from subnas._io import atomic_directory
 from subnas.data._assets import shareable_name
 from subnas.families import NotExpressible
+from subnas.interfaces import ExtractResult
 from subnas.modeling import SubnasForCausalLM, sub_config
 from subnas.export._padding import to_hf_padded
 from subnas.export._sliced import SlicedSource
@@ -62,21 +63,6 @@ def _flexible_load(path: str, reason: str | None) -> str:
             f"evaluate it through subnas (`subnas evaluate`, `subnas.evaluation.evaluate_tasks`, or "
             f"`python -c \"import subnas, lm_eval.__main__ as m; m.cli_evaluate()\" --model hf ...`), or choose a "
             f"sub-network without that property")
-
-
-@dataclass(frozen=True)
-class ExtractResult:
-    """Where and how a sub-network was written."""
-
-    path: str
-    format: str  # "stock" or "subnas"
-    architecture: str  # e.g. "LlamaForCausalLM", "MistralForCausalLM" or "SubnasForCausalLM"
-    num_parameters: int  # the sub-network's own count (`subnas.count_parameters`)
-    reason: str | None  # why the flexible format was written, if it was
-    exported_parameters: int = 0  # numel of the written model: more than num_parameters when padded
-    padding: dict[str, Any] | None = None  # per-layer true widths and the padded stock shape, if padded
-    note: str | None = None  # why a stock export is not the family's own unpadded class, if it isn't
-    how_to_load: str = ""
 
 
 def extract(supernet: Any, subnet: SubNetwork | ResolvedSubNetwork | dict[str, Any] | None,

@@ -307,7 +307,7 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
     """The student: ``source`` itself, or its ``subnet`` extracted into ``out_dir/init``; then
     re-initialised at random when ``init == "random"``."""
     from subnas.training import _distributed as distributed
-    from subnas.export._extract import extract
+    from subnas.interfaces import get_extractor
     from subnas.supernet import Supernet
     from subnas.vocab import save_pruned_tokenizer
 
@@ -325,7 +325,7 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
             tokenizer = tokenizer or supernet.tokenizer
             # The sub-network itself, never a zero-padded stock shape: training (and a random-init
             # baseline of "the same architecture") must see the searched widths.
-            extract(supernet, sub, init_dir, overwrite=True, pad=False)
+            get_extractor("transformers", pad=False).extract(supernet, sub, init_dir, overwrite=True)
             if tokenizer is not None and not (init_dir / "tokenizer_config.json").is_file():
                 kept = sub.resolve(supernet.subnas_config).vocab  # the supernet had none: write the given one
                 tokenizer.save_pretrained(init_dir) if kept is None else save_pruned_tokenizer(tokenizer, kept, init_dir)
