@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from subnas.benchmark._fitness_table import FitnessTable, architecture_features, model_signature
+from subnas.benchmark import FitnessTable, architecture_features, model_signature
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Fitness
 from subnas.subnet import SubNetwork

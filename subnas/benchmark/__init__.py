@@ -5,7 +5,7 @@
 - ``_fitness_table``: recorded fitness tables that the cheap ``replay``/``surrogate`` fitness reads.
 """
 
-from subnas.benchmark._fitness_table import FitnessTable
+from subnas.benchmark._fitness_table import FitnessTable, architecture_features, model_signature
 from subnas.benchmark._samplers import benchmark_samplers, record_table
 
-__all__ = ["FitnessTable", "benchmark_samplers", "record_table"]
+__all__ = ["FitnessTable", "architecture_features", "benchmark_samplers", "model_signature", "record_table"]
