@@ -170,6 +170,13 @@ class ToyFamily(ModelFamily):
         raise NotImplementedError
 
 
+class LayersMetric(subnas.interfaces.Metric):
+    unit = "layers"
+
+    def __call__(self, subnet: SubNetwork | None) -> float:
+        return float(len((subnet or SubNetwork()).resolve(self.config).layers))
+
+
 class SmallCoarseSpace(CoarseUniformSpace):
     name = "small-coarse"
 
@@ -198,6 +205,10 @@ class ToyPlugin:
     def register_model_families(self, register: Any) -> None:
         register(ToyFamily())
 
+    @subnas.hookimpl
+    def register_metrics(self, register: Any) -> None:
+        register("layers", LayersMetric)
+
 
 @pytest.fixture
 def toy_plugin() -> Any:
@@ -213,6 +224,7 @@ def test_plugin_registered_inside_a_test(toy_plugin: Any, tmp_path: Path) -> Non
     s = space.sample(random.Random(0))
     assert s.n_layers in (2, 3)
     assert type(subnas.get_sampler("seeded-random", seed=0)) is optuna.samplers.RandomSampler
+    assert subnas.get_metric("layers", CONFIG)(SubNetwork(n_layers=2)) == 2.0
     fitness = subnas.get_fitness("param-count", config=CONFIG)
     assert fitness.direction == "minimize" and fitness(s) == subnas.count_parameters(CONFIG, s)
     out = subnas.get_extractor("json").extract(None, s, tmp_path / "out")
@@ -368,8 +380,8 @@ def test_example_plugin_real_pip_install(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_every_hook_has_a_documented_signature() -> None:
     docs = (ROOT / "docs" / "plugins.md").read_text()
-    assert HOOKS == ["register_extractors", "register_fitness", "register_model_families", "register_samplers",
-                     "register_search_spaces"]
+    assert HOOKS == ["register_extractors", "register_fitness", "register_metrics", "register_model_families",
+                     "register_samplers", "register_search_spaces"]
     for name in HOOKS:
         spec = getattr(hookspecs, name)
         assert list(inspect.signature(spec).parameters) == ["register"]
@@ -384,5 +396,5 @@ def test_every_hook_is_tested() -> None:
     implemented = sorted(name for name in vars(ToyPlugin) if name.startswith("register_"))
     assert implemented == HOOKS
     body = inspect.getsource(test_plugin_registered_inside_a_test)
-    for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for"):
+    for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for", "get_metric"):
         assert lookup in body
