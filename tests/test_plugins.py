@@ -236,7 +236,7 @@ def test_plugin_registered_inside_a_test(toy_plugin: Any, tmp_path: Path) -> Non
     toy = report_by_name()["toy"]
     assert toy["registers"] == {"search_spaces": ["small-coarse"], "samplers": ["seeded-random"],
                                 "fitness": ["broken-fitness", "param-count"], "extractors": ["json"],
-                                "model_families": ["toy-arch"]}
+                                "model_families": ["toy-arch"], "metrics": ["layers"]}
     assert toy["package"] == "tests"
 
 
