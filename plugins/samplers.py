@@ -13,10 +13,11 @@ from subnas.hookspecs import hookimpl
 
 @hookimpl
 def register_samplers(register: Any) -> None:
-    from optuna.samplers import NSGAIISampler, RandomSampler, TPESampler
+    from optuna.samplers import NSGAIIISampler, NSGAIISampler, RandomSampler, TPESampler
 
     from subnas.interfaces import OptunaSampler
 
     register("random", OptunaSampler(RandomSampler))
     register("tpe", OptunaSampler(TPESampler))
     register("nsga2", OptunaSampler(NSGAIISampler))
+    register("nsga3", OptunaSampler(NSGAIIISampler))  # many-objective (three or more): reference directions

@@ -30,7 +30,9 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.spaces._choices import SearchSpaceError
-from subnas.interfaces import Fitness, SearchSpace, get_fitness, get_search_space, sampler_strategy
+from subnas.interfaces import (Fitness, SearchContext, SearchSpace, get_search_space, make_fitness,
+                               sampler_strategy)
+from subnas.pareto import parse_objectives, pareto_search
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
 from subnas.subnet import SubNetwork
 
@@ -304,7 +306,7 @@ def search(
     calibration: str = "default:calibration",
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none",
     confirm: int = 4,
-    sampler: str = "evolution",
+    sampler: str | None = None,
     storage: str | None = None,
     study_name: str = "subnas",
     epochs: int | None = None,
@@ -315,6 +317,9 @@ def search(
     sampler_options: dict[str, Any] | None = None,
     fitness_options: dict[str, Any] | None = None,
     workers: int = 1,
+    objectives: str | Sequence[str] | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Search the best sub-network in each bin: one Optuna study per bin (``subnas search``).
@@ -349,7 +354,8 @@ def search(
             search never scored (`Fitness.confirm`; for perplexity the next 48 sequences of
             ``data``) and keep the best confirmed one (~15 s each on 2 CPU cores; 0: keep the
             search's ranking, which on 16 sequences is partly luck).
-        sampler: evolution, random, tpe, nsga2 or a plugin's.
+        sampler: evolution (default with bins), mo-evolution (default with objectives), random, tpe,
+            nsga2, nsga3 or a plugin's.
         storage: Optuna storage URL (``sqlite:///x.db``, ``postgresql://...``) or journal file;
             default: ``search.journal`` in the output folder.
         study_name: prefix of the per-bin study names.
@@ -363,6 +369,11 @@ def search(
         sampler_options: sampler keyword options, e.g. ``{"population_size": 20, "num_elites": 5}``.
         fitness_options: fitness keyword options.
         workers: processes sharing the storage.
+        objectives: two or three objectives, e.g. perplexity,params or perplexity,params,latency: one
+            multi-objective study over the whole trade-off instead of one study per bin (`subnas.pareto`;
+            writes pareto.json, pareto/pointNN.json and pareto.png).
+        device: where the latency metrics measure (cpu, cuda).
+        dtype: the dtype latency and byte metrics assume (float32, bfloat16, ...).
         progress: show progress bars.
 
     Returns:
@@ -381,6 +392,12 @@ def search(
         raise ValueError(f"--confirm {confirm} is negative; give 0 (keep the search's ranking) or a number of candidates")
     if pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
+    names = None if objectives is None else parse_objectives(objectives)
+    if sampler is None:
+        sampler = "evolution" if names is None else "mo-evolution"
+    if names is not None and pruner != "none":
+        raise ValueError(f"--pruner {pruner}: Optuna's pruners judge one objective and do not apply to a "
+                         f"multi-objective search (--objectives); use --pruner none")
     strategy = sampler_strategy(sampler)
     if epochs is not None and not strategy.takes_epochs:
         raise ValueError(f"--epochs applies to the evolution sampler; give --trials for {sampler!r}")
@@ -400,16 +417,16 @@ def search(
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     search_space = make_space(space, supernet, order=order, calibration=calibration,
                               choices=space_choices or {})
-    fit_kwargs: dict[str, Any] = dict(fitness_options or {})
-    if fitness == "perplexity":
-        fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, **fit_kwargs}
-        if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
-            fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
-        if confirm == 0:  # no confirmation: do not tokenize (or demand) text for it
-            fit_kwargs.setdefault("confirm_seqs", 0)
-        if len(search_space.vocab_choices) > 1:  # per-token perplexity is not comparable
-            fit_kwargs.setdefault("metric", "bits_per_byte")     # across vocabularies (issue #13)
-    score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
+    # One context for every plugin the search builds: each takes what it needs from it.
+    context = SearchContext(supernet=supernet, config=supernet.subnas_config, data=data, seq_len=seq_len,
+                            num_seqs=num_seqs, device=device, dtype=dtype, pruning=pruner != "none",
+                            confirm=confirm, vocab_choices=tuple(search_space.vocab_choices))
+    if names is not None:
+        return pareto_search(context, search_space, names, fitness=fitness, fitness_options=fitness_options or {},
+                             sampler=sampler, sampler_options=sampler_options or {},
+                             store=store or open_storage(storage, out), out=out,
+                             study_name=study_name, trials=trials, seed=seed, confirm=confirm, progress=progress)
+    score = make_fitness(fitness, context, **(fitness_options or {}))
     if store is None:
         store = open_storage(storage, out)
 
@@ -472,13 +489,10 @@ def check_fitness_options(name: str, options: dict[str, Any]) -> None:
 
 def make_space(name: str, supernet: Any, *, order: str, calibration: str, choices: dict[str, Any]) -> SearchSpace:
     """The search space ``name`` over ``supernet`` in ``order`` (importance from ``calibration``)."""
-    import inspect
-
     from subnas.plugins import registry
     from subnas.spaces._structured import resolve_order
 
-    takes_order = "order" in inspect.signature(registry("search_spaces")[name]).parameters
-    if not takes_order:  # a plugin space with no notion of unit order
+    if not getattr(registry("search_spaces")[name], "takes_order", False):  # no notion of unit order
         return get_search_space(name, supernet.subnas_config, **choices)
     unit_order = resolve_order(order, supernet, supernet.subnas_config, name, calibration=calibration)
     if "vocab_size" in choices and supernet.tokenizer is not None:  # issue #13: most frequent tokens first
