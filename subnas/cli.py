@@ -353,7 +353,10 @@ def cmd_search(args: Any) -> dict[str, Any]:
                     pruner=args.pruner, confirm=args.confirm, sampler=args.sampler, storage=args.storage,
                     study_name=args.study_name, epochs=args.epochs, trials=args.trials, out_dir=args.out,
                     seed=args.seed, workers=args.workers, space_choices=args.space_choices,
-                    sampler_options=args.sampler_options, fitness_options=args.fitness_options)
+                    sampler_options=args.sampler_options, fitness_options=args.fitness_options,
+                    objectives=args.objectives, device=args.device, dtype=args.dtype)
+    if result.get("mode") == "pareto":
+        return {**result, "_text": _pareto_text(result, Path(args.out))}
     lines = []
     for entry in result["bins"]:
         lines.append(f"bin {entry['bin'][0]:,}-{entry['bin'][1]:,}: {entry['evaluations']} evaluations, best "
@@ -364,6 +367,20 @@ def cmd_search(args: Any) -> dict[str, Any]:
                      + f" -> {entry.get('best_subnet_file')}")
     lines.append(f"results: {Path(args.out) / 'results.json'}")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _pareto_text(result: dict[str, Any], out: Path) -> str:
+    names = [o["name"] for o in result["objectives"]]
+    lines = [f"{result['evaluations']} evaluations, {len(result['front'])} points on the front of "
+             f"{' x '.join(names)} (hypervolume {result['hypervolume']:.4f}):"]
+    for p in result["front"]:
+        values = ", ".join(f"{n} {v:,.4g}" for n, v in p["objectives"].items())
+        confirmed = f" (confirmed {p['confirmed_fitness']:.4g})" if "confirmed_fitness" in p else ""
+        lines.append(f"  point {p['point']}: {values}{confirmed} -> {p['subnet_file']}")
+    full = ", ".join(f"{n} {v:,.4g}" for n, v in result["full_model"].items())
+    lines.append(f"full model: {full}")
+    lines.append(f"front: {out / 'pareto.json'}, plot: {out / 'pareto.png'}")
+    return "\n".join(lines)
 
 
 def _train_text(result: dict[str, Any]) -> str:

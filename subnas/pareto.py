@@ -194,7 +194,7 @@ class ParetoSearch:
         """The full model's objective values (measured once, stored in the study)."""
         stored = self.study.user_attrs.get(FULL)
         if stored is None:
-            stored = [float(o.measure(None)) for o in self.objectives]
+            stored = [float(o.measure(SubNetwork())) for o in self.objectives]
             self.study.set_user_attr(FULL, stored)
         return list(stored)
 
@@ -319,7 +319,7 @@ def plot_front(run: ParetoSearch, path: Path) -> None:
 
 def pareto_search(context: SearchContext, space: SearchSpace, names: Sequence[str], *, fitness: str,
                   fitness_options: dict[str, Any], sampler: str, sampler_options: dict[str, Any],
-                  storage: str | None, out: Path, study_name: str, trials: int | None, seed: int | None,
+                  store: Any, out: Path, study_name: str, trials: int | None, seed: int | None,
                   confirm: int, progress: bool) -> dict[str, Any]:
     """The multi-objective search `subnas.search` runs when given ``objectives`` (module docstring)."""
     from subnas.interfaces import make_fitness, sampler_strategy
