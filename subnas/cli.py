@@ -354,7 +354,7 @@ def cmd_search(args: Any) -> dict[str, Any]:
                     study_name=args.study_name, epochs=args.epochs, trials=args.trials, out_dir=args.out,
                     seed=args.seed, workers=args.workers, space_choices=args.space_choices,
                     sampler_options=args.sampler_options, fitness_options=args.fitness_options,
-                    objectives=args.objectives, device=args.device, dtype=args.dtype)
+                    objectives=args.objectives, bin_metric=args.bin_metric, device=args.device, dtype=args.dtype)
     if result.get("mode") == "pareto":
         return {**result, "_text": _pareto_text(result, Path(args.out))}
     lines = []

@@ -30,10 +30,12 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.spaces._choices import SearchSpaceError
-from subnas.interfaces import (Fitness, SearchContext, SearchSpace, get_search_space, make_fitness,
+from subnas.interfaces import (Fitness, SearchContext, SearchSpace, get_metric, get_search_space, make_fitness,
                                sampler_strategy)
+from subnas.metric_bins import MetricBin, MetricBinnedSpace
 from subnas.pareto import parse_objectives, pareto_search
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
+from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
@@ -150,6 +152,7 @@ class BinSearch:
     trials: int | None = None
     epochs: int | None = None
     confirm: int = 0
+    bin_metric: str = "parameters"  # what the bin bounds (``--bin-metric``; `subnas.metric_bins`)
 
     def finished(self) -> bool:
         """True once the bin's budget is used (no candidate still being evaluated) or the bin is exhausted."""
@@ -171,7 +174,7 @@ class BinSearch:
             raise SearchSpaceError(
                 f"search space {type(self.space).__name__}.suggest() returned a sub-network other than the one the "
                 f"sampler bred; suggest() must return `self.bred(trial)` when it is not None (docs/plugins.md)")
-        count = self.space.count(subnet)
+        count = self.space.count(subnet)  # the bin's metric: parameters, or --bin-metric's
         if count not in self.bin:
             # Samplers that know nothing of bins: repair into the bin, deterministically per (seed,
             # trial) — seeding by the trial number alone made every seed repair alike.
@@ -179,14 +182,16 @@ class BinSearch:
             repaired = self.space.repair(subnet, self.bin, rng)
             if repaired is None or self.space.count(repaired) not in self.bin:
                 trial.set_user_attr("infeasible", True)
-                trial.set_user_attr("parameters", count)
-                raise optuna.TrialPruned(f"{count:,} parameters is outside bin {self.bin} and repair failed")
+                trial.set_user_attr(self.bin_metric, count)
+                raise optuna.TrialPruned(f"{count:,} {self.bin_metric} is outside bin {self.bin} and repair failed")
             trial.set_user_attr("repaired_from", subnet.to_dict())
             subnet, count = repaired, self.space.count(repaired)
         key = subnet.key(self.space.config)
         trial.storage.set_trial_system_attr(trial._trial_id, KEY, key)
         trial.set_user_attr("subnet", subnet.to_dict())
-        trial.set_user_attr("parameters", count)
+        trial.set_user_attr("parameters", count_parameters(self.space.config, subnet))
+        if self.bin_metric != "parameters":
+            trial.set_user_attr(self.bin_metric, count)
         cached = self._evaluated(key)
         if cached is not None:  # never evaluate the same architecture twice
             trial.set_user_attr("duplicate", True)
@@ -318,6 +323,7 @@ def search(
     fitness_options: dict[str, Any] | None = None,
     workers: int = 1,
     objectives: str | Sequence[str] | None = None,
+    bin_metric: str = "params",
     device: str = "cpu",
     dtype: str = "float32",
     progress: bool = True,
@@ -372,6 +378,10 @@ def search(
         objectives: two or three objectives, e.g. perplexity,params or perplexity,params,latency: one
             multi-objective study over the whole trade-off instead of one study per bin (`subnas.pareto`;
             writes pareto.json, pareto/pointNN.json and pareto.png).
+        bin_metric: what the bins bound: params (default), flops (forward FLOPs per token at
+            seq_len), weight-bytes, kv-bytes, latency (measured prefill ms; a candidate is inside when
+            the median of its repeats is, see docs/search.md) or a plugin's metric; e.g.
+            ``--bin-metric flops --bins 60M-80M``.
         device: where the latency metrics measure (cpu, cuda).
         dtype: the dtype latency and byte metrics assume (float32, bfloat16, ...).
         progress: show progress bars.
@@ -431,12 +441,15 @@ def search(
         store = open_storage(storage, out)
 
     runs = []
+    bin_space: Any = search_space
+    if bin_metric != "params":  # bins of FLOPs, bytes or milliseconds: the space seen through the metric
+        bin_space = MetricBinnedSpace(search_space, get_metric(bin_metric, supernet, context), bin_metric)
     for i, spec in enumerate(bins):
-        b = spec if isinstance(spec, ParameterBin) else (ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec))
+        b = _parse_bin(spec, bin_metric)
         opts = dict(sampler_options or {})
         if strategy.takes_epochs and epochs is not None:
             opts.setdefault("epochs", epochs)
-        smp = strategy(search_space, b, seed=seed, **opts)
+        smp = strategy(bin_space, b, seed=seed, **opts)
         study = optuna.create_study(storage=store, study_name=f"{study_name}-bin{i}-{b.lo}-{b.hi}", sampler=smp,
                                     direction=score.direction, load_if_exists=True, pruner=make_pruner(pruner))
         stored = strategy.stored_seed(study)
@@ -456,14 +469,24 @@ def search(
         if unit_order is not None:
             study.set_user_attr("order", unit_order)
         fail_dead_trials(study)
-        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none",
-                              trials=trials, epochs=epochs, confirm=confirm))
+        runs.append(BinSearch(b, study, bin_space, score, sampler, seed=seed, pruning=pruner != "none",
+                              trials=trials, epochs=epochs, confirm=confirm,
+                              bin_metric="parameters" if bin_metric == "params" else bin_metric))
 
     for i, run in enumerate(runs):
         _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
                   on_trial=lambda: _write_results(runs, out))
         run.confirm_best(progress=progress)
     return _write_results(runs, out, plot=True)
+
+
+def _parse_bin(spec: str | ParameterBin | tuple[int, int], metric: str) -> ParameterBin:
+    """A bin of parameters (``metric == "params"``) or of ``metric`` (`MetricBin`)."""
+    if isinstance(spec, ParameterBin):
+        return spec
+    if metric != "params":
+        return MetricBin(*spec, metric) if isinstance(spec, tuple) else MetricBin.parse(spec, metric)
+    return ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec)
 
 
 def check_fitness_options(name: str, options: dict[str, Any]) -> None:
@@ -573,7 +596,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                  "evaluations": len(complete), "pruned": len([t for t in pruned if not t.user_attrs.get("infeasible")]),
                  "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
                                     if not t.user_attrs.get("duplicate")),
-                 "direction": run.fitness.direction, "metric": run.fitness.metric}
+                 "direction": run.fitness.direction, "metric": run.fitness.metric, "bin_metric": run.bin_metric}
         entry["finished"] = run.finished()
         if run.exhausted:
             entry["exhausted"] = run.exhausted
@@ -581,6 +604,8 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
             entry.update(best_fitness=best.value, best_parameters=best.user_attrs.get("parameters"),
                          best_subnet=best.user_attrs.get("subnet"), best_trial=best.number,
                          best_subnet_file=str(out / f"bin{i}_best_subnet.json"))
+            if run.bin_metric != "parameters":
+                entry[f"best_{run.bin_metric}"] = best.user_attrs.get(run.bin_metric)
             confirmed = run.study.user_attrs.get(CONFIRMED, {})
             if confirmed:
                 # The winner is the best of the confirmed few, on text the search never scored.
