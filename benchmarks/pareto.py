@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--val-seqs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=str(ROOT / "runs" / "pareto_benchmark"))
-    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pareto.json"))
+    ap.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "pareto.json"))
     ap.add_argument("--report", action="store_true", help="only print the table and draw the plot from --json")
     args = ap.parse_args()
     path = Path(args.json)
