@@ -39,7 +39,7 @@ MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a conf
 #: The positional model argument: a name or folder the verb loads (the API also takes objects).
 MODEL: dict[str, Any] = {"flag": "model", "type": str, "help": MODEL_HELP.replace(" or a config.json", "")}
 #: ``--subnet FILE``: the verb reads the file (`_load_subnet`), so a bad file is named before a model loads.
-SUBNET: dict[str, Any] = {"type": str, "help": "sub-network JSON file"}
+SUBNET: dict[str, Any] = {"type": str, "help": "sub-network JSON file (or FOLDER/pareto.json#N: point N of a front)"}
 #: ``out_dir`` is ``--out`` on the command line.
 OUT: dict[str, Any] = {"flag": "--out"}
 
@@ -299,6 +299,10 @@ def _version() -> str:
 def _load_subnet(path: str | None) -> Any:
     from subnas.subnet import SubNetwork
 
+    if path is not None and "#" in path and path.rpartition("#")[0].endswith(".json"):
+        from subnas.pareto import load_point  # one point of a front: runs/front/pareto.json#3
+
+        return load_point(path)
     return None if path is None else SubNetwork.load(path)
 
 

@@ -123,6 +123,24 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -
     return float(compute_hypervolume(np.asarray(inside, dtype=float), np.asarray(reference, dtype=float)))
 
 
+def load_point(spec: str) -> SubNetwork:
+    """The sub-network of one front point named ``FOLDER/pareto.json#N`` (point N of that file).
+
+    ``subnas evaluate|extract|distill --subnet runs/front/pareto.json#3`` reads it; the point's own
+    file ``runs/front/pareto/point03.json`` is the same sub-network.
+    """
+    path, _, number = spec.rpartition("#")
+    try:
+        front = json.loads(Path(path).read_text(encoding="utf-8"))["front"]
+        return SubNetwork.from_dict(next(p["subnet"] for p in front if p["point"] == int(number)))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        from subnas.subnet import SubNetworkError
+
+        raise SubNetworkError(f"--subnet {spec!r}: no point {number!r} in a pareto.json at {path!r}; give "
+                              f"FOLDER/pareto.json#N with N a point of its front (see its \"front\" list) or "
+                              f"the point's file FOLDER/pareto/pointNN.json") from None
+
+
 @dataclass
 class ParetoSearch:
     """The multi-objective study and how to run a trial of it."""

@@ -178,3 +178,78 @@ def test_kill_and_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys))  # nothing evaluated twice
     assert all(t.state != TrialState.RUNNING for t in after)
     assert json.loads((tmp_path / "pareto.json").read_text())["complete"] is True
+
+
+def test_cli_objectives_with_two_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``subnas search MODEL --objectives importance,params --workers 2``: the CLI prints the front and
+    both workers share one study (the budget is not doubled)."""
+    from subnas.cli import main
+    from tests._train_helpers import tiny_model_dir
+
+    out = tmp_path / "out"
+    argv = ["search", str(tiny_model_dir(tmp_path)), "--objectives", "importance,params", "--fitness", "importance",
+            "--fitness-options", '{"method": "magnitude"}', "--calibration", "weights", "--trials", "8",
+            "--workers", "2", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "points on the front of importance x params" in text and "point 0:" in text
+    complete = [t for t in _trials(out) if t.state == TrialState.COMPLETE]
+    assert 8 <= len(complete) <= 9  # the budget, plus at most the trial the other worker started at once
+    data = json.loads((out / "pareto.json").read_text())
+    assert data["complete"] and Path(data["front"][0]["subnet_file"]).exists()
+    # One point named on the command line: the front file and the point number.
+    assert main(["params", str(tiny_model_dir(tmp_path)), "--subnet", f"{out}/pareto.json#1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"] == data["front"][1]["parameters"]
+    assert main(["params", str(tiny_model_dir(tmp_path)), "--subnet", f"{out}/pareto.json#99"]) == 2
+    assert "no point '99'" in capsys.readouterr().err
+
+
+def test_every_plugin_gets_one_context(tmp_path: Path, tiny_models: dict) -> None:
+    """The driver hands the fitness (`Fitness.from_context`) and the metrics the same `SearchContext`:
+    no plugin is special-cased by name."""
+    from subnas.interfaces import Fitness, Metric
+    from subnas.plugins import get_plugin_manager
+
+    seen: dict[str, subnas.SearchContext] = {}
+
+    class Contextual(Fitness):
+        def __init__(self, supernet: object, seq_len: int, scale: float = 1.0) -> None:
+            self.seq_len, self.scale = seq_len, scale
+
+        @classmethod
+        def from_context(cls, context: subnas.SearchContext, **options: object) -> Fitness:
+            seen["fitness"] = context
+            return cls(context.supernet, context.seq_len, **options)  # type: ignore[arg-type]
+
+        def __call__(self, subnet: subnas.SubNetwork) -> float:
+            return self.scale * self.seq_len + (subnet.n_layers or 0)
+
+    class Depth(Metric):
+        def __init__(self, model_or_config: object, context: subnas.SearchContext | None = None) -> None:
+            super().__init__(model_or_config, context)
+            seen["metric"] = self.context
+
+        def __call__(self, subnet: subnas.SubNetwork | None) -> float:
+            return float(len((subnet or subnas.SubNetwork()).resolve(self.config).layers))
+
+    class Plugin:
+        @subnas.hookimpl
+        def register_fitness(self, register: object) -> None:
+            register("contextual", Contextual)  # type: ignore[operator]
+
+        @subnas.hookimpl
+        def register_metrics(self, register: object) -> None:
+            register("depth", Depth)  # type: ignore[operator]
+
+    pm = get_plugin_manager()
+    pm.register(Plugin(), name="contextual-test")
+    try:
+        subnas.search(_supernet(tiny_models), objectives="contextual,depth", fitness="contextual", seq_len=17,
+                      num_seqs=3, fitness_options={"scale": 2.0}, calibration="weights", trials=4, out_dir=tmp_path,
+                      progress=False)
+    finally:
+        pm.unregister(name="contextual-test")
+    assert seen["fitness"] is seen["metric"]
+    assert (seen["fitness"].seq_len, seen["fitness"].num_seqs, seen["fitness"].device) == (17, 3, "cpu")
+    front = json.loads((tmp_path / "pareto.json").read_text())["front"]
+    assert all(p["objectives"]["contextual"] >= 34 for p in front)  # scale 2 x seq_len 17: the options won
