@@ -93,7 +93,10 @@ def test_builtins_are_ordinary_plugins() -> None:
     report = report_by_name()
     assert report["subnas_plugins.spaces"]["registers"]["search_spaces"] == sorted(
         ["coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise"])
-    assert report["subnas_plugins.samplers"]["registers"]["samplers"] == ["nsga2", "random", "tpe"]
+    assert report["subnas_plugins.samplers"]["registers"]["samplers"] == ["nsga2", "nsga3", "random", "tpe"]
+    assert report["subnas_plugins.mo_evolution"]["registers"]["samplers"] == ["mo-evolution"]
+    assert report["subnas_plugins.metrics"]["registers"]["metrics"] == sorted(
+        ["params", "flops", "weight-bytes", "kv-bytes", "latency", "decode-latency"])
     families = report["subnas_plugins.families"]["registers"]["model_families"]
     assert {"llama", "gpt_neox", "gpt2", "gemma3_text", "qwen2"} <= set(families)
     for entry in report.values():
