@@ -363,9 +363,12 @@ def cmd_search(args: Any) -> dict[str, Any]:
         return {**result, "_text": _pareto_text(result, Path(args.out))}
     lines = []
     for entry in result["bins"]:
-        lines.append(f"bin {entry['bin'][0]:,}-{entry['bin'][1]:,}: {entry['evaluations']} evaluations, best "
+        metric = entry.get("bin_metric", "parameters")
+        unit = "" if metric == "parameters" else f" {metric}"
+        value = "" if metric == "parameters" else f" and {entry.get(f'best_{metric}') or 0:,.4g} {metric}"
+        lines.append(f"bin {entry['bin'][0]:,}-{entry['bin'][1]:,}{unit}: {entry['evaluations']} evaluations, best "
                      f"{args.fitness} {entry.get('best_fitness', float('nan')):.4g} with "
-                     f"{entry.get('best_parameters') or 0:,} parameters"
+                     f"{entry.get('best_parameters') or 0:,} parameters{value}"
                      + (f" (confirmed {entry['confirmed_fitness']:.4g} on {entry['confirm_data']})"
                         if entry.get("confirmed_fitness") is not None else "")
                      + f" -> {entry.get('best_subnet_file')}")
