@@ -253,3 +253,43 @@ def test_every_plugin_gets_one_context(tmp_path: Path, tiny_models: dict) -> Non
     assert (seen["fitness"].seq_len, seen["fitness"].num_seqs, seen["fitness"].device) == (17, 3, "cpu")
     front = json.loads((tmp_path / "pareto.json").read_text())["front"]
     assert all(p["objectives"]["contextual"] >= 34 for p in front)  # scale 2 x seq_len 17: the options won
+
+
+def test_confirmation_remeasures_every_front_point_once(tmp_path: Path, tiny_models: dict) -> None:
+    from subnas.interfaces import Fitness
+    from subnas.plugins import get_plugin_manager
+
+    confirmed: list[str] = []
+
+    class Noisy(Fitness):
+        data, confirm_data = "synthetic", "synthetic, more"
+
+        def __init__(self, supernet: subnas.Supernet) -> None:
+            self.config = supernet.subnas_config
+
+        def __call__(self, subnet: subnas.SubNetwork) -> float:
+            r = subnet.resolve(self.config)
+            return 10.0 / len(r.layers) + 1000.0 / sum(s.intermediate_size for s in r.layers)
+
+        def confirm(self, subnet: subnas.SubNetwork) -> float:
+            confirmed.append(subnet.to_json())
+            return self(subnet) + 0.5
+
+    class Plugin:
+        @subnas.hookimpl
+        def register_fitness(self, register: object) -> None:
+            register("noisy", Noisy)  # type: ignore[operator]
+
+    pm = get_plugin_manager()
+    pm.register(Plugin(), name="noisy-test")
+    try:
+        kwargs = dict(objectives="noisy,params", fitness="noisy", calibration="weights", trials=10, confirm=2,
+                      out_dir=tmp_path, progress=False)
+        result = subnas.search(_supernet(tiny_models), **kwargs)
+        again = subnas.search(_supernet(tiny_models), **kwargs)  # resumed: nothing measured twice
+    finally:
+        pm.unregister(name="noisy-test")
+    front = result["front"]
+    assert len(confirmed) == len(front) == len(set(confirmed))  # every point of the front, once
+    assert all(p["confirmed_fitness"] == p["objectives"]["noisy"] + 0.5 for p in front)
+    assert result["confirm_data"] == "synthetic, more" and again["front"] == front
