@@ -71,7 +71,8 @@ def _add_search(p: ArgumentParser) -> None:
     """Search the best sub-network in each parameter bin (one Optuna study per bin). Cost: one fitness
     evaluation per trial; on SmolLM2-135M with the defaults (16 x 256 tokens) ~4-6 s each on 2 CPU cores,
     so --trials 40 takes ~3-4 min per bin, plus one-time calibration passes for the importance order
-    (~2 min, cached)."""
+    (~2 min, cached). With --objectives perplexity,params: one multi-objective study over the whole
+    trade-off instead (pareto.json, pareto/pointNN.json, pareto.png)."""
     from subnas.search import search
 
     _api_flags(p, search, skip={"progress"}, model=MODEL, bins={"nargs": "+"}, out_dir=OUT)
