@@ -377,15 +377,22 @@ def cmd_search(args: Any) -> dict[str, Any]:
     return {**result, "_text": "\n".join(lines)}
 
 
+def _value(v: float) -> str:
+    """An objective for people: counts as 46.01M, others with four significant digits."""
+    from subnas.bins import _fmt
+
+    return _fmt(int(v)) if v >= 1e4 and float(v).is_integer() else f"{v:.4g}"
+
+
 def _pareto_text(result: dict[str, Any], out: Path) -> str:
     names = [o["name"] for o in result["objectives"]]
     lines = [f"{result['evaluations']} evaluations, {len(result['front'])} points on the front of "
              f"{' x '.join(names)} (hypervolume {result['hypervolume']:.4f}):"]
     for p in result["front"]:
-        values = ", ".join(f"{n} {v:,.4g}" for n, v in p["objectives"].items())
+        values = ", ".join(f"{n} {_value(v)}" for n, v in p["objectives"].items())
         confirmed = f" (confirmed {p['confirmed_fitness']:.4g})" if "confirmed_fitness" in p else ""
         lines.append(f"  point {p['point']}: {values}{confirmed} -> {p['subnet_file']}")
-    full = ", ".join(f"{n} {v:,.4g}" for n, v in result["full_model"].items())
+    full = ", ".join(f"{n} {_value(v)}" for n, v in result["full_model"].items())
     lines.append(f"full model: {full}")
     lines.append(f"front: {out / 'pareto.json'}, plot: {out / 'pareto.png'}")
     return "\n".join(lines)

@@ -132,13 +132,15 @@ def load_point(spec: str) -> SubNetwork:
     path, _, number = spec.rpartition("#")
     try:
         front = json.loads(Path(path).read_text(encoding="utf-8"))["front"]
-        return SubNetwork.from_dict(next(p["subnet"] for p in front if p["point"] == int(number)))
+        point = next(p for p in front if p["point"] == int(number))
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         from subnas.subnet import SubNetworkError
 
         raise SubNetworkError(f"--subnet {spec!r}: no point {number!r} in a pareto.json at {path!r}; give "
                               f"FOLDER/pareto.json#N with N a point of its front (see its \"front\" list) or "
                               f"the point's file FOLDER/pareto/pointNN.json") from None
+    # Index sets in importance order run to thousands of numbers: each point's own file holds them.
+    return SubNetwork.load(Path(path).parent / "pareto" / Path(point["subnet_file"]).name)
 
 
 @dataclass
@@ -268,7 +270,7 @@ def write_front(run: ParetoSearch, out: Path, *, plot: bool = False) -> dict[str
         SubNetwork.from_dict(t.user_attrs["subnet"]).save(path)
         entry = {"point": i, "trial": t.number, "objectives": dict(zip((o.name for o in run.objectives), t.values)),
                  "normalised": normalise(run.objectives, t.values, full), "parameters": t.user_attrs.get("parameters"),
-                 "role": t.system_attrs.get("subnas:role"), "subnet_file": str(path), "subnet": t.user_attrs["subnet"]}
+                 "role": t.system_attrs.get("subnas:role"), "subnet_file": str(path)}
         if t.system_attrs[KEY] in confirmed:
             entry["confirmed_fitness"] = confirmed[t.system_attrs[KEY]]
         points.append(entry)
