@@ -123,6 +123,26 @@ def run_arm(arm: str, seed: int, supernet: subnas.Supernet, space: Any, args: ar
             "points": [[p, n, s] for p, n, s in points if math.isfinite(p)]}
 
 
+def sizes(subnet: dict[str, Any], config: Any) -> dict[str, Any]:
+    """A sub-network's sizes (its index sets, thousands of numbers in importance order, follow from
+    the order and stay out of the committed JSON)."""
+    r = subnas.SubNetwork.from_dict(subnet).resolve(config)
+    first = r.layers[0]
+    return {"n_layers": len(r.layers), "n_embd": len(r.embd), "num_heads": first.num_heads,
+            "query_groups": first.query_groups, "head_size": first.head_size,
+            "intermediate_size": first.intermediate_size}
+
+
+def compact(data: dict[str, Any], config: Any) -> dict[str, Any]:
+    """``data`` with every ``subnet`` replaced by its `sizes`."""
+    if isinstance(data, dict):
+        return {("sizes" if k == "subnet" else k): (sizes(v, config) if k == "subnet" else compact(v, config))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [compact(v, config) for v in data]
+    return data
+
+
 def report_arm(run: dict[str, Any], validate: Any, full: int) -> dict[str, Any]:
     """Front, hypervolume (search and validation) and per-bin winners of one arm's run."""
     points = [(p, n, s) for p, n, s in run["points"]]
@@ -183,8 +203,9 @@ def main() -> None:
         for seed in args.seeds:
             for arm in args.arms:
                 run = run_arm(arm, seed, supernet, space, args)
-                data["runs"][f"{arm}/seed{seed}"] = {**{k: v for k, v in run.items() if k != "points"},
-                                                     **report_arm(run, validate, full)}
+                data["runs"][f"{arm}/seed{seed}"] = compact({**{k: v for k, v in run.items() if k != "points"},
+                                                             **report_arm(run, validate, full)},
+                                                            supernet.subnas_config)
                 data["runs"][f"{arm}/seed{seed}"]["candidates"] = len(run["points"])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, json.dumps(data, indent=1) + "\n")
