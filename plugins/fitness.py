@@ -80,6 +80,22 @@ class PerplexityFitness(Fitness):
         self._streams: dict[Any, Any] = {None: stream}
         self.last_metrics: dict[str, float | None] = {}
 
+    @classmethod
+    def from_context(cls, context: Any, **options: Any) -> PerplexityFitness:
+        """Perplexity for a search: its text, sequence length and number of sequences; about four
+        reports per candidate when a pruner judges them; no confirmation text when nothing is
+        confirmed; bits per byte when the space chooses the vocabulary (per-token perplexity is
+        not comparable across vocabularies, issue #13). ``options`` win."""
+        wanted: dict[str, Any] = {"data": context.data, "seq_len": context.seq_len, "num_seqs": context.num_seqs,
+                                  "dtype": context.dtype}
+        if context.pruning:
+            wanted["batch_size"] = max(1, context.num_seqs // 4)
+        if context.confirm == 0:
+            wanted["confirm_seqs"] = 0
+        if len(context.vocab_choices) > 1:
+            wanted["metric"] = "bits_per_byte"
+        return cls(context.supernet, **{**wanted, **options})
+
     def _stream(self, vocab: tuple[int, ...] | None) -> Any:
         """The search's and the confirmation's sequences of ``data``, in a vocabulary's numbering."""
         from subnas.evaluation._perplexity import supernet_tokens

@@ -1,7 +1,7 @@
 """Built-in plugin: the paper's four search spaces (§2.1), coarse/fine-grained × uniform/layer-wise.
 
 All four are `subnas.spaces.StructuredSearchSpace` with its two switches set; this module only
-names them.
+names them (and declares that they take an importance order, `SearchSpace.takes_order`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ class CoarseUniformSpace(StructuredSearchSpace):
 
     name = "coarse-uniform"
     fine, layerwise = False, False
+    takes_order = True
 
 
 class CoarseLayerwiseSpace(StructuredSearchSpace):
@@ -24,6 +25,7 @@ class CoarseLayerwiseSpace(StructuredSearchSpace):
 
     name = "coarse-layerwise"
     fine, layerwise = False, True
+    takes_order = True
 
 
 class FineUniformSpace(StructuredSearchSpace):
@@ -31,6 +33,7 @@ class FineUniformSpace(StructuredSearchSpace):
 
     name = "fine-uniform"
     fine, layerwise = True, False
+    takes_order = True
 
 
 class FineLayerwiseSpace(StructuredSearchSpace):
@@ -38,6 +41,7 @@ class FineLayerwiseSpace(StructuredSearchSpace):
 
     name = "fine-layerwise"
     fine, layerwise = True, True
+    takes_order = True
 
 
 SPACES = (CoarseUniformSpace, CoarseLayerwiseSpace, FineUniformSpace, FineLayerwiseSpace)

@@ -17,7 +17,7 @@ from subnas.export._extract import ExtractResult, extract
 from subnas.hookspecs import hookimpl
 from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters
-from subnas.interfaces import get_extractor, get_fitness, get_sampler, get_search_space
+from subnas.interfaces import SearchContext, get_extractor, get_fitness, get_metric, get_sampler, get_search_space
 from subnas.plugins import plugins_report
 from subnas.search import search
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
@@ -35,12 +35,14 @@ __all__ = [
     "SubNetwork",
     "SubNetworkError",
     "SubnasConfig",
+    "SearchContext",
     "SubnasForCausalLM",
     "Supernet",
     "count_parameters",
     "extract",
     "get_extractor",
     "get_fitness",
+    "get_metric",
     "get_sampler",
     "get_search_space",
     "hookimpl",

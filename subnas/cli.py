@@ -39,7 +39,7 @@ MODEL_HELP = "model folder, hub name, 'default' (offline SmolLM2-135M) or a conf
 #: The positional model argument: a name or folder the verb loads (the API also takes objects).
 MODEL: dict[str, Any] = {"flag": "model", "type": str, "help": MODEL_HELP.replace(" or a config.json", "")}
 #: ``--subnet FILE``: the verb reads the file (`_load_subnet`), so a bad file is named before a model loads.
-SUBNET: dict[str, Any] = {"type": str, "help": "sub-network JSON file"}
+SUBNET: dict[str, Any] = {"type": str, "help": "sub-network JSON file (or FOLDER/pareto.json#N: point N of a front)"}
 #: ``out_dir`` is ``--out`` on the command line.
 OUT: dict[str, Any] = {"flag": "--out"}
 
@@ -74,7 +74,8 @@ def _add_search(p: ArgumentParser) -> None:
     """Search the best sub-network in each parameter bin (one Optuna study per bin). Cost: one fitness
     evaluation per trial; on SmolLM2-135M with the defaults (16 x 256 tokens) ~4-6 s each on 2 CPU cores,
     so --trials 40 takes ~3-4 min per bin, plus one-time calibration passes for the importance order
-    (~2 min, cached)."""
+    (~2 min, cached). With --objectives perplexity,params: one multi-objective study over the whole
+    trade-off instead (pareto.json, pareto/pointNN.json, pareto.png)."""
     from subnas.search import search
 
     _api_flags(p, search, skip={"progress"}, model=MODEL, bins={"nargs": "+"}, out_dir=OUT)
@@ -362,6 +363,10 @@ def _version() -> str:
 def _load_subnet(path: str | None) -> Any:
     from subnas.subnet import SubNetwork
 
+    if path is not None and "#" in path and path.rpartition("#")[0].endswith(".json"):
+        from subnas.pareto import load_point  # one point of a front: runs/front/pareto.json#3
+
+        return load_point(path)
     return SubNetwork.coerce(path)
 
 
@@ -455,12 +460,18 @@ def cmd_search(args: Any) -> dict[str, Any]:
                     pruner=args.pruner, confirm=args.confirm, sampler=args.sampler, storage=args.storage,
                     study_name=args.study_name, epochs=args.epochs, trials=args.trials, out_dir=args.out,
                     seed=args.seed, workers=args.workers, space_choices=args.space_choices,
-                    sampler_options=args.sampler_options, fitness_options=args.fitness_options)
+                    sampler_options=args.sampler_options, fitness_options=args.fitness_options,
+                    objectives=args.objectives, bin_metric=args.bin_metric, device=args.device, dtype=args.dtype)
+    if result.get("mode") == "pareto":
+        return {**result, "_text": _pareto_text(result, Path(args.out))}
     lines = []
     for entry in result["bins"]:
-        lines.append(f"bin {entry['bin'][0]:,}-{entry['bin'][1]:,}: {entry['evaluations']} evaluations, best "
+        metric = entry.get("bin_metric", "parameters")
+        unit = "" if metric == "parameters" else f" {metric}"
+        value = "" if metric == "parameters" else f" and {entry.get(f'best_{metric}') or 0:,.4g} {metric}"
+        lines.append(f"bin {entry['bin'][0]:,}-{entry['bin'][1]:,}{unit}: {entry['evaluations']} evaluations, best "
                      f"{args.fitness} {entry.get('best_fitness', float('nan')):.4g} with "
-                     f"{entry.get('best_parameters') or 0:,} parameters"
+                     f"{entry.get('best_parameters') or 0:,} parameters{value}"
                      + (f" (confirmed {entry['confirmed_fitness']:.4g} on {entry['confirm_data']})"
                         if entry.get("confirmed_fitness") is not None else "")
                      + f" -> {entry.get('best_subnet_file')}")
@@ -468,6 +479,27 @@ def cmd_search(args: Any) -> dict[str, Any]:
             lines.append(f"  warning: {entry['warning']}")
     lines.append(f"results: {Path(args.out) / 'results.json'}")
     return {**result, "_text": "\n".join(lines)}
+
+
+def _value(v: float) -> str:
+    """An objective for people: counts as 46.01M, others with four significant digits."""
+    from subnas.bins import _fmt
+
+    return _fmt(int(v)) if v >= 1e4 and float(v).is_integer() else f"{v:.4g}"
+
+
+def _pareto_text(result: dict[str, Any], out: Path) -> str:
+    names = [o["name"] for o in result["objectives"]]
+    lines = [f"{result['evaluations']} evaluations, {len(result['front'])} points on the front of "
+             f"{' x '.join(names)} (hypervolume {result['hypervolume']:.4f}):"]
+    for p in result["front"]:
+        values = ", ".join(f"{n} {_value(v)}" for n, v in p["objectives"].items())
+        confirmed = f" (confirmed {p['confirmed_fitness']:.4g})" if "confirmed_fitness" in p else ""
+        lines.append(f"  point {p['point']}: {values}{confirmed} -> {p['subnet_file']}")
+    full = ", ".join(f"{n} {_value(v)}" for n, v in result["full_model"].items())
+    lines.append(f"full model: {full}")
+    lines.append(f"front: {out / 'pareto.json'}, plot: {out / 'pareto.png'}")
+    return "\n".join(lines)
 
 
 def _train_text(result: dict[str, Any]) -> str:

@@ -1,8 +1,8 @@
-"""The four extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, and their lookups.
+"""The extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, `Metric`, and their lookups.
 
 Plugins register implementations through the hooks in `subnas.hookspecs`; users get them by name
-with `get_search_space`, `get_sampler`, `get_fitness`, `get_extractor` (re-exported as
-``subnas.get_*``). Each interface declares everything the search driver (`subnas.search`) and the
+with `get_search_space`, `get_sampler`, `get_fitness`, `get_extractor`, `get_metric` (re-exported
+as ``subnas.get_*``). The search driver hands every plugin it builds one `SearchContext`. Each interface declares everything the search driver (`subnas.search`) and the
 benchmark rely on; nothing reads an undeclared attribute. Everything here speaks `SubNetwork`, the
 one description of a sub-network.
 """
@@ -14,7 +14,7 @@ import os
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -53,6 +53,10 @@ class SearchSpace(ABC):
     #: Which units "the first n" means, when the space ranks them (`subnas.spaces.UnitOrder`); its
     #: ``source`` is recorded with a search, which resumes only with the same order. None: natural.
     order: UnitOrder | None = None
+
+    #: Whether the space is built with an importance order (``order=``, a `subnas.spaces.UnitOrder`)
+    #: and a vocabulary order (``vocab_order=``); the search driver computes them only for such spaces.
+    takes_order: ClassVar[bool] = False
 
     #: The vocabulary sizes the space chooses among (empty: the full vocabulary only). With more
     #: than one, per-token perplexity is not comparable across members, so the search ranks by
@@ -249,6 +253,12 @@ class Fitness(ABC):
     #: What the last call looked up (a recorded table's row), for the benchmark's trial log; None otherwise.
     last_lookup: Mapping[str, Any] | None = None
 
+    @classmethod
+    def from_context(cls, context: SearchContext, **options: Any) -> Fitness:
+        """The fitness for a search described by ``context`` (`make_fitness`), ``options`` winning.
+        Default: ``cls(supernet=context.supernet, **options)``; override to read more of it."""
+        return cls(supernet=context.supernet, **options)  # type: ignore[call-arg]
+
     @abstractmethod
     def __call__(self, subnet: SubNetwork) -> float:
         """The sub-network's score."""
@@ -306,6 +316,78 @@ class Extractor(ABC):
         non-empty folder only with ``overwrite``, and say where and how it was written."""
 
 
+@dataclass(frozen=True)
+class SearchContext:
+    """What the search driver knows about a run, handed to every fitness and metric it builds.
+
+    A plugin takes what it needs from here instead of the driver special-casing plugins by name:
+    `Fitness.from_context` and `Metric` read the text, sequence length, device and so on.
+
+    Attributes:
+        supernet: the `subnas.Supernet` searched (None when only a config is searched).
+        config: the full model's `SubnasConfig`.
+        data: the text fitness functions score on (never the validation split).
+        seq_len: tokens per sequence (perplexity's sequences, FLOPs' and latency's prompt length).
+        num_seqs: sequences a fitness scores each candidate on.
+        device: where measurements run (``"cpu"``, ``"cuda"``).
+        dtype: the dtype measured latency and byte counts assume.
+        batch: sequences per latency measurement.
+        pruning: whether a pruner judges the fitness's running values (about four reports wanted).
+        confirm: how many best candidates are re-measured at the end (0: none, so no text for it).
+        vocab_choices: the vocabulary sizes the space chooses among (more than one: per-token
+            perplexity is not comparable, rank by bits per byte).
+    """
+
+    supernet: Any = None
+    config: SubnasConfig | None = None
+    data: str = "default:search"
+    seq_len: int = 256
+    num_seqs: int = 16
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch: int = 1
+    pruning: bool = False
+    confirm: int = 4
+    vocab_choices: tuple[Any, ...] = field(default_factory=tuple)
+
+
+class Metric(ABC):
+    """A cost of a sub-network (parameters, FLOPs, bytes, latency): an objective or a bin's unit.
+
+    Built as ``Metric(model_or_config, context, **options)``; called on a sub-network (None: the
+    full model). ``exact`` metrics are functions of the architecture; measured ones (latency) are
+    noisy, which bins and fronts take into account (docs/search.md).
+
+    Example:
+        >>> import subnas
+        >>> cfg = subnas.SubnasConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, intermediate_size=64)
+        >>> subnas.get_metric("params", cfg)(None) == subnas.count_parameters(cfg)
+        True
+    """
+
+    #: Short name of the unit, for axes and messages (``"parameters"``, ``"FLOPs/token"``, ``"ms"``).
+    unit: ClassVar[str] = ""
+    #: Lower is better for every cost; a metric to maximise (throughput) says so.
+    direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
+    #: Whether the value is exact (from the architecture) or measured (noisy, cached per architecture).
+    exact: ClassVar[bool] = True
+    #: Whether measuring needs the supernet's weights (no built-in does: latency times random weights).
+    needs_weights: ClassVar[bool] = False
+
+    def __init__(self, model_or_config: Any, context: SearchContext | None = None) -> None:
+        self.source = model_or_config
+        self.config: SubnasConfig = load_config(model_or_config)
+        self.context = context or SearchContext(config=self.config)
+
+    @abstractmethod
+    def __call__(self, subnet: SubNetwork | None) -> float:
+        """The cost of ``subnet`` (None: the full model)."""
+
+    def describe(self) -> str:
+        """What the number is, for results files (e.g. ``"FLOPs per token at 256 tokens"``)."""
+        return self.unit
+
+
 # ---------------------------------------------------------------------------- lookups by name
 def get_search_space(name: str, model_or_config: Any, **choices: Any) -> SearchSpace:
     """A registered search space over a model, e.g. ``get_search_space("coarse-uniform", "default")``."""
@@ -337,6 +419,20 @@ def sampler_strategy(name: str) -> Sampler:
 def get_fitness(name: str, **options: Any) -> Fitness:
     """A registered fitness function (a `Fitness`), e.g. ``get_fitness("perplexity", ...)``."""
     return build("fitness", name, Fitness, **options)  # type: ignore[no-any-return]
+
+
+def get_metric(name: str, model_or_config: Any, context: SearchContext | None = None, **options: Any) -> Metric:
+    """A registered cost metric over a model, e.g. ``get_metric("flops", "default")`` (a `Metric`)."""
+    return build("metrics", name, Metric, model_or_config, context, **options)  # type: ignore[no-any-return]
+
+
+def make_fitness(name: str, context: SearchContext, **options: Any) -> Fitness:
+    """The fitness ``name`` for a search described by ``context``: `Fitness.from_context` when the
+    registered factory has it (the built-ins do), else ``factory(supernet=..., **options)``."""
+    factory = registry("fitness")[name]
+    if hasattr(factory, "from_context"):
+        return build("fitness", name, Fitness, context, adapt=lambda f: f.from_context, **options)  # type: ignore[no-any-return]
+    return build("fitness", name, Fitness, supernet=context.supernet, **options)  # type: ignore[no-any-return]
 
 
 def get_extractor(name: str, **options: Any) -> Extractor:

@@ -30,8 +30,12 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.spaces._choices import SearchSpaceError
-from subnas.interfaces import Fitness, SearchSpace, get_fitness, get_search_space, sampler_strategy
+from subnas.interfaces import (Fitness, SearchContext, SearchSpace, get_metric, get_search_space, make_fitness,
+                               sampler_strategy)
+from subnas.metric_bins import MetricBin, MetricBinnedSpace
+from subnas.pareto import parse_objectives, pareto_search
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
+from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
@@ -148,6 +152,7 @@ class BinSearch:
     trials: int | None = None
     epochs: int | None = None
     confirm: int = 0
+    bin_metric: str = "parameters"  # what the bin bounds (``--bin-metric``; `subnas.metric_bins`)
 
     def finished(self) -> bool:
         """True once the bin's budget is used (no candidate still being evaluated) or the bin is exhausted."""
@@ -169,7 +174,7 @@ class BinSearch:
             raise SearchSpaceError(
                 f"search space {type(self.space).__name__}.suggest() returned a sub-network other than the one the "
                 f"sampler bred; suggest() must return `self.bred(trial)` when it is not None (docs/plugins.md)")
-        count = self.space.count(subnet)
+        count = self.space.count(subnet)  # the bin's metric: parameters, or --bin-metric's
         if count not in self.bin:
             # Samplers that know nothing of bins: repair into the bin, deterministically per (seed,
             # trial) — seeding by the trial number alone made every seed repair alike.
@@ -177,14 +182,16 @@ class BinSearch:
             repaired = self.space.repair(subnet, self.bin, rng)
             if repaired is None or self.space.count(repaired) not in self.bin:
                 trial.set_user_attr("infeasible", True)
-                trial.set_user_attr("parameters", count)
-                raise optuna.TrialPruned(f"{count:,} parameters is outside bin {self.bin} and repair failed")
+                trial.set_user_attr(self.bin_metric, count)
+                raise optuna.TrialPruned(f"{count:,} {self.bin_metric} is outside bin {self.bin} and repair failed")
             trial.set_user_attr("repaired_from", subnet.to_dict())
             subnet, count = repaired, self.space.count(repaired)
         key = subnet.key(self.space.config)
         trial.storage.set_trial_system_attr(trial._trial_id, KEY, key)
         trial.set_user_attr("subnet", subnet.to_dict())
-        trial.set_user_attr("parameters", count)
+        trial.set_user_attr("parameters", count_parameters(self.space.config, subnet))
+        if self.bin_metric != "parameters":
+            trial.set_user_attr(self.bin_metric, count)
         cached = self._evaluated(key)
         if cached is not None:  # never evaluate the same architecture twice
             trial.set_user_attr("duplicate", True)
@@ -304,7 +311,7 @@ def search(
     calibration: str = "default:calibration",
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none",
     confirm: int = 4,
-    sampler: str = "evolution",
+    sampler: str | None = None,
     storage: str | None = None,
     study_name: str = "subnas",
     epochs: int | None = None,
@@ -315,8 +322,11 @@ def search(
     sampler_options: dict[str, Any] | None = None,
     fitness_options: dict[str, Any] | None = None,
     workers: int = 1,
-    progress: bool = True,
+    objectives: str | Sequence[str] | None = None,
+    bin_metric: str = "params",
+    device: str = "cpu",
     dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Search the best sub-network in each bin: one Optuna study per bin (``subnas search``).
 
@@ -350,7 +360,8 @@ def search(
             search never scored (`Fitness.confirm`; for perplexity the next 48 sequences of
             ``data``) and keep the best confirmed one (~15 s each on 2 CPU cores; 0: keep the
             search's ranking, which on 16 sequences is partly luck).
-        sampler: evolution, random, tpe, nsga2 or a plugin's.
+        sampler: evolution (default with bins), mo-evolution (default with objectives), random, tpe,
+            nsga2, nsga3 or a plugin's.
         storage: Optuna storage URL (``sqlite:///x.db``, ``postgresql://...``) or journal file;
             default: ``search.journal`` in the output folder.
         study_name: prefix of the per-bin study names.
@@ -367,15 +378,24 @@ def search(
         sampler_options: sampler keyword options, e.g. ``{"population_size": 20, "num_elites": 5}``.
         fitness_options: fitness keyword options.
         workers: processes sharing the storage.
+        objectives: two or three objectives, e.g. perplexity,params or perplexity,params,latency: one
+            multi-objective study over the whole trade-off instead of one study per bin (`subnas.pareto`;
+            writes pareto.json, pareto/pointNN.json and pareto.png).
+        bin_metric: what the bins bound: params (default), flops (forward FLOPs per token at
+            seq_len), weight-bytes, kv-bytes, latency (measured prefill ms; a candidate is inside when
+            the median of its repeats is, see docs/search.md) or a plugin's metric; e.g.
+            ``--bin-metric flops --bins 60M-80M``.
+        device: where the latency metrics measure (cpu, cuda).
+        dtype: precision of the perplexity fitness's forwards and of the latency and byte metrics:
+            float32, bfloat16 (autocast) or auto (bf16 on CUDA, float32 on CPU; bf16 there is 1.6x
+            faster with the same ranking measured, docs/benchmarks/eval_dtype.md).
         progress: show progress bars.
-        dtype: precision of the perplexity fitness's forwards: float32, bfloat16 (autocast) or auto
-            (bf16 on CUDA, float32 on CPU; bf16 there is 1.6x faster with the same ranking measured,
-            docs/benchmarks/eval_dtype.md).
 
     Returns:
         The content of ``results.json``: per bin the best sub-network, its fitness, its
         parameter count and the number of evaluations, and which data produced each number.
     """
+    from subnas.evaluation._perplexity import resolved_dtype
     from subnas.supernet import Supernet
 
     if epochs is None and trials is None:
@@ -388,6 +408,12 @@ def search(
         raise ValueError(f"--confirm {confirm} is negative; give 0 (keep the search's ranking) or a number of candidates")
     if pruner not in PRUNERS:
         raise ValueError(f"unknown pruner {pruner!r}; choose one of {', '.join(PRUNERS)}")
+    names = None if objectives is None else parse_objectives(objectives)
+    if sampler is None:
+        sampler = "evolution" if names is None else "mo-evolution"
+    if names is not None and pruner != "none":
+        raise ValueError(f"--pruner {pruner}: Optuna's pruners judge one objective and do not apply to a "
+                         f"multi-objective search (--objectives); use --pruner none")
     strategy = sampler_strategy(sampler)
     if epochs is not None and not strategy.takes_epochs:
         raise ValueError(f"--epochs applies to the evolution sampler; give --trials for {sampler!r}")
@@ -399,10 +425,11 @@ def search(
     journal = None if storage is not None and "://" in storage else Path(storage or out / "search.journal")
     # (A journal that does not exist yet is created only once the model has loaded.)
     store = open_storage(storage, out) if journal is None or journal.exists() else None
-    bins = [_as_bin(spec) for spec in bins]
-    # Bins depend on parameter counts alone: an unreachable one is reported now, from the config,
-    # before the model loads and before minutes of calibration passes (issue #19).
-    check_bins_reachable(model, space, bins, space_choices or {})
+    bins = [_parse_bin(spec, bin_metric) for spec in bins]
+    if names is None and bin_metric == "params":
+        # Parameter bins depend on counts alone: an unreachable one is reported now, from the
+        # config, before the model loads and before minutes of calibration passes (issue #19).
+        check_bins_reachable(model, space, bins, space_choices or {})
     if workers > 1:
         if not isinstance(model, (str, os.PathLike)):
             raise ValueError("workers > 1 needs the model as a name or folder (each worker process loads it)")
@@ -411,25 +438,29 @@ def search(
     supernet = model if isinstance(model, Supernet) else Supernet.from_pretrained(model)
     search_space = make_space(space, supernet, order=order, calibration=calibration,
                               choices=space_choices or {})
-    fit_kwargs: dict[str, Any] = dict(fitness_options or {})
-    if fitness == "perplexity":
-        fit_kwargs = {"data": data, "seq_len": seq_len, "num_seqs": num_seqs, "dtype": dtype, **fit_kwargs}
-        if pruner != "none":  # about four reports per candidate, so the pruner has something to judge
-            fit_kwargs.setdefault("batch_size", max(1, num_seqs // 4))
-        if confirm == 0:  # no confirmation: do not tokenize (or demand) text for it
-            fit_kwargs.setdefault("confirm_seqs", 0)
-        if len(search_space.vocab_choices) > 1:  # per-token perplexity is not comparable
-            fit_kwargs.setdefault("metric", "bits_per_byte")     # across vocabularies (issue #13)
-    score = get_fitness(fitness, supernet=supernet, **fit_kwargs)
+    # One context for every plugin the search builds: each takes what it needs from it.
+    context = SearchContext(supernet=supernet, config=supernet.subnas_config, data=data, seq_len=seq_len,
+                            num_seqs=num_seqs, device=device,
+                            dtype=resolved_dtype(dtype, device), pruning=pruner != "none",
+                            confirm=confirm, vocab_choices=tuple(search_space.vocab_choices))
+    if names is not None:
+        return pareto_search(context, search_space, names, fitness=fitness, fitness_options=fitness_options or {},
+                             sampler=sampler, sampler_options=sampler_options or {},
+                             store=store or open_storage(storage, out), out=out,
+                             study_name=study_name, trials=trials, seed=seed, confirm=confirm, progress=progress)
+    score = make_fitness(fitness, context, **(fitness_options or {}))
     if store is None:
         store = open_storage(storage, out)
 
     runs = []
+    bin_space: Any = search_space
+    if bin_metric != "params":  # bins of FLOPs, bytes or milliseconds: the space seen through the metric
+        bin_space = MetricBinnedSpace(search_space, get_metric(bin_metric, supernet, context), bin_metric)
     for i, b in enumerate(bins):
         opts = dict(sampler_options or {})
         if strategy.takes_epochs and epochs is not None:
             opts.setdefault("epochs", epochs)
-        smp = strategy(search_space, b, seed=seed, **opts)
+        smp = strategy(bin_space, b, seed=seed, **opts)
         study = optuna.create_study(storage=store, study_name=f"{study_name}-bin{i}-{b.lo}-{b.hi}", sampler=smp,
                                     direction=score.direction, load_if_exists=True, pruner=make_pruner(pruner))
         stored = strategy.stored_seed(study)
@@ -449,8 +480,9 @@ def search(
         if unit_order is not None:
             study.set_user_attr("order", unit_order)
         fail_dead_trials(study)
-        runs.append(BinSearch(b, study, search_space, score, sampler, seed=seed, pruning=pruner != "none",
-                              trials=trials, epochs=epochs, confirm=confirm))
+        runs.append(BinSearch(b, study, bin_space, score, sampler, seed=seed, pruning=pruner != "none",
+                              trials=trials, epochs=epochs, confirm=confirm,
+                              bin_metric="parameters" if bin_metric == "params" else bin_metric))
 
     for i, run in enumerate(runs):
         _optimize(run, epochs=epochs, trials=trials, progress=progress, label=f"bin {i} ({run.bin})",
@@ -459,23 +491,25 @@ def search(
     return _write_results(runs, out, plot=True)
 
 
-def _as_bin(spec: str | ParameterBin | tuple[int, int]) -> ParameterBin:
-    return spec if isinstance(spec, ParameterBin) else (ParameterBin(*spec) if isinstance(spec, tuple)
-                                                        else ParameterBin.parse(spec))
+def _parse_bin(spec: str | ParameterBin | tuple[int, int], metric: str) -> ParameterBin:
+    """A bin of parameters (``metric == "params"``) or of ``metric`` (`MetricBin`)."""
+    if isinstance(spec, ParameterBin):
+        return spec
+    if metric != "params":
+        return MetricBin(*spec, metric) if isinstance(spec, tuple) else MetricBin.parse(spec, metric)
+    return ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec)
 
 
 def check_bins_reachable(model: Any, space: str, bins: Sequence[ParameterBin], choices: dict[str, Any]) -> None:
     """Raise `InfeasibleBinError` for a bin no member of the space reaches, from the model's config
     alone: the space in its natural order has the same members and counts as in any other order,
     and building it costs no forward pass."""
-    import inspect
-
     from subnas.bins import BinConstrainedSpace
     from subnas.families import load_config
     from subnas.plugins import registry
 
     config = model.subnas_config if hasattr(model, "subnas_config") else load_config(model)
-    order = {"order": "natural"} if "order" in inspect.signature(registry("search_spaces")[space]).parameters else {}
+    order = {"order": "natural"} if getattr(registry("search_spaces")[space], "takes_order", False) else {}
     natural = get_search_space(space, config, **order, **choices)
     for b in bins:
         BinConstrainedSpace(natural, b)  # raises, naming the bin and the space's range
@@ -504,13 +538,10 @@ def check_fitness_options(name: str, options: dict[str, Any]) -> None:
 
 def make_space(name: str, supernet: Any, *, order: str, calibration: str, choices: dict[str, Any]) -> SearchSpace:
     """The search space ``name`` over ``supernet`` in ``order`` (importance from ``calibration``)."""
-    import inspect
-
     from subnas.plugins import registry
     from subnas.spaces._structured import resolve_order
 
-    takes_order = "order" in inspect.signature(registry("search_spaces")[name]).parameters
-    if not takes_order:  # a plugin space with no notion of unit order
+    if not getattr(registry("search_spaces")[name], "takes_order", False):  # no notion of unit order
         return get_search_space(name, supernet.subnas_config, **choices)
     unit_order = resolve_order(order, supernet, supernet.subnas_config, name, calibration=calibration)
     if "vocab_size" in choices and supernet.tokenizer is not None:  # issue #13: most frequent tokens first
@@ -591,7 +622,7 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                  "evaluations": len(complete), "pruned": len([t for t in pruned if not t.user_attrs.get("infeasible")]),
                  "budget_used": sum(int(t.user_attrs.get("budget_used", 0)) for t in complete + pruned
                                     if not t.user_attrs.get("duplicate")),
-                 "direction": run.fitness.direction, "metric": run.fitness.metric}
+                 "direction": run.fitness.direction, "metric": run.fitness.metric, "bin_metric": run.bin_metric}
         entry["finished"] = run.finished()
         if run.exhausted:
             entry["exhausted"] = run.exhausted
@@ -599,6 +630,8 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
             entry.update(best_fitness=best.value, best_parameters=best.user_attrs.get("parameters"),
                          best_subnet=best.user_attrs.get("subnet"), best_trial=best.number,
                          best_subnet_file=str(out / f"bin{i}_best_subnet.json"))
+            if run.bin_metric != "parameters":
+                entry[f"best_{run.bin_metric}"] = best.user_attrs.get(run.bin_metric)
             confirmed = run.study.user_attrs.get(CONFIRMED, {})
             if confirmed:
                 # The winner is the best of the confirmed few, on text the search never scored.

@@ -161,3 +161,80 @@ def test_generic_spaces_fall_back_inside_the_bin() -> None:
                                                            for _ in range(30)]
     assert all(s.n_layers == 3 for s in out)
     assert 0 < constrained.fallbacks < 60
+
+
+# --------------------------------------------------------------------------- bins in any metric (issue #22)
+
+
+def test_metric_bins_parse() -> None:
+    from subnas.metric_bins import MetricBin
+
+    assert MetricBin.parse("100M-150M", "flops") == MetricBin(100_000_000, 150_000_000, "flops")
+    assert MetricBin.parse("20ms-35.5ms", "latency") == MetricBin(20, 35.5, "latency")
+    assert MetricBin.parse("1.5B-2B", "weight-bytes").lo == 1_500_000_000
+    assert 30.0 in MetricBin(20, 35.5, "latency") and 40 not in MetricBin(20, 35.5, "latency")
+    for bad in ("20ms", "35-20", "fast-slow"):
+        with pytest.raises(ValueError):
+            MetricBin.parse(bad, "latency")
+
+
+@pytest.mark.parametrize("sampler", ["evolution", "random"])
+def test_a_flops_bin_holds_every_candidate(tmp_path: Any, tiny_models: dict, sampler: str) -> None:
+    import optuna
+
+    import subnas
+    from subnas.metrics import flops_per_token
+    from subnas.search import open_storage
+
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    full = flops_per_token(supernet, seq_len=256)
+    lo, hi = int(full * 0.4), int(full * 0.6)
+    result = subnas.search(supernet, bins=[(lo, hi)], bin_metric="flops", fitness="importance",
+                           fitness_options={"method": "magnitude"}, calibration="weights", trials=8, out_dir=tmp_path,
+                           seed=0, progress=False, sampler=sampler)
+    entry = result["bins"][0]
+    assert entry["bin_metric"] == "flops" and lo <= entry["best_flops"] <= hi
+    best = SubNetwork.from_dict(entry["best_subnet"])
+    assert entry["best_parameters"] == count_parameters(supernet, best)
+    study = optuna.load_study(study_name=entry["study"], storage=open_storage(None, tmp_path))
+    complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert complete
+    for t in complete:  # every evaluated candidate in its bin, whatever the sampler
+        assert lo <= flops_per_token(supernet, SubNetwork.from_dict(t.user_attrs["subnet"]), seq_len=256) <= hi
+
+
+def test_an_unreachable_flops_bin_is_reported(tmp_path: Any, tiny_models: dict) -> None:
+    import subnas
+
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    with pytest.raises(InfeasibleBinError, match="unreachable"):
+        subnas.search(supernet, bins=["1B-2B"], bin_metric="flops", fitness="importance",
+                      fitness_options={"method": "magnitude"}, calibration="weights", trials=4, out_dir=tmp_path,
+                      progress=False)
+
+
+def test_a_latency_bin_judges_the_median(tmp_path: Any, tiny_models: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A latency bin holds a candidate when the median of its timed repeats is inside; the value
+    is measured once per architecture (cached), so the judgement never changes within a search."""
+    import subnas
+    from subnas.metric_bins import MetricBin, MetricBinnedSpace
+
+    monkeypatch.setenv("SUBNAS_CACHE", str(tmp_path))
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    space = subnas.get_search_space("coarse-uniform", supernet.subnas_config)
+    metric = subnas.get_metric("latency", supernet, subnas.SearchContext(seq_len=8), repeats=3, warmup=1)
+    calls: list[Any] = []
+
+    def measured(subnet: Any) -> float:
+        calls.append(subnet)
+        return metric(subnet)
+
+    view = MetricBinnedSpace(space, measured, "latency", probes=4)
+    lo, hi = view.bounds()
+    assert 0 < lo <= hi
+    b = MetricBin(0.0, hi * 2, "latency")  # wide: every member (timing noise must not fail the test)
+    found = view.sample_in(b, random.Random(0))
+    assert found is not None and view.count(found) in b
+    n = len(calls)
+    assert view.count(found) == view.count(found) and len(calls) == n  # judged once: no new measurement
+    assert metric.last.min_ms <= metric.last.ms <= metric.last.max_ms  # the median, its spread beside it

@@ -67,7 +67,8 @@ def test_every_search_parameter_reaches_the_workers_unchanged(tmp_path: Path, mo
              "pruner": "median", "confirm": 0, "sampler": "random", "storage": str(tmp_path / "s.journal"),
              "study_name": "x", "epochs": None, "trials": 5, "out_dir": str(tmp_path / "out"), "seed": 7,
              "space_choices": {"n_embd": [8]}, "sampler_options": {"a": 1}, "fitness_options": {"b": 2},
-             "workers": 3, "progress": True, "dtype": "bfloat16"}
+             "workers": 3, "progress": True, "dtype": "bfloat16", "objectives": "perplexity,params",
+             "bin_metric": "flops", "device": "cuda"}
     assert set(given) == set(params), "the test must give every parameter of search()"
     search_module._run_workers(3, given)
     assert len(spawned) == 2 and len(ran) == 2  # this process's worker, then the final results pass

@@ -93,7 +93,10 @@ def test_builtins_are_ordinary_plugins() -> None:
     report = report_by_name()
     assert report["subnas_plugins.spaces"]["registers"]["search_spaces"] == sorted(
         ["coarse-uniform", "coarse-layerwise", "fine-uniform", "fine-layerwise"])
-    assert report["subnas_plugins.samplers"]["registers"]["samplers"] == ["nsga2", "random", "tpe"]
+    assert report["subnas_plugins.samplers"]["registers"]["samplers"] == ["nsga2", "nsga3", "random", "tpe"]
+    assert report["subnas_plugins.mo_evolution"]["registers"]["samplers"] == ["mo-evolution"]
+    assert report["subnas_plugins.metrics"]["registers"]["metrics"] == sorted(
+        ["params", "flops", "weight-bytes", "kv-bytes", "latency", "decode-latency"])
     families = report["subnas_plugins.families"]["registers"]["model_families"]
     assert {"llama", "gpt_neox", "gpt2", "gemma3_text", "qwen2"} <= set(families)
     for entry in report.values():
@@ -174,6 +177,13 @@ class ToyFamily(ModelFamily):
         raise NotImplementedError
 
 
+class LayersMetric(subnas.interfaces.Metric):
+    unit = "layers"
+
+    def __call__(self, subnet: SubNetwork | None) -> float:
+        return float(len((subnet or SubNetwork()).resolve(self.config).layers))
+
+
 class SmallCoarseSpace(CoarseUniformSpace):
     name = "small-coarse"
 
@@ -202,6 +212,10 @@ class ToyPlugin:
     def register_model_families(self, register: Any) -> None:
         register(ToyFamily())
 
+    @subnas.hookimpl
+    def register_metrics(self, register: Any) -> None:
+        register("layers", LayersMetric)
+
 
 @pytest.fixture
 def toy_plugin() -> Any:
@@ -217,6 +231,7 @@ def test_plugin_registered_inside_a_test(toy_plugin: Any, tmp_path: Path) -> Non
     s = space.sample(random.Random(0))
     assert s.n_layers in (2, 3)
     assert type(subnas.get_sampler("seeded-random", seed=0)) is optuna.samplers.RandomSampler
+    assert subnas.get_metric("layers", CONFIG)(SubNetwork(n_layers=2)) == 2.0
     fitness = subnas.get_fitness("param-count", config=CONFIG)
     assert fitness.direction == "minimize" and fitness(s) == subnas.count_parameters(CONFIG, s)
     out = subnas.get_extractor("json").extract(None, s, tmp_path / "out")
@@ -228,7 +243,7 @@ def test_plugin_registered_inside_a_test(toy_plugin: Any, tmp_path: Path) -> Non
     toy = report_by_name()["toy"]
     assert toy["registers"] == {"search_spaces": ["small-coarse"], "samplers": ["seeded-random"],
                                 "fitness": ["broken-fitness", "param-count"], "extractors": ["json"],
-                                "model_families": ["toy-arch"]}
+                                "model_families": ["toy-arch"], "metrics": ["layers"]}
     assert toy["package"] == "tests"
 
 
@@ -372,8 +387,8 @@ def test_example_plugin_real_pip_install(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_every_hook_has_a_documented_signature() -> None:
     docs = (ROOT / "docs" / "plugins.md").read_text()
-    assert HOOKS == ["register_extractors", "register_fitness", "register_model_families", "register_samplers",
-                     "register_search_spaces"]
+    assert HOOKS == ["register_extractors", "register_fitness", "register_metrics", "register_model_families",
+                     "register_samplers", "register_search_spaces"]
     for name in HOOKS:
         spec = getattr(hookspecs, name)
         assert list(inspect.signature(spec).parameters) == ["register"]
@@ -388,7 +403,7 @@ def test_every_hook_is_tested() -> None:
     implemented = sorted(name for name in vars(ToyPlugin) if name.startswith("register_"))
     assert implemented == HOOKS
     body = inspect.getsource(test_plugin_registered_inside_a_test)
-    for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for"):
+    for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for", "get_metric"):
         assert lookup in body
 
 

@@ -222,6 +222,18 @@ def running_nll(
 EVAL_DTYPES = ("auto", "float32", "bfloat16")
 
 
+def resolved_dtype(dtype: str, device: str | torch.device) -> str:
+    """The precision ``dtype`` means on ``device``: ``auto`` is bfloat16 on CUDA, float32 elsewhere.
+
+    Example:
+        >>> resolved_dtype("auto", "cpu"), resolved_dtype("auto", "cuda"), resolved_dtype("bfloat16", "cpu")
+        ('float32', 'bfloat16', 'bfloat16')
+    """
+    if dtype not in EVAL_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
+    return "bfloat16" if dtype == "bfloat16" or (dtype == "auto" and torch.device(device).type == "cuda") else "float32"
+
+
 def eval_autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractContextManager[Any]:
     """The precision of evaluation forwards: ``float32``, ``bfloat16`` (autocast, on CPU and CUDA) or
     ``auto``: bf16 on CUDA (the paper's setup) and float32 on CPU. On this project's CPU bf16 ranked 30
