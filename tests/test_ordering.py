@@ -124,16 +124,19 @@ def test_one_shot_seeds_are_members_in_the_bin(tiny_models: dict, space_name: st
     lo, hi = space.bounds()
     b = ParameterBin(lo + (hi - lo) // 3, lo + (hi - lo) // 2)
     seeds = space.one_shot(b)
-    # fine-uniform shares one index set across layers, so only single-layer seeds (if any) are
-    # members there; every other space has seeds in an ordinary bin.
-    assert seeds or space_name == "fine-uniform", "an ordinary bin has one-shot candidates"
-    assert space_name != "fine-uniform" or all(s.n_layers == 1 for s in seeds)
+    # Every space has seeds in an ordinary bin (fine-uniform too: per-layer index sets of one size).
+    assert seeds, "an ordinary bin has one-shot candidates"
     assert all(space.contains(s) and space.count(s) in b for s in seeds)
     assert len({s.key(space.config) for s in seeds}) == len(seeds)
-    # Layers are the most important ones and keep the model's order.
+    # Layers are the most important ones and keep the model's order; every layer keeps its own
+    # most important neurons and embedding channels are the most important ones.
     for s in seeds:
-        kept = [x.layer for x in s.resolve(supernet.subnas_config).layers]
+        r = s.resolve(supernet.subnas_config)
+        kept = [x.layer for x in r.layers]
         assert kept == list(order.kept_layers(len(kept)))
+        assert set(r.embd) == set(order.embd[: len(r.embd)])
+        for x in r.layers:
+            assert set(x.neurons) == set(order.neurons[x.layer][: len(x.neurons)])
 
 
 def test_importance_order_needs_weights_or_says_so() -> None:
