@@ -1,38 +1,45 @@
-"""Which search finds the best sub-network? Real SmolLM2-135M, equal budgets, held-out validation.
+"""Which search finds the best sub-network, in which space? Real SmolLM2-135M, held-out validation.
 
-    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 40 evaluations (~1 h)
-    python benchmarks/search_quality.py --bins 85M-100M --seeds 0 # one bin, one seed (~15 min on 2 cores)
-    python benchmarks/search_quality.py --report                  # table + plots from the JSON only
+    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 7 arms, coarse-uniform
+    python benchmarks/search_quality.py --spaces coarse-uniform coarse-layerwise fine-uniform fine-layerwise \
+        --arms one-shot default --json docs/benchmarks/search_quality_spaces.json   # the four spaces
+    python benchmarks/search_quality.py --report [--plots]       # tables (+ plots) from the JSON only
 
-Arms, per bin and seed, each with ``--budget`` fitness evaluations at most (DESIGN.md §12):
+Arms, per space, bin and seed, each with ``--budget`` fitness evaluations at most:
 
 * ``one-shot``: the practitioner's baseline — the bin's depth × width grid in the literature's
   importance order (`SearchSpace.one_shot` with ``order="block-influence"``: the n layers of
   highest block influence (ShortGPT), the most active neurons / channels (Minitron)), every point
-  evaluated, the best kept; deterministic, so the same for every seed;
+  evaluated; deterministic, so the same for every seed;
 * ``removal-grid``: the same grid in ``subnas search``'s importance order (layers ranked by the
   calibration loss of skipping each one): the default search's seeds alone, to show what the
   order gives and what the search adds;
-* ``paper``: the paper's protocol — natural ("first n") order, coarse-uniform, bin-constrained
-  evolution with the paper's N=20, k=5, m=c=0.2, r=5 and a random initial population;
-* ``default``: what ``subnas search`` runs by default — importance order, coarse-uniform, evolution
-  seeded with the one-shot grid (`subnas_plugins.evolution.EVOLUTION_DEFAULTS`), and the last ``--confirm``
-  evaluations of the budget re-measure the best few candidates on the search split's next
-  ``--confirm-seqs`` sequences (``subnas search --confirm``): the best confirmed one wins;
-* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin, the same
-  confirmation as ``default``;
+* ``paper``: the paper's protocol — natural ("first n") order, bin-constrained evolution with the
+  paper's N = 20, k = 5, λ = N = 20, m = c = 0.2, r = 5 and a random initial population;
+* ``default``: what ``subnas search`` runs by default — importance order, evolution seeded with the
+  one-shot grid (`subnas_plugins.evolution.EVOLUTION_DEFAULTS`);
+* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin;
 * ``importance``: the default search with the importance fitness instead of perplexity (its
-  candidates cost microseconds; only its winner is run);
+  candidates cost microseconds; only its winner is run, and it has no confirmation);
 * ``default+median``: the default search with Optuna's MedianPruner over chunks of evaluation
-  tokens (multi-fidelity): the tokens it spent against ``default``'s, and its winner.
+  tokens (multi-fidelity).
+
+Every arm but ``importance`` ends alike: the last ``--confirm`` evaluations of its budget re-measure
+its best candidates on the search split's next ``--confirm-seqs`` sequences (``subnas search
+--confirm``), and the best confirmed one wins — so no arm's winner rests on noisier numbers than
+another's. Every result row holds the arm's ``tokens`` (search and confirmation tokens it would
+spend alone), its ``evaluations`` and its ``distinct_evaluations`` (a random sampler's repeats
+cost nothing and count once).
 
 Selection uses the corpus's *search* split (``--seq-len`` x ``--num-seqs``); every reported
-perplexity is on the *validation* split (``--val-seqs`` sequences), which no arm ever saw; the
-importance order comes from the *calibration* split. One evaluation cache is shared by the arms
-(the fitness is deterministic, so sharing changes no result, only the wall time); a pruned arm
-replays cached per-chunk values, so its token count is what it would have spent alone. Results
-are merged into ``--json`` after every run (rerunning resumes), and ``--report`` draws the
-anytime curves and the validation bars and prints the markdown table of docs/benchmarks/search.md.
+perplexity is on the *validation* split (``--val-seqs`` sequences; the row says how many tokens),
+which no arm ever saw; the importance order comes from the *calibration* split. One evaluation
+cache is shared by the arms and spaces (the fitness is deterministic, so sharing changes no
+result, only the wall time); it is keyed by everything that determines a value (`value_setup`:
+text, split, sequence length, number of sequences, batch size, confirmation sequences, validation
+text, `FITNESS_VERSION`), and a rerun with another setup is refused instead of mixing values in —
+for the results file too. A pruned arm replays cached per-chunk values, so its token count is what
+it would have spent alone. Results are merged into ``--json`` after every run (rerunning resumes).
 It also reports the Spearman correlation between the importance fitness and perplexity over every
 perplexity-evaluated in-bin candidate of the importance-ordered coarse-uniform space.
 """
@@ -49,6 +56,7 @@ import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -356,8 +364,10 @@ def report(args: argparse.Namespace) -> str:
     spaces = list(dict.fromkeys(r["space"] for r in runs))
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
     full = results.get("full_model_validation_perplexity", setup.get("full_model_validation_perplexity"))
-    lines = [f"Full model: validation perplexity {full:.1f} on {results.get('validation_tokens', '?'):,} tokens. "
-             f"Setup: {json.dumps(setup, sort_keys=True)}.", ""]
+    val_tokens = results.get("validation_tokens") or next((r.get("validation_tokens") for r in runs), None)
+    lines = [(f"Full model: validation perplexity {full:.1f}. " if full is not None and full == full else "")
+             + (f"Validation tokens per winner: {val_tokens:,}. " if val_tokens else "")
+             + f"Setup: {json.dumps(setup, sort_keys=True)}.", ""]
     for space in spaces:
         lines += [f"**{space}** — winner's validation perplexity, mean ± std over seeds (n), and tokens per run:", "",
                   "| bin | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
@@ -436,6 +446,35 @@ def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], full: fl
     plt.close(fig)
 
 
+def collect(dirs: list[str], path: Path, val_name: str = "val64.json") -> None:
+    """Rows from finished ``subnas search`` runs (their ``--out`` folders, each with the winner's
+    ``subnas evaluate --json`` output as ``val_name``), in this benchmark's format, into ``path``.
+
+    For searches run with the CLI exactly as a user runs them, rather than by `run`'s arms."""
+    runs = []
+    for folder in map(Path, dirs):
+        results = json.loads((folder / "results.json").read_text())
+        val = json.loads((folder / val_name).read_text())
+        study = results["bins"][0]
+        lo, hi = study["bin"]
+        # "default:search sequences 16-63 (256 tokens each)": tokens one confirmation scores.
+        m = re.search(r"sequences (\d+)-(\d+) \((\d+) tokens", study.get("confirm_data", ""))
+        per_confirm = (int(m[2]) - int(m[1]) + 1) * (int(m[3]) - 1) if m else 0
+        used = int(study.get("budget_used", 0)) + per_confirm * len(study.get("confirmed", []))
+        runs.append({"space": folder.name, "bin": f"{lo / 1e6:g}M-{hi / 1e6:g}M",
+                     "seed": 0, "arm": "default", "evaluations": study["evaluations"],
+                     "confirmations": len(study.get("confirmed", [])), "distinct_evaluations": study["evaluations"],
+                     "tokens": used, "best_search_value": study["best_fitness"],
+                     "confirmed_fitness": study.get("confirmed_fitness"), "parameters": study["best_parameters"],
+                     "val_perplexity": val["perplexity"], "validation_tokens": val.get("tokens"),
+                     "winner": _compact(study["best_subnet"])})
+    setup = {"source": "subnas search default --space SPACE --bins ... --trials 40 --out SPACE (seed 0, every "
+                         "other option at its default), winner scored by subnas evaluate --json", "runs": dirs,
+             "validation": val_name}
+    atomic_write_text(path, json.dumps({"setup": setup, "runs": runs,
+                                        "full_model_validation_perplexity": math.nan}, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bins", nargs="+", default=["85M-100M", "55M-65M", "110M-120M"])
@@ -455,9 +494,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", default=str(DOCS / "search_quality.json"))
     p.add_argument("--report", action="store_true", help="only print the tables (from the JSON)")
+    p.add_argument("--collect", nargs="+", metavar="OUT",
+                   help="rows from finished `subnas search --out OUT` runs (with OUT/val64.json) into --json")
     p.add_argument("--plots", action="store_true", help="with --report: redraw docs/benchmarks' two plots")
     args = p.parse_args()
-    if not args.report:
+    if args.collect:
+        collect(args.collect, Path(args.json))
+    elif not args.report:
         run(args)
     print(report(args))
 

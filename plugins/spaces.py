@@ -27,7 +27,8 @@ class CoarseLayerwiseSpace(StructuredSearchSpace):
 
 
 class FineUniformSpace(StructuredSearchSpace):
-    """Any subset of layers, channels, groups, heads, head dims and neurons; one set for all layers."""
+    """The same sizes (h, g, hs, d) in every layer, each layer its own index sets of them; any layers,
+    one set of embedding channels (the residual stream is shared) (paper §2.1)."""
 
     name = "fine-uniform"
     fine, layerwise = True, False
