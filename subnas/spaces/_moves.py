@@ -23,6 +23,16 @@ with a model) every move is local along the order (`subnas.spaces.UnitOrder`):
 Crossover takes each dimension from either parent with p = 0.5; in fine-grained spaces a kept
 layer's index sets come from the same *model* layer of that parent (when it keeps it), never from
 another layer's position.
+
+Example:
+    >>> import random
+    >>> from subnas import SubnasConfig, get_search_space
+    >>> space = get_search_space("fine-uniform", SubnasConfig(num_hidden_layers=3, hidden_size=64))
+    >>> s = space.sample(random.Random(0))
+    >>> space.moves(s)  # the natural order: the paper's dimension steps only
+    ('d', 'e', 'h', 'hs', 'l')
+    >>> space.contains(space.mutate(s, random.Random(1), choose=lambda moves, rng: "d"))
+    True
 """
 
 from __future__ import annotations
