@@ -447,8 +447,9 @@ def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], full: fl
 
 
 def collect(dirs: list[str], path: Path, val_name: str = "val64.json") -> None:
-    """Rows from finished ``subnas search`` runs (their ``--out`` folders, each with the winner's
-    ``subnas evaluate --json`` output as ``val_name``), in this benchmark's format, into ``path``.
+    """Rows from finished ``subnas search`` runs (their ``--out`` folders, named after the space, e.g.
+    ``fine-uniform`` or ``fine-uniform-55M-65M``, each with the winner's ``subnas evaluate --json``
+    output as ``val_name``), in this benchmark's format, into ``path``.
 
     For searches run with the CLI exactly as a user runs them, rather than by `run`'s arms."""
     runs = []
@@ -461,7 +462,7 @@ def collect(dirs: list[str], path: Path, val_name: str = "val64.json") -> None:
         m = re.search(r"sequences (\d+)-(\d+) \((\d+) tokens", study.get("confirm_data", ""))
         per_confirm = (int(m[2]) - int(m[1]) + 1) * (int(m[3]) - 1) if m else 0
         used = int(study.get("budget_used", 0)) + per_confirm * len(study.get("confirmed", []))
-        runs.append({"space": folder.name, "bin": f"{lo / 1e6:g}M-{hi / 1e6:g}M",
+        runs.append({"space": "-".join(folder.name.split("-")[:2]), "bin": f"{lo / 1e6:g}M-{hi / 1e6:g}M",
                      "seed": 0, "arm": "default", "evaluations": study["evaluations"],
                      "confirmations": len(study.get("confirmed", [])), "distinct_evaluations": study["evaluations"],
                      "tokens": used, "best_search_value": study["best_fitness"],
