@@ -253,3 +253,22 @@ def test_search_quality_rows_hold_every_arms_tokens(tiny_models: dict, monkeypat
         if arm not in ("importance", "default+median"):  # pruned trials score fewer tokens
             evaluated = row["evaluations"] - row["confirmations"]
             assert row["tokens"] == evaluated * per_eval + row["confirmations"] * per_confirm, (arm, row)
+
+
+def test_search_quality_collects_cli_runs_with_their_tokens(tmp_path: Path) -> None:
+    """Rows from `subnas search` folders count the confirmations' tokens beside the search's."""
+    sq = _search_quality()
+    run = tmp_path / "fine-uniform-55M-65M"
+    run.mkdir()
+    subnet = subnas.SubNetwork(n_layers=2).to_dict()
+    (run / "results.json").write_text(json.dumps({"bins": [{
+        "bin": [55_000_000, 65_000_000], "evaluations": 40, "budget_used": 40 * 16 * 255, "best_fitness": 9.0,
+        "best_parameters": 60_000_000, "best_subnet": subnet, "confirmed_fitness": 8.5,
+        "confirm_data": "default:search sequences 16-63 (256 tokens each)",
+        "confirmed": [{"trial": 1, "fitness": 9.0, "confirmed_fitness": 8.5}] * 4}]}))
+    (run / "val64.json").write_text(json.dumps({"perplexity": 10.0, "tokens": 64 * 256}))
+    out = tmp_path / "cli.json"
+    sq.collect([str(run)], out)
+    row = json.loads(out.read_text())["runs"][0]
+    assert row["space"] == "fine-uniform" and row["bin"] == "55M-65M" and row["confirmations"] == 4
+    assert row["tokens"] == 40 * 16 * 255 + 4 * 48 * 255 and row["val_perplexity"] == 10.0
