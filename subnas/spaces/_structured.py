@@ -2,13 +2,14 @@
 
 * ``fine``: coarse spaces keep the *first* n units of every component; fine-grained spaces keep an
   arbitrary subset of indices (layers, embedding channels, query groups, heads, rotary pairs and
-  pass-through head dims, MLP neurons).
+  pass-through head dims, MLP neurons), every layer its own (embedding channels: one set).
 * ``layerwise``: uniform spaces use one (h, g, hs, d) for every layer; layer-wise spaces give every
   kept layer its own.
 
 The plugin module ``subnas_plugins.spaces`` registers the four combinations by name. Internally a
-candidate is a `subnas.spaces._arch.Arch`: its sizes, plus (fine-grained) its index lists in sampling
-order, fitted to the sizes only when a `SubNetwork` is emitted; operators, bin rejection and repair
+candidate is a `subnas.spaces._arch.Arch`: its sizes, plus (fine-grained) its index lists — one
+per kept layer, uniform spaces included — in sampling order (natural order) or importance order,
+fitted to the sizes only when a `SubNetwork` is emitted; operators, bin rejection and repair
 therefore run on sizes alone, which is what makes them cheap.
 """
 
@@ -54,8 +55,9 @@ class StructuredSearchSpace(Moves, SearchSpace):
             ``"block-influence"`` (the same with layers by ShortGPT's block influence),
             ``"natural"`` (the paper's first n), or a
             `subnas.UnitOrder`. Default: importance when ``model_or_config`` is a Supernet (it has
-            weights to rank), natural for a bare config. Fine-grained spaces choose arbitrary
-            index sets either way; there the order only shapes `one_shot`'s seeds.
+            weights to rank), natural for a bare config. Fine-grained spaces hold arbitrary index
+            sets either way; in importance order their seeds are each layer's most important
+            units and their moves grow, shrink and swap units along the order (``_moves``).
         vocab_order: which tokens a pruned vocabulary keeps (`subnas.vocab.VocabOrder`); default:
             the most frequent on the calibration split when ``model_or_config`` is a Supernet with a
             tokenizer, else the first n ids. Only used with a ``vocab_size`` choice.
