@@ -1,38 +1,45 @@
-"""Which search finds the best sub-network? Real SmolLM2-135M, equal budgets, held-out validation.
+"""Which search finds the best sub-network, in which space? Real SmolLM2-135M, held-out validation.
 
-    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 40 evaluations (~1 h)
-    python benchmarks/search_quality.py --bins 85M-100M --seeds 0 # one bin, one seed (~15 min on 2 cores)
-    python benchmarks/search_quality.py --report                  # table + plots from the JSON only
+    python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 7 arms, coarse-uniform
+    python benchmarks/search_quality.py --spaces coarse-uniform coarse-layerwise fine-uniform fine-layerwise \
+        --arms one-shot default --json docs/benchmarks/search_quality_spaces.json   # the four spaces
+    python benchmarks/search_quality.py --report [--plots]       # tables (+ plots) from the JSON only
 
-Arms, per bin and seed, each with ``--budget`` fitness evaluations at most (DESIGN.md §12):
+Arms, per space, bin and seed, each with ``--budget`` fitness evaluations at most:
 
 * ``one-shot``: the practitioner's baseline — the bin's depth × width grid in the literature's
   importance order (`SearchSpace.one_shot` with ``order="block-influence"``: the n layers of
   highest block influence (ShortGPT), the most active neurons / channels (Minitron)), every point
-  evaluated, the best kept; deterministic, so the same for every seed;
+  evaluated; deterministic, so the same for every seed;
 * ``removal-grid``: the same grid in ``subnas search``'s importance order (layers ranked by the
   calibration loss of skipping each one): the default search's seeds alone, to show what the
   order gives and what the search adds;
-* ``paper``: the paper's protocol — natural ("first n") order, coarse-uniform, bin-constrained
-  evolution with the paper's N=20, k=5, m=c=0.2, r=5 and a random initial population;
-* ``default``: what ``subnas search`` runs by default — importance order, coarse-uniform, evolution
-  seeded with the one-shot grid (`subnas_plugins.evolution.EVOLUTION_DEFAULTS`), and the last ``--confirm``
-  evaluations of the budget re-measure the best few candidates on the search split's next
-  ``--confirm-seqs`` sequences (``subnas search --confirm``): the best confirmed one wins;
-* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin, the same
-  confirmation as ``default``;
+* ``paper``: the paper's protocol — natural ("first n") order, bin-constrained evolution with the
+  paper's N = 20, k = 5, λ = N = 20, m = c = 0.2, r = 5 and a random initial population;
+* ``default``: what ``subnas search`` runs by default — importance order, evolution seeded with the
+  one-shot grid (`subnas_plugins.evolution.EVOLUTION_DEFAULTS`);
+* ``random``: importance order, Optuna's RandomSampler, proposals repaired into the bin;
 * ``importance``: the default search with the importance fitness instead of perplexity (its
-  candidates cost microseconds; only its winner is run);
+  candidates cost microseconds; only its winner is run, and it has no confirmation);
 * ``default+median``: the default search with Optuna's MedianPruner over chunks of evaluation
-  tokens (multi-fidelity): the tokens it spent against ``default``'s, and its winner.
+  tokens (multi-fidelity).
+
+Every arm but ``importance`` ends alike: the last ``--confirm`` evaluations of its budget re-measure
+its best candidates on the search split's next ``--confirm-seqs`` sequences (``subnas search
+--confirm``), and the best confirmed one wins — so no arm's winner rests on noisier numbers than
+another's. Every result row holds the arm's ``tokens`` (search and confirmation tokens it would
+spend alone), its ``evaluations`` and its ``distinct_evaluations`` (a random sampler's repeats
+cost nothing and count once).
 
 Selection uses the corpus's *search* split (``--seq-len`` x ``--num-seqs``); every reported
-perplexity is on the *validation* split (``--val-seqs`` sequences), which no arm ever saw; the
-importance order comes from the *calibration* split. One evaluation cache is shared by the arms
-(the fitness is deterministic, so sharing changes no result, only the wall time); a pruned arm
-replays cached per-chunk values, so its token count is what it would have spent alone. Results
-are merged into ``--json`` after every run (rerunning resumes), and ``--report`` draws the
-anytime curves and the validation bars and prints the markdown table of docs/benchmarks/search.md.
+perplexity is on the *validation* split (``--val-seqs`` sequences; the row says how many tokens),
+which no arm ever saw; the importance order comes from the *calibration* split. One evaluation
+cache is shared by the arms and spaces (the fitness is deterministic, so sharing changes no
+result, only the wall time); it is keyed by everything that determines a value (`value_setup`:
+text, split, sequence length, number of sequences, batch size, confirmation sequences, validation
+text, `FITNESS_VERSION`), and a rerun with another setup is refused instead of mixing values in —
+for the results file too. A pruned arm replays cached per-chunk values, so its token count is what
+it would have spent alone. Results are merged into ``--json`` after every run (rerunning resumes).
 It also reports the Spearman correlation between the importance fitness and perplexity over every
 perplexity-evaluated in-bin candidate of the importance-ordered coarse-uniform space.
 """
@@ -46,8 +53,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -67,21 +76,65 @@ from subnas.search import BinSearch, _optimize, make_pruner, make_space  # noqa:
 
 ARMS = ("one-shot", "removal-grid", "default", "default+median", "importance", "paper", "random")
 ARM_SPACE = {"one-shot": "block-influence", "paper": "natural"}  # every other arm: the importance order
-CONFIRMED_ARMS = ("default", "default+median", "random")  # arms that run `subnas search`'s confirmation
-PAPER_EVOLUTION = {"population_size": 20, "num_elites": 5, "mutation_prob": 0.2, "crossover_prob": 0.2,
-                   "num_random": 5, "seed_one_shot": False}
+# Every arm but ``importance`` (whose scores are not perplexities) confirms its best candidates the
+# same way, so that no arm's winner rests on noisier numbers than another's.
+CONFIRMED_ARMS = ("one-shot", "removal-grid", "default", "default+median", "paper", "random")
+# The paper's Algorithm 1 exactly: N = 20, k = 5, λ = N = 20 mutation and crossover slots with
+# m = c = 0.2, r = 5, a random initial population.
+PAPER_EVOLUTION = {"population_size": 20, "num_elites": 5, "num_offspring": 20, "mutation_prob": 0.2,
+                   "crossover_prob": 0.2, "num_random": 5, "seed_one_shot": False}
+#: Bump whenever the way a cached value is computed changes (perplexity code, chunking): a cache
+#: written by another version is refused rather than mixed in.
+FITNESS_VERSION = 2
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "benchmarks"
 
 
+class EvaluationCache:
+    """Evaluations keyed by everything that determines them.
+
+    ``setup`` holds every input of a cached value (model, text, split, sequence length, number of
+    sequences, batch size, confirmation sequences, validation text, `FITNESS_VERSION`); every key
+    carries its digest, and a file written under another setup is refused rather than mixed in.
+    """
+
+    def __init__(self, setup: dict[str, Any], path: Path | None = None) -> None:
+        self.setup, self.path = setup, path
+        self.digest = hashlib.sha1(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
+        self.entries: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("setup") != setup:
+                raise SystemExit(f"{path} holds evaluations of another setup ({saved.get('setup')}), not {setup}; "
+                                 f"give another --json (its cache is --json with .evaluations.json) or delete it")
+            self.entries = saved["entries"]
+
+    def key(self, kind: str, subnet_key: str) -> str:
+        return f"{self.digest}:{kind}:{subnet_key}"
+
+    def get(self, kind: str, subnet_key: str) -> Any:
+        return self.entries.get(self.key(kind, subnet_key))
+
+    def put(self, kind: str, subnet_key: str, value: Any) -> None:
+        self.entries[self.key(kind, subnet_key)] = value
+
+    def items(self, kind: str) -> Iterator[tuple[str, Any]]:
+        prefix = f"{self.digest}:{kind}:"
+        return ((k[len(prefix):], v) for k, v in self.entries.items() if k.startswith(prefix))
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps({"setup": self.setup, "entries": self.entries}) + "\n")
+
+
 class CachedPerplexity(Fitness):
-    """Perplexity on fixed tokens, chunk by chunk, memoised by the sub-network's canonical key."""
+    """Perplexity on fixed tokens, chunk by chunk, memoised in an `EvaluationCache`."""
 
     direction = "minimize"
 
-    def __init__(self, supernet: Any, tokens: torch.Tensor, space: Any, cache: dict[str, Any],
-                 data: str, batch_size: int, confirm_tokens: torch.Tensor | None = None) -> None:
-        self.supernet, self.tokens, self.space, self.cache, self.data = supernet, tokens, space, cache, data
+    def __init__(self, supernet: Any, tokens: torch.Tensor, space: Any, cache: EvaluationCache,
+                 batch_size: int, confirm_tokens: torch.Tensor | None = None) -> None:
+        self.supernet, self.tokens, self.space, self.cache = supernet, tokens, space, cache
         self.confirm_tokens = confirm_tokens
         self.batch_size = batch_size
         self.spent = 0  # tokens actually run (cache misses), for the wall-time story only
@@ -94,59 +147,70 @@ class CachedPerplexity(Fitness):
 
     def steps(self, subnet: subnas.SubNetwork) -> Iterator[tuple[int, float]]:
         key = subnet.key(self.space.config)
-        if key not in self.cache:
+        hit = self.cache.get("search", key)
+        if hit is None:
             trace = []
             with self.supernet.sub_network(subnet):
                 for used, nll in running_nll(self.supernet.model, self.tokens, batch_size=self.batch_size):
                     trace.append((used, nll_to_perplexity(nll)))
-            self.cache[key] = (subnet, trace)
+            hit = {"subnet": subnet.to_dict(), "trace": trace}
+            self.cache.put("search", key, hit)
             self.spent += trace[-1][0]
-        yield from self.cache[key][1]
+        yield from (tuple(x) for x in hit["trace"])
 
     def confirm(self, subnet: subnas.SubNetwork) -> float | None:
         """Perplexity on the confirmation sequences (the search split's next ones), memoised."""
         if self.confirm_tokens is None:
             return None
-        key = "confirm:" + subnet.key(self.space.config)
-        if key not in self.cache:
+        key = subnet.key(self.space.config)
+        if self.cache.get("confirm", key) is None:
             with self.supernet.sub_network(subnet):
                 nll = mean_token_nll(self.supernet.model, self.confirm_tokens, batch_size=self.batch_size)
-            used = self.confirm_tokens.shape[0] * (self.confirm_tokens.shape[1] - 1)
-            self.cache[key] = (subnet, [(used, nll_to_perplexity(nll))])
-            self.spent += used
-        return self.cache[key][1][-1][1]
+            self.cache.put("confirm", key, nll_to_perplexity(nll))
+            self.spent += self.confirm_used
+        return float(self.cache.get("confirm", key))
+
+    @property
+    def confirm_used(self) -> int:
+        """Tokens one confirmation scores."""
+        return 0 if self.confirm_tokens is None else self.confirm_tokens.shape[0] * (self.confirm_tokens.shape[1] - 1)
 
 
-def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, seed: int, budget: int,
-            fitness: Fitness, importance: Fitness | None, confirm: int) -> tuple[list[dict[str, Any]], Any]:
-    """One arm's search; returns its trials in order (sub-network, value, tokens used, pruned) and
-    its winner (None: the best trial by value)."""
-    space = spaces[ARM_SPACE.get(arm, "importance")]
+def _search(arm: str, space: Any, b: ParameterBin, seed: int, budget: int, fitness: CachedPerplexity,
+            importance: Fitness | None, confirm: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """One arm's search; returns its trials in order (sub-network, value, tokens used, pruned; a
+    last entry for the confirmations) and its confirmed winner (None: the best trial by value)."""
+    confirm = confirm if arm in CONFIRMED_ARMS else 0
     if arm in ("one-shot", "removal-grid"):
         out = []
-        for subnet in space.one_shot(b)[:budget]:
+        for subnet in space.one_shot(b)[: budget - confirm]:
             value, used = math.nan, 0
             for used, value in fitness.steps(subnet):
                 pass
             out.append({"subnet": subnet.to_dict(), "value": value, "tokens": used, "pruned": False})
-        return out, None
+        # The same confirmation as the searches: the best `confirm` points on the next sequences.
+        top = sorted(out, key=lambda t: t["value"])[:confirm]
+        if not top:
+            return out, None
+        scores = [(fitness.confirm(subnas.SubNetwork.from_dict(t["subnet"])), i) for i, t in enumerate(top)]
+        out.append({"subnet": None, "value": None, "tokens": fitness.confirm_used * len(top), "pruned": False,
+                    "confirmations": len(top)})
+        return out, top[min(scores)[1]]["subnet"]
     sampler_name = "random" if arm == "random" else "evolution"
     options = PAPER_EVOLUTION if arm == "paper" else {}
     smp = get_sampler(sampler_name, space, b, seed=seed, **options)
     pruner = "median" if arm == "default+median" else "none"
     score = importance if arm == "importance" else fitness
     # What `subnas search` does: the budget's last `confirm` evaluations re-measure the best few
-    # candidates on the search split's next sequences (never the validation split); the paper's
-    # protocol has no such step, and importance scores have no second measurement.
-    confirm = confirm if arm in CONFIRMED_ARMS else 0
+    # candidates on the search split's next sequences (never the validation split); importance
+    # scores have no second measurement.
     study = optuna.create_study(sampler=smp, direction=score.direction, pruner=make_pruner(pruner))
     run = BinSearch(b, study, space, score, sampler_name, seed=seed, pruning=pruner != "none",
                     trials=budget - confirm, confirm=confirm)
     _optimize(run, epochs=None, trials=budget - confirm, progress=False, label=arm, on_trial=lambda: None)
     run.confirm_best()
     winner, _ = run.winner()
-    confirm_tokens = (len(run.study.user_attrs.get("confirmed", {})) * fitness.confirm_tokens.numel()
-                      if confirm and isinstance(fitness, CachedPerplexity) else 0)
+    confirmations = len(run.study.user_attrs.get("confirmed", {})) if confirm else 0
     out = []
     for t in sorted(study.trials, key=lambda t: t.number):
         if t.user_attrs.get("infeasible") or "subnet" not in t.user_attrs:
@@ -154,75 +218,92 @@ def _search(arm: str, supernet: Any, spaces: dict[str, Any], b: ParameterBin, se
         out.append({"subnet": t.user_attrs["subnet"], "value": t.value,
                     "tokens": 0 if t.user_attrs.get("duplicate") else int(t.user_attrs.get("budget_used", 0)),
                     "pruned": t.state == optuna.trial.TrialState.PRUNED})
-    if confirm_tokens:  # the confirmations count as evaluations (and tokens) of the arm's budget
-        out.append({"subnet": winner.user_attrs["subnet"], "value": None, "tokens": confirm_tokens,
-                    "pruned": False, "confirmations": len(run.study.user_attrs["confirmed"])})
+    if confirmations:  # the confirmations count as evaluations (and tokens) of the arm's budget
+        out.append({"subnet": None, "value": None, "tokens": confirmations * fitness.confirm_used,
+                    "pruned": False, "confirmations": confirmations})
     return out, (winner.user_attrs["subnet"] if confirm else None)
+
+
+def value_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything a cached value depends on (`EvaluationCache`)."""
+    return {"model": "default", "fitness_version": FITNESS_VERSION, "batch_size": args.batch_size,
+            "search": {"data": "default:search", "seq_len": args.seq_len, "num_seqs": args.num_seqs},
+            "confirm": {"data": "default:search", "first": args.num_seqs, "num_seqs": args.confirm_seqs},
+            "validation": {"data": "default:validation", "seq_len": args.seq_len, "num_seqs": args.val_seqs},
+            "calibration": "default:calibration"}
 
 
 def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(args.json)
-    results = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    done = {(r["bin"], r["seed"], r["arm"]) for r in results["runs"]}
+    setup = {**value_setup(args), "budget": args.budget, "confirm_candidates": args.confirm}
+    results = json.loads(path.read_text()) if path.is_file() else {"setup": setup, "runs": []}
+    if results.get("setup") != setup:
+        raise SystemExit(f"{path} holds results of another setup ({results.get('setup')}), not {setup}; "
+                         f"give another --json or delete it")
+    cache = EvaluationCache(value_setup(args), path.with_suffix(".evaluations.json"))
+    done = {(r.get("space", "coarse-uniform"), r["bin"], r["seed"], r["arm"]) for r in results["runs"]}
     supernet = subnas.Supernet.from_pretrained("default")
     stream = supernet_tokens(supernet, "default:search", args.seq_len, args.num_seqs + args.confirm_seqs)
     search_tokens, confirm_tokens = stream[:args.num_seqs], stream[args.num_seqs:]
     val_tokens = supernet_tokens(supernet, "default:validation", args.seq_len, args.val_seqs)
-    spaces = {order: make_space(args.space, supernet, order=order, calibration="default:calibration", choices={})
-              for order in ("importance", "block-influence", "natural")}
-    cache: dict[str, Any] = {}  # key -> (sub-network, [(tokens, perplexity so far), ...])
-    val_cache: dict[str, float] = {}
-    results["setup"] = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized)", "space": args.space,
-                        "budget": args.budget, "search_tokens": f"default:search {args.num_seqs}x{args.seq_len}",
-                        "validation_tokens": f"default:validation {args.val_seqs}x{args.seq_len}",
-                        "calibration": "default:calibration 16x256 (layer removal: its first 8)", "threads": args.threads,
-                        "confirm": (f"{args.confirm} of the budget re-measure the best candidates on default:search "
-                                    f"sequences {args.num_seqs}-{args.num_seqs + args.confirm_seqs - 1} "
-                                    f"(arms {', '.join(CONFIRMED_ARMS)})") if args.confirm else "none",
-                        "full_model_validation_perplexity": _validate(supernet, None, val_tokens, val_cache, spaces)}
-    cache_path = path.with_suffix(".evaluations.json")
-    if cache_path.is_file():  # evaluations survive a restart (the fitness is deterministic)
-        saved = json.loads(cache_path.read_text())
-        cache.update({k: (subnas.SubNetwork.from_dict(v["subnet"]), [tuple(x) for x in v["trace"]])
-                      for k, v in saved.items()})
+    spaces: dict[tuple[str, str], Any] = {}
+
+    def space_of(name: str, arm: str) -> Any:
+        order = ARM_SPACE.get(arm, "importance")
+        if (name, order) not in spaces:
+            spaces[name, order] = make_space(name, supernet, order=order, calibration="default:calibration",
+                                             choices={})
+        return spaces[name, order]
+
+    results["full_model_validation_perplexity"] = _validate(supernet, None, val_tokens, cache)
+    results["validation_tokens"] = int(val_tokens.shape[0] * (val_tokens.shape[1] - 1))
     for seed in args.seeds:  # every bin with one seed before the next seed: partial runs stay balanced
         for bin_text in args.bins:
             b = ParameterBin.parse(bin_text)
-            for arm in args.arms:
-                if (bin_text, seed, arm) in done:
-                    continue
-                space = spaces[ARM_SPACE.get(arm, "importance")]
-                fitness = CachedPerplexity(supernet, search_tokens, space, cache, "default:search", args.batch_size,
-                                           confirm_tokens)
-                importance = subnas.get_fitness("importance", supernet=supernet) if arm == "importance" else None
-                start = time.perf_counter()
-                trials, confirmed = _search(arm, supernet, spaces, b, seed, args.budget, fitness, importance,
-                                            args.confirm)
-                seconds = time.perf_counter() - start
-                scored = [t for t in trials if t["value"] is not None and not t["pruned"]]
-                best = (max if arm == "importance" else min)(scored, key=lambda t: t["value"])
-                if confirmed is not None:
-                    best = next(t for t in scored if t["subnet"] == confirmed)
-                winner = subnas.SubNetwork.from_dict(best["subnet"])
-                confirmations = sum(t.get("confirmations", 0) for t in trials)
-                row = {"bin": bin_text, "seed": seed, "arm": arm,
-                       "evaluations": len(scored) + sum(t["pruned"] for t in trials) + confirmations,
-                       "confirmations": confirmations,
-                       "tokens": sum(t["tokens"] for t in trials), "seconds": round(seconds, 1),
-                       "best_search_value": best["value"], "parameters": space.count(winner),
-                       "val_perplexity": _validate(supernet, winner, val_tokens, val_cache, spaces),
-                       "winner": _compact(best["subnet"]), "values": [t["value"] for t in trials],
-                       "pruned": [t["pruned"] for t in trials]}
-                results["runs"].append(row)
-                atomic_write_text(path, json.dumps(results, indent=1) + "\n")
-                atomic_write_text(cache_path, json.dumps({k: {"subnet": v[0].to_dict(), "trace": v[1]}
-                                                          for k, v in cache.items()}) + "\n")
-                print(f"{bin_text} seed {seed} {arm:>15}: val ppl {row['val_perplexity']:.1f} "
-                      f"({row['parameters'] / 1e6:.1f}M, {row['evaluations']} evals, {seconds:.0f} s)", flush=True)
-    results["importance_correlation"] = _correlation(supernet, spaces["importance"], cache, args)
+            for name in args.spaces:
+                for arm in args.arms:
+                    if (name, bin_text, seed, arm) in done:
+                        continue
+                    row = _run_arm(arm, name, space_of(name, arm), supernet, b, bin_text, seed, args, cache,
+                                   search_tokens, confirm_tokens, val_tokens)
+                    results["runs"].append(row)
+                    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+                    cache.save()
+                    print(f"{bin_text} seed {seed} {name} {arm:>15}: val ppl {row['val_perplexity']:.1f} "
+                          f"({row['parameters'] / 1e6:.1f}M, {row['distinct_evaluations']} distinct evals, "
+                          f"{row['tokens']:,} tokens, {row['seconds']:.0f} s)", flush=True)
+    if "coarse-uniform" in args.spaces:
+        results["importance_correlation"] = _correlation(supernet, space_of("coarse-uniform", "default"), cache, args)
     atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+
+
+def _run_arm(arm: str, name: str, space: Any, supernet: Any, b: ParameterBin, bin_text: str, seed: int,
+             args: argparse.Namespace, cache: EvaluationCache, search_tokens: torch.Tensor,
+             confirm_tokens: torch.Tensor, val_tokens: torch.Tensor) -> dict[str, Any]:
+    """One result row: the arm's winner, its validation perplexity, its evaluations and tokens."""
+    fitness = CachedPerplexity(supernet, search_tokens, space, cache, args.batch_size, confirm_tokens)
+    importance = subnas.get_fitness("importance", supernet=supernet) if arm == "importance" else None
+    start = time.perf_counter()
+    trials, confirmed = _search(arm, space, b, seed, args.budget, fitness, importance, args.confirm)
+    seconds = time.perf_counter() - start
+    scored = [t for t in trials if t["value"] is not None and not t["pruned"]]
+    best = (max if arm == "importance" else min)(scored, key=lambda t: t["value"])
+    if confirmed is not None:
+        best = next(t for t in scored if t["subnet"] == confirmed)
+    winner = subnas.SubNetwork.from_dict(best["subnet"])
+    confirmations = sum(t.get("confirmations", 0) for t in trials)
+    evaluated = [t for t in trials if t["subnet"] is not None]
+    return {"space": name, "bin": bin_text, "seed": seed, "arm": arm,
+            "evaluations": len(evaluated) + confirmations, "confirmations": confirmations,
+            # Duplicates (a random sampler proposing a candidate again) cost nothing and count once.
+            "distinct_evaluations": len({json.dumps(t["subnet"], sort_keys=True) for t in evaluated}),
+            "tokens": sum(t["tokens"] for t in trials), "seconds": round(seconds, 1),
+            "best_search_value": best["value"], "parameters": space.count(winner),
+            "val_perplexity": _validate(supernet, winner, val_tokens, cache),
+            "winner": _compact(best["subnet"]), "values": [t["value"] for t in trials],
+            "pruned": [t["pruned"] for t in trials]}
 
 
 def _compact(subnet: dict[str, Any]) -> dict[str, Any]:
@@ -230,14 +311,14 @@ def _compact(subnet: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in subnet.items() if not k.endswith("_indices") or k == "layer_indices"}
 
 
-def _validate(supernet: Any, subnet: Any, tokens: torch.Tensor, cache: dict[str, float], spaces: dict[str, Any]) -> float:
-    key = "full" if subnet is None else subnet.key(spaces["importance"].config)
-    if key not in cache:
+def _validate(supernet: Any, subnet: Any, tokens: torch.Tensor, cache: EvaluationCache) -> float:
+    key = "full" if subnet is None else subnet.key(supernet.subnas_config)
+    if cache.get("validation", key) is None:
         from subnas.evaluation._perplexity import perplexity
 
         with supernet.sub_network(subnet):
-            cache[key] = perplexity(supernet.model, tokens, batch_size=4, progress=False)
-    return cache[key]
+            cache.put("validation", key, perplexity(supernet.model, tokens, batch_size=4, progress=False))
+    return float(cache.get("validation", key))
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -245,18 +326,17 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def _correlation(supernet: Any, space: Any, cache: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def _correlation(supernet: Any, space: Any, cache: EvaluationCache, args: argparse.Namespace) -> dict[str, Any]:
     """Spearman(importance fitness, perplexity) over the perplexity-evaluated in-bin candidates."""
     scorer = subnas.get_fitness("importance", supernet=supernet)
     out: dict[str, Any] = {}
     for bin_text in args.bins:
         b = ParameterBin.parse(bin_text)
         pairs = []
-        for key, (subnet, trace) in cache.items():
-            if key.startswith("confirm:"):
-                continue  # confirmation perplexities are on other tokens
+        for _, entry in cache.items("search"):
+            subnet = subnas.SubNetwork.from_dict(entry["subnet"])
             if space.contains(subnet) and space.count(subnet) in b:
-                pairs.append((scorer(subnet), trace[-1][1]))
+                pairs.append((scorer(subnet), entry["trace"][-1][1]))
         if len(pairs) >= 10:
             # Higher importance should mean lower perplexity: report the correlation with -perplexity.
             out[bin_text] = {"candidates": len(pairs),
@@ -265,44 +345,61 @@ def _correlation(supernet: Any, space: Any, cache: dict[str, Any], args: argpars
 
 
 # ---------------------------------------------------------------------------- report
+def _cell(rows: list[dict[str, Any]]) -> str:
+    """Validation perplexity mean ± std (n seeds), and the arm's mean tokens."""
+    if not rows:
+        return "—"
+    vals = [r["val_perplexity"] for r in rows]
+    spread = f" ± {statistics.stdev(vals):,.1f}" if len(vals) > 1 else ""
+    tokens = statistics.mean(r["tokens"] for r in rows) if all("tokens" in r for r in rows) else None
+    return f"{statistics.mean(vals):,.1f}{spread} (n={len(vals)}" + (f"; {tokens / 1000:,.0f}k tok)" if tokens else ")")
+
+
 def report(args: argparse.Namespace) -> str:
     results = json.loads(Path(args.json).read_text())
     runs, setup = results["runs"], results["setup"]
+    for r in runs:
+        r.setdefault("space", "coarse-uniform")
     bins = list(dict.fromkeys(r["bin"] for r in runs))
+    spaces = list(dict.fromkeys(r["space"] for r in runs))
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
-    lines = [f"Full model: validation perplexity {setup['full_model_validation_perplexity']:.1f}. "
-             f"Budget {setup['budget']} evaluations per arm; search fitness on {setup['search_tokens']}, "
-             f"reported on {setup['validation_tokens']}.", "",
-             "| bin | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
-    for b in bins:
-        cells = []
-        for a in arms:
-            vals = [r["val_perplexity"] for r in runs if r["bin"] == b and r["arm"] == a]
-            if not vals:
-                cells.append("—")
-                continue
-            spread = f" ± {statistics.stdev(vals):.1f}" if len(vals) > 1 else ""
-            cells.append(f"{statistics.mean(vals):.1f}{spread} (n={len(vals)})")
-        lines.append(f"| {b} | " + " | ".join(cells) + " |")
-    lines += ["", "| bin | tokens, default | tokens, default+median | saved | winner val ppl, default | "
-                  "winner val ppl, default+median |", "|---|---|---|---|---|---|"]
-    for b in bins:
-        d = [r for r in runs if r["bin"] == b and r["arm"] == "default"]
-        m = [r for r in runs if r["bin"] == b and r["arm"] == "default+median"]
-        if d and m:
-            td, tm = statistics.mean(r["tokens"] for r in d), statistics.mean(r["tokens"] for r in m)
-            lines.append(f"| {b} | {td:,.0f} | {tm:,.0f} | {1 - tm / td:.0%} | "
-                         f"{statistics.mean(r['val_perplexity'] for r in d):.1f} | "
-                         f"{statistics.mean(r['val_perplexity'] for r in m):.1f} |")
+    full = results.get("full_model_validation_perplexity", setup.get("full_model_validation_perplexity"))
+    val_tokens = results.get("validation_tokens") or next((r.get("validation_tokens") for r in runs), None)
+    lines = [(f"Full model: validation perplexity {full:.1f}. " if full is not None and full == full else "")
+             + (f"Validation tokens per winner: {val_tokens:,}. " if val_tokens else "")
+             + f"Setup: {json.dumps(setup, sort_keys=True)}.", ""]
+    for space in spaces:
+        lines += [f"**{space}** — winner's validation perplexity, mean ± std over seeds (n), and tokens per run:", "",
+                  "| bin | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        for b in bins:
+            cells = [_cell([r for r in runs if r["space"] == space and r["bin"] == b and r["arm"] == a]) for a in arms]
+            lines.append(f"| {b} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if len(spaces) > 1:
+        lines += ["The four spaces (arm `default`; one-shot: the block-influence grid of coarse-uniform):", "",
+                  "| bin | one-shot | " + " | ".join(spaces) + " |", "|---|---|" + "---|" * len(spaces)]
+        for b in bins:
+            one = [r for r in runs if r["bin"] == b and r["arm"] == "one-shot" and r["space"] == spaces[0]]
+            cells = [_cell([r for r in runs if r["space"] == sp and r["bin"] == b and r["arm"] == "default"])
+                     for sp in spaces]
+            lines.append(f"| {b} | {_cell(one)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["| space | bin | arm | seed | parameters | evaluations (distinct) | tokens | val ppl |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['space']} | {r['bin']} | {r['arm']} | {r['seed']} | {r['parameters']:,} | "
+                     f"{r['evaluations']} ({r.get('distinct_evaluations', '?')}) | {r.get('tokens', 0):,} | "
+                     f"{r['val_perplexity']:,.1f} |")
     corr = results.get("importance_correlation", {})
     if corr:
         lines += ["", "| bin | candidates | Spearman(importance, −perplexity) |", "|---|---|---|"]
         lines += [f"| {b} | {c['candidates']} | {c['spearman']:.2f} |" for b, c in corr.items()]
-    _plot(runs, bins, arms, setup)
+    if args.plots:
+        _plot([r for r in runs if r["space"] == spaces[0]], bins, arms, full)
     return "\n".join(lines)
 
 
-def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], setup: dict[str, Any]) -> None:
+def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], full: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -339,7 +436,7 @@ def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], setup: d
         means = [statistics.mean([r["val_perplexity"] for r in runs if r["bin"] == b and r["arm"] == a] or [math.nan])
                  for b in bins]
         ax.bar(np.arange(len(bins)) + i * width, means, width, label=a)
-    ax.axhline(setup["full_model_validation_perplexity"], color="k", ls="--", label="full model")
+    ax.axhline(full, color="k", ls="--", label="full model")
     ax.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, bins)
     ax.set_yscale("log")
     ax.set_ylabel("winner's validation perplexity (mean over seeds)")
@@ -349,13 +446,44 @@ def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], setup: d
     plt.close(fig)
 
 
+def collect(dirs: list[str], path: Path, val_name: str = "val64.json") -> None:
+    """Rows from finished ``subnas search`` runs (their ``--out`` folders, named after the space, e.g.
+    ``fine-uniform`` or ``fine-uniform-55M-65M``, each with the winner's ``subnas evaluate --json``
+    output as ``val_name``), in this benchmark's format, into ``path``.
+
+    For searches run with the CLI exactly as a user runs them, rather than by `run`'s arms."""
+    runs = []
+    for folder in map(Path, dirs):
+        results = json.loads((folder / "results.json").read_text())
+        val = json.loads((folder / val_name).read_text())
+        study = results["bins"][0]
+        lo, hi = study["bin"]
+        # "default:search sequences 16-63 (256 tokens each)": tokens one confirmation scores.
+        m = re.search(r"sequences (\d+)-(\d+) \((\d+) tokens", study.get("confirm_data", ""))
+        per_confirm = (int(m[2]) - int(m[1]) + 1) * (int(m[3]) - 1) if m else 0
+        used = int(study.get("budget_used", 0)) + per_confirm * len(study.get("confirmed", []))
+        runs.append({"space": "-".join(folder.name.split("-")[:2]), "bin": f"{lo / 1e6:g}M-{hi / 1e6:g}M",
+                     "seed": 0, "arm": "default", "evaluations": study["evaluations"],
+                     "confirmations": len(study.get("confirmed", [])), "distinct_evaluations": study["evaluations"],
+                     "tokens": used, "best_search_value": study["best_fitness"],
+                     "confirmed_fitness": study.get("confirmed_fitness"), "parameters": study["best_parameters"],
+                     "val_perplexity": val["perplexity"], "validation_tokens": val.get("tokens"),
+                     "winner": _compact(study["best_subnet"])})
+    setup = {"source": "subnas search default --space SPACE --bins ... --trials 40 --out SPACE (seed 0, every "
+                         "other option at its default), winner scored by subnas evaluate --json", "runs": dirs,
+             "validation": val_name}
+    atomic_write_text(path, json.dumps({"setup": setup, "runs": runs,
+                                        "full_model_validation_perplexity": math.nan}, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bins", nargs="+", default=["85M-100M", "55M-65M", "110M-120M"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--budget", type=int, default=40, help="fitness evaluations per arm")
-    p.add_argument("--space", default="coarse-uniform")
+    p.add_argument("--spaces", nargs="+", default=["coarse-uniform"],
+                   help="search spaces (every arm runs in each; the evaluation cache is shared)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--num-seqs", type=int, default=16, help="search-split sequences (subnas search's default)")
     p.add_argument("--val-seqs", type=int, default=64, help="validation-split sequences for the reported numbers")
@@ -366,9 +494,14 @@ def main() -> None:
                    help="search-split sequences after the first --num-seqs on which candidates are confirmed")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", default=str(DOCS / "search_quality.json"))
-    p.add_argument("--report", action="store_true", help="only print the table and redraw the plots")
+    p.add_argument("--report", action="store_true", help="only print the tables (from the JSON)")
+    p.add_argument("--collect", nargs="+", metavar="OUT",
+                   help="rows from finished `subnas search --out OUT` runs (with OUT/val64.json) into --json")
+    p.add_argument("--plots", action="store_true", help="with --report: redraw docs/benchmarks' two plots")
     args = p.parse_args()
-    if not args.report:
+    if args.collect:
+        collect(args.collect, Path(args.json))
+    elif not args.report:
         run(args)
     print(report(args))
 

@@ -1,7 +1,7 @@
 """Built-in plugin: the paper's four search spaces (§2.1), coarse/fine-grained × uniform/layer-wise.
 
 All four are `subnas.spaces.StructuredSearchSpace` with its two switches set; this module only
-names them (and declares that they take an importance order, `SearchSpace.takes_order`).
+names them (each takes an importance order: `StructuredSearchSpace.takes_order`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ class CoarseUniformSpace(StructuredSearchSpace):
 
     name = "coarse-uniform"
     fine, layerwise = False, False
-    takes_order = True
 
 
 class CoarseLayerwiseSpace(StructuredSearchSpace):
@@ -25,15 +24,14 @@ class CoarseLayerwiseSpace(StructuredSearchSpace):
 
     name = "coarse-layerwise"
     fine, layerwise = False, True
-    takes_order = True
 
 
 class FineUniformSpace(StructuredSearchSpace):
-    """Any subset of layers, channels, groups, heads, head dims and neurons; one set for all layers."""
+    """The same sizes (h, g, hs, d) in every layer, each layer its own index sets of them; any layers,
+    one set of embedding channels (the residual stream is shared) (paper §2.1)."""
 
     name = "fine-uniform"
     fine, layerwise = True, False
-    takes_order = True
 
 
 class FineLayerwiseSpace(StructuredSearchSpace):
@@ -41,7 +39,6 @@ class FineLayerwiseSpace(StructuredSearchSpace):
 
     name = "fine-layerwise"
     fine, layerwise = True, True
-    takes_order = True
 
 
 SPACES = (CoarseUniformSpace, CoarseLayerwiseSpace, FineUniformSpace, FineLayerwiseSpace)

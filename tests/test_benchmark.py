@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import subnas
+from subnas.bins import ParameterBin
 from subnas.benchmark._report import LOG_COLUMNS
 from subnas.benchmark._samplers import benchmark_samplers, record_table
 from subnas.benchmark._fitness_table import FitnessTable, architecture_features
@@ -184,3 +185,90 @@ def test_record_table_resumes_without_re_evaluating(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="recorded with fitness"):
         record_table(CONFIG, "coarse-uniform", "replay", n=1, out_path=path, progress=False,
                      fitness_options={"table": path})
+
+
+# ---------------------------------------------------------------------------- benchmarks/search_quality.py
+def _search_quality() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "search_quality", Path(__file__).resolve().parents[1] / "benchmarks" / "search_quality.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_search_quality_cache_is_keyed_by_its_setup(tmp_path: Path) -> None:
+    """A cached evaluation is never reused under another setup: keys carry the setup's digest, and a
+    file written under another setup is refused."""
+    sq = _search_quality()
+    args = sq.argparse.Namespace(batch_size=4, seq_len=256, num_seqs=16, confirm_seqs=48, val_seqs=64)
+    path = tmp_path / "x.evaluations.json"
+    cache = sq.EvaluationCache(sq.value_setup(args), path)
+    cache.put("search", "k", {"subnet": {}, "trace": [[10, 5.0]]})
+    cache.save()
+    assert sq.EvaluationCache(sq.value_setup(args), path).get("search", "k") == {"subnet": {}, "trace": [[10, 5.0]]}
+    for change in ({"num_seqs": 4}, {"seq_len": 128}, {"batch_size": 2}, {"confirm_seqs": 16}, {"val_seqs": 8}):
+        other = sq.value_setup(sq.argparse.Namespace(**{**vars(args), **change}))
+        assert sq.EvaluationCache(other).key("search", "k") != cache.key("search", "k")
+        with pytest.raises(SystemExit, match="another setup"):
+            sq.EvaluationCache(other, path)
+    bumped = {**sq.value_setup(args), "fitness_version": sq.FITNESS_VERSION + 1}
+    with pytest.raises(SystemExit, match="another setup"):
+        sq.EvaluationCache(bumped, path)
+
+
+def test_search_quality_rows_hold_every_arms_tokens(tiny_models: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every arm's row says how many tokens it scored (confirmations included) and how many distinct
+    candidates it evaluated; the paper arm runs λ = N = 20."""
+    import torch
+
+    sq = _search_quality()
+    assert sq.PAPER_EVOLUTION["num_offspring"] == sq.PAPER_EVOLUTION["population_size"] == 20
+    supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
+    cfg = supernet.subnas_config
+    g = torch.Generator().manual_seed(0)
+    search, confirm, val = (torch.randint(0, cfg.vocab_size, (n, 12), generator=g) for n in (4, 4, 2))
+
+    class Toy(Fitness):
+        direction = "maximize"
+
+        def __call__(self, subnet: subnas.SubNetwork) -> float:
+            return float(subnas.count_parameters(cfg, subnet))
+
+    monkeypatch.setattr(sq.subnas, "get_fitness", lambda *a, **k: Toy())
+    args = sq.argparse.Namespace(batch_size=2, seq_len=12, num_seqs=4, confirm_seqs=4, val_seqs=2, budget=8,
+                                 confirm=2)
+    cache = sq.EvaluationCache(sq.value_setup(args))
+    space = subnas.get_search_space("coarse-uniform", cfg)
+    lo, hi = space.bounds()
+    b = ParameterBin(lo + (hi - lo) // 4, lo + (hi - lo) // 2)
+    per_eval, per_confirm = 4 * 11, 4 * 11
+    for arm in sq.ARMS:
+        row = sq._run_arm(arm, "coarse-uniform", space, supernet, b, "b", 0, args, cache, search, confirm, val)
+        assert row["tokens"] > 0 and row["evaluations"] <= args.budget, row
+        assert row["confirmations"] == (0 if arm == "importance" else min(2, row["distinct_evaluations"]))
+        assert row["distinct_evaluations"] <= row["evaluations"] - row["confirmations"]
+        if arm not in ("importance", "default+median"):  # pruned trials score fewer tokens
+            evaluated = row["evaluations"] - row["confirmations"]
+            assert row["tokens"] == evaluated * per_eval + row["confirmations"] * per_confirm, (arm, row)
+
+
+def test_search_quality_collects_cli_runs_with_their_tokens(tmp_path: Path) -> None:
+    """Rows from `subnas search` folders count the confirmations' tokens beside the search's."""
+    sq = _search_quality()
+    run = tmp_path / "fine-uniform-55M-65M"
+    run.mkdir()
+    subnet = subnas.SubNetwork(n_layers=2).to_dict()
+    (run / "results.json").write_text(json.dumps({"bins": [{
+        "bin": [55_000_000, 65_000_000], "evaluations": 40, "budget_used": 40 * 16 * 255, "best_fitness": 9.0,
+        "best_parameters": 60_000_000, "best_subnet": subnet, "confirmed_fitness": 8.5,
+        "confirm_data": "default:search sequences 16-63 (256 tokens each)",
+        "confirmed": [{"trial": 1, "fitness": 9.0, "confirmed_fitness": 8.5}] * 4}]}))
+    (run / "val64.json").write_text(json.dumps({"perplexity": 10.0, "tokens": 64 * 256}))
+    out = tmp_path / "cli.json"
+    sq.collect([str(run)], out)
+    row = json.loads(out.read_text())["runs"][0]
+    assert row["space"] == "fine-uniform" and row["bin"] == "55M-65M" and row["confirmations"] == 4
+    assert row["tokens"] == 40 * 16 * 255 + 4 * 48 * 255 and row["val_perplexity"] == 10.0

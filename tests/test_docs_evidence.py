@@ -27,7 +27,9 @@ OUTPUTS = {"results.json", "summary.json", "config.json", "tokenizer.json", "tok
            "subnas_extract.json", "my_table.json", "generation_config.json",
            # a user's own files in the multi-GPU commands (their sub-network, their corpus) and the
            # file torch.distributed.checkpoint writes beside its shards
-           "student.json", "corpus.jsonl", "state.json"}
+           "student.json", "corpus.jsonl", "state.json",
+           # a multi-objective search's front and its points
+           "pareto.json", "pointNN.json"}
 
 
 def committed_files() -> set[str]:

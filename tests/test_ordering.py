@@ -124,16 +124,19 @@ def test_one_shot_seeds_are_members_in_the_bin(tiny_models: dict, space_name: st
     lo, hi = space.bounds()
     b = ParameterBin(lo + (hi - lo) // 3, lo + (hi - lo) // 2)
     seeds = space.one_shot(b)
-    # fine-uniform shares one index set across layers, so only single-layer seeds (if any) are
-    # members there; every other space has seeds in an ordinary bin.
-    assert seeds or space_name == "fine-uniform", "an ordinary bin has one-shot candidates"
-    assert space_name != "fine-uniform" or all(s.n_layers == 1 for s in seeds)
+    # Every space has seeds in an ordinary bin (fine-uniform too: per-layer index sets of one size).
+    assert seeds, "an ordinary bin has one-shot candidates"
     assert all(space.contains(s) and space.count(s) in b for s in seeds)
     assert len({s.key(space.config) for s in seeds}) == len(seeds)
-    # Layers are the most important ones and keep the model's order.
+    # Layers are the most important ones and keep the model's order; every layer keeps its own
+    # most important neurons and embedding channels are the most important ones.
     for s in seeds:
-        kept = [x.layer for x in s.resolve(supernet.subnas_config).layers]
+        r = s.resolve(supernet.subnas_config)
+        kept = [x.layer for x in r.layers]
         assert kept == list(order.kept_layers(len(kept)))
+        assert set(r.embd) == set(order.embd[: len(r.embd)])
+        for x in r.layers:
+            assert set(x.neurons) == set(order.neurons[x.layer][: len(x.neurons)])
 
 
 def test_importance_order_needs_weights_or_says_so() -> None:
@@ -197,3 +200,115 @@ def test_block_influence_order_is_the_literatures_one_shot(smollm2: Supernet) ->
     assert space.order is influence
     with pytest.raises(ValueError, match="unknown layer criterion"):
         importance_order(smollm2, layers="cosine")
+
+
+def planted_order(cfg: subnas.SubnasConfig, seed: int = 0) -> UnitOrder:
+    """A random importance order of every unit (what a calibration pass would have ranked)."""
+    rng, natural = random.Random(seed), UnitOrder.natural(cfg)
+
+    def shuffled(units: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(rng.sample(units, len(units)))
+
+    return UnitOrder(layers=shuffled(natural.layers), embd=shuffled(natural.embd),
+                     groups=tuple(map(shuffled, natural.groups)),
+                     heads=tuple(tuple(map(shuffled, per)) for per in natural.heads),
+                     rotary_pairs=tuple(map(shuffled, natural.rotary_pairs)), passes=tuple(map(shuffled, natural.passes)),
+                     neurons=tuple(map(shuffled, natural.neurons)), source="planted")
+
+
+def units_apart(cfg: subnas.SubnasConfig, a: SubNetwork, b: SubNetwork) -> int:
+    """How many units (layers, channels, heads, head dims, neurons) one keeps and the other does not."""
+    ra, rb = a.resolve(cfg), b.resolve(cfg)
+    la, lb = {x.layer: x for x in ra.layers}, {x.layer: x for x in rb.layers}
+    apart = len(set(ra.embd) ^ set(rb.embd)) + 100 * len(set(la) ^ set(lb))
+    for m in set(la) & set(lb):
+        x, y = la[m], lb[m]
+        apart += sum(len(set(getattr(x, f)) ^ set(getattr(y, f))) for f in ("heads", "head_dims", "neurons"))
+    return apart
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+def test_first_generation_contains_the_planted_best(space_name: str) -> None:
+    """With a planted importance order, the best sub-network of a bin is the n most important units
+    of each kind in every layer (a one-shot prune); the search's first generation already holds it,
+    in every space — the seeds are members of the space and lie in the bin."""
+    import optuna
+
+    cfg = subnas.SubnasConfig(vocab_size=100, hidden_size=64, num_hidden_layers=5, num_attention_heads=4,
+                              num_key_value_heads=2, intermediate_size=256)
+    order = planted_order(cfg)
+    space = subnas.get_search_space(space_name, cfg, order=order)
+    best = order.subnetwork(n_layers=3, n_embd=64, num_heads=4, query_groups=2, head_size=16, intermediate_size=192)
+    n = space.count(best)
+    b = ParameterBin(n - 20_000, n)  # the widest MLP of 3 layers inside the bin is 192 (256: +36,864)
+    sampler = subnas.BinEvolutionSampler(space, b, population_size=6, num_elites=2, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda trial: units_apart(cfg, space.suggest(trial), best), n_trials=6)
+    first = [t for t in study.trials if sampler.generation_of(t) == 0]
+    assert min(t.value for t in first) == 0, sorted(t.value for t in first)
+    assert all(space.count(SubNetwork.from_dict(t.system_attrs["subnas:subnet"])) in b for t in first)
+
+
+@pytest.mark.parametrize("space_name", ["fine-uniform", "fine-layerwise"])
+def test_fine_moves_follow_the_importance_order(space_name: str) -> None:
+    """In importance order a fine-grained space grows and shrinks at the importance boundary (its
+    index sets stay the n most important units of every layer) and a units swap trades a few of the
+    least important kept units for the most important unused ones."""
+    from subnas.samplers import UnitSwap, WeightedMoves
+
+    cfg = subnas.SubnasConfig(vocab_size=100, hidden_size=64, num_hidden_layers=5, num_attention_heads=4,
+                              num_key_value_heads=2, intermediate_size=256)
+    order = planted_order(cfg, seed=1)
+    space = subnas.get_search_space(space_name, cfg, order=order)
+    seed = order.subnetwork(n_layers=3, n_embd=48, num_heads=4, query_groups=2, head_size=16, intermediate_size=128)
+    assert space.contains(seed) and {"swap", "units"} <= set(space.moves(seed))
+    rng = random.Random(0)
+    sizes_only = WeightedMoves({"units": 0, "swap": 0})
+    for _ in range(30):  # size steps keep every index set the top of its layer's order
+        child = space.mutate(seed, rng, choose=sizes_only.choose)
+        r = child.resolve(cfg)
+        assert set(r.embd) == set(order.embd[: len(r.embd)])
+        assert [x.layer for x in r.layers] == sorted(order.layers[: len(r.layers)]) or \
+            len(r.layers) == 3  # a depth step keeps the most important layers
+        for x in r.layers:
+            assert set(x.neurons) == set(order.neurons[x.layer][: len(x.neurons)])
+    swapped = 0
+    for _ in range(20):
+        child = space.mutate(seed, rng, choose=UnitSwap().choose)
+        before, after = seed.resolve(cfg), child.resolve(cfg)
+        assert [x.layer for x in after.layers] == [x.layer for x in before.layers]
+        pairs = [(before.embd, after.embd, order.embd)] + [
+            (a.neurons, b.neurons, order.neurons[a.layer]) for a, b in zip(before.layers, after.layers)]
+        for x, y, full in pairs:
+            out, into = set(x) - set(y), set(y) - set(x)
+            assert len(out) == len(into) and len(x) == len(y)
+            if out:  # a few of the least important kept for as many of the most important unused
+                swapped += 1
+                ranks = {u: i for i, u in enumerate(full)}
+                assert min(ranks[u] for u in out) >= len(x) - 2 * len(out)
+                assert max(ranks[u] for u in into) < len(x) + 2 * len(out)
+    assert swapped == 20
+
+
+def test_sampler_takes_operator_objects() -> None:
+    """Selection, mutation and crossover are objects the sampler takes: a plugin replaces one."""
+    import optuna
+
+    from subnas.samplers import EqualDepthCrossover, TruncationSelection, WeightedMoves
+
+    class Counting(WeightedMoves):
+        calls = 0
+
+        def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().__call__(*args, **kwargs)
+
+    space = subnas.get_search_space("coarse-uniform", subnas.SubnasConfig(num_hidden_layers=6))
+    lo, hi = space.bounds()
+    sampler = subnas.BinEvolutionSampler(space, (lo + (hi - lo) // 4, lo + (hi - lo) // 2), population_size=6,
+                                         num_elites=2, mutation_prob=1.0, seed=0, mutation=Counting(),
+                                         crossover=EqualDepthCrossover(), selection=TruncationSelection())
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda trial: space.count(space.suggest(trial)), n_trials=14)
+    assert Counting.calls > 0
+    assert any(t.system_attrs.get("subnas:role") == "mutation" for t in study.trials)

@@ -42,7 +42,8 @@ def view(space: Any, subnet: SubNetwork, by: str = "position") -> dict[str, Any]
 
     def per(f: Any) -> Any:
         values = {k: f(s) for k, s in zip(keys, r.layers)}
-        return values if space.layerwise else values[keys[0]]
+        # Fine-grained uniform: the same sizes, but every layer its own index sets.
+        return values if space.layerwise or space.fine else values[keys[0]]
 
     v = {"l": tuple(s.layer for s in r.layers), "e": frozenset(r.embd), "h": per(lambda s: s.num_heads),
          "g": per(lambda s: frozenset(s.groups)), "hs": per(lambda s: frozenset(s.head_dims)),
@@ -94,8 +95,27 @@ def test_operators_yield_legal_members(name: str, family: str, seed: int) -> Non
     b = same_depth_partner(space, name, family, a, rng)
     child = space.crossover(a, b, rng)
     check_member(space, child)
-    va, vb, vc = view(space, a), view(space, b), view(space, child)
-    assert all(vc[d] in (va[d], vb[d]) for d in vc), {d for d in vc if vc[d] not in (va[d], vb[d])}
+    check_crossover(space, a, b, child)
+
+
+def check_crossover(space: Any, a: SubNetwork, b: SubNetwork, child: SubNetwork) -> None:
+    """Coarse: every dimension from one parent (§2.2). Fine-grained: per kept model layer, each
+    dimension from one parent's same layer (uniform: that parent's size, index sets refitted)."""
+    if not space.fine:
+        va, vb, vc = view(space, a), view(space, b), view(space, child)
+        assert all(vc[d] in (va[d], vb[d]) for d in vc), {d for d in vc if vc[d] not in (va[d], vb[d])}
+        return
+    va, vb, vc = (view(space, x, "layer") for x in (a, b, child))
+    assert vc["l"] in (va["l"], vb["l"]) and vc["e"] in (va["e"], vb["e"])
+    for d in set(vc) - {"l", "e"}:
+        for m, value in vc[d].items():
+            options = [v[d][m] for v in (va, vb) if m in v[d]]
+            if space.layerwise:
+                assert value in options, (d, m)
+            else:
+                sizes = {len(v) if isinstance(v, frozenset) else v for v in
+                         list(va[d].values())[:1] + list(vb[d].values())[:1]}
+                assert (len(value) if isinstance(value, frozenset) else value) in sizes, (d, m)
 
 
 def test_mutation_picks_every_dimension() -> None:
@@ -198,7 +218,15 @@ def test_sizes_match_the_formulas(family: str) -> None:
     mlp = sum(comb(D, d) for d in c.intermediate_size)
     embd = sum(comb(E, e) for e in c.n_embd)
     layer = attn * dims * mlp
-    assert spaces["fine-uniform"].size() == embd * sum(comb(L, n) * layer for n in range(1, L + 1))
+    # Fine-grained uniform (paper §2.1): the same sizes in every layer, each layer its own index
+    # sets of those sizes — per size value, (sets of that size)^n over n kept layers.
+    a_sets = [comb(G, g) * comb(K, h // g) ** g for h, g in pairs]
+    d_sets = [sum(comb(R // 2, p) * comb(P, hs - 2 * p) for p in range(hs // 2 + 1) if 0 <= hs - 2 * p <= P)
+              for hs in c.head_size]
+    m_sets = [comb(D, d) for d in c.intermediate_size]
+    uniform = sum(comb(L, n) * sum(x**n for x in a_sets) * sum(x**n for x in d_sets) * sum(x**n for x in m_sets)
+                  for n in range(1, L + 1))
+    assert spaces["fine-uniform"].size() == embd * uniform
     assert spaces["fine-layerwise"].size() == embd * sum(comb(L, n) * layer**n for n in range(1, L + 1))
     assert spaces["fine-layerwise"].log10_size() == pytest.approx(math.log10(spaces["fine-layerwise"].size()))
     assert count_parameters(cfg) == spaces["fine-layerwise"].bounds()[1]

@@ -47,6 +47,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
+from subnas.samplers._operators import (Crossover, EqualDepthCrossover, Mutation, Selection, TruncationSelection,
+                                        WeightedMoves)
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
 from subnas.subnet import SubNetwork
 
@@ -83,13 +85,18 @@ class BinEvolutionSampler(BaseSampler):
             (`SearchSpace.one_shot`); False gives the paper's purely random initial population.
         poll_seconds: how often a worker with no free slot checks whether the other workers have
             finished the current epoch (several workers on one storage).
+        selection: ranks the population and picks the elites (default `TruncationSelection`).
+        mutation: makes a mutant of an elite in the bin (default `WeightedMoves.for_space(space)`:
+            local moves along the importance order, the paper's uniform ones in the natural order).
+        crossover: makes a child of two elites in the bin (default `EqualDepthCrossover`).
     """
 
     def __init__(self, space: Any, bin: tuple[int, int] | ParameterBin, *, population_size: int = 20,
                  num_elites: int = 5, num_offspring: int | None = None, num_random: int = 5,
                  mutation_prob: float = 0.2, crossover_prob: float = 0.2, epochs: int | None = None,
                  max_tries: int = 100, inner_sampler: BaseSampler | None = None, seed: int | None = None,
-                 seed_one_shot: bool = True, poll_seconds: float = 0.2) -> None:
+                 seed_one_shot: bool = True, poll_seconds: float = 0.2, selection: Selection | None = None,
+                 mutation: Mutation | None = None, crossover: Crossover | None = None) -> None:
         if not 1 <= num_elites <= population_size:
             raise ValueError(f"need 1 <= num_elites ({num_elites}) <= population_size ({population_size})")
         for name, p in (("mutation_prob", mutation_prob), ("crossover_prob", crossover_prob)):
@@ -106,6 +113,9 @@ class BinEvolutionSampler(BaseSampler):
         self.num_random, self.mutation_prob, self.crossover_prob = num_random, mutation_prob, crossover_prob
         self.epochs, self.max_tries, self.seed_one_shot = epochs, max_tries, seed_one_shot
         self.poll_seconds = poll_seconds
+        self.selection: Selection = selection or TruncationSelection()
+        self.mutation: Mutation = mutation or WeightedMoves.for_space(space)
+        self.crossover: Crossover = crossover or EqualDepthCrossover()
         # Called (with the study) every ~10 s while a worker waits at an epoch barrier: frees the
         # slots of dead workers, which would otherwise hold the barrier forever.
         self.on_wait: Any = fail_dead_trials
@@ -233,16 +243,13 @@ class BinEvolutionSampler(BaseSampler):
         return gens
 
     def _rank(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-        # Ties broken by trial number, so every worker ranks alike.
-        return sorted(done, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+        return self.selection.rank(study, trials)
 
     def _population(self, study: optuna.Study, gens: dict[int, list[FrozenTrial]], g: int) -> list[FrozenTrial]:
         """P(g): the best N of elites(P(g-1)) and everything evaluated in epoch g."""
         pool = list(gens.get(g, []))
         if g > 0:
-            pool += self._population(study, gens, g - 1)[: self.num_elites]
+            pool += self.selection.elites(self._population(study, gens, g - 1), self.num_elites)
         unique: dict[str, FrozenTrial] = {}
         for t in self._rank(study, pool):
             unique.setdefault(t.system_attrs.get(KEY, str(t.number)), t)
@@ -282,29 +289,22 @@ class BinEvolutionSampler(BaseSampler):
             for _ in range(self.population_size - len(plan)):
                 add("init", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
         else:
-            elites = [SubNetwork.from_dict(t.system_attrs[SUBNET]) for t in parents[: self.num_elites]]
+            elites = [SubNetwork.from_dict(t.system_attrs[SUBNET])
+                      for t in self.selection.elites(parents, self.num_elites)]
             for _ in range(self.num_offspring):
                 if elites and rng.random() < self.mutation_prob:
-                    add("mutation", lambda: self.space.mutate_in(rng.choice(elites), self.bin, rng,
-                                                                 max_tries=self.max_tries))
+                    add("mutation", lambda: self.mutation(self.space, rng.choice(elites), self.bin, rng,
+                                                          max_tries=self.max_tries))
             for _ in range(self.num_offspring):
                 if len(elites) > 1 and rng.random() < self.crossover_prob:
-                    add("crossover", lambda: self._cross(elites, rng))
+                    add("crossover", lambda: self.crossover(self.space, elites, self.bin, rng,
+                                                            max_tries=self.max_tries))
             for _ in range(self.num_random):
                 add("random", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
         if not plan:  # e.g. r = 0 and no slot filled: keep the search moving
             add("random", lambda: self.space.sample_in(self.bin, rng, max_tries=self.max_tries))
         self._plans[memo_key] = plan
         return plan
-
-    def _cross(self, elites: list[SubNetwork], rng: random.Random) -> SubNetwork | None:
-        # Crossover needs parents of equal depth (paper §2.2).
-        a = rng.choice(elites)
-        depth = a.resolve(self.space.config).layers
-        mates = [b for b in elites if b is not a and len(b.resolve(self.space.config).layers) == len(depth)]
-        if not mates:
-            return None
-        return self.space.crossover_in(a, rng.choice(mates), self.bin, rng, max_tries=self.max_tries)
 
     def _next(self, study: optuna.Study, trials: Sequence[FrozenTrial], seed: int,
               trial: FrozenTrial) -> tuple[int, int | None, _Slot] | None:

@@ -5,6 +5,9 @@
 - ``_choices``: what a user may write per dimension (`parse_choices`), and `SearchSpaceError`.
 - ``_ordering``: `UnitOrder`, every unit ranked so that "the first n" means "the n most important".
 - ``_arch``: how a structured space holds a candidate internally and turns it into a `SubNetwork`.
+- ``_moves``: the moves a structured space offers a mutation (local steps, layer and unit swaps
+  along the importance order) and its crossover; which move a parent gets is the sampler's
+  operator (`subnas.samplers.WeightedMoves`).
 """
 
 from subnas.spaces._choices import DIMENSIONS, Choices, ModelShape, SearchSpaceError, parse_choices

@@ -18,7 +18,7 @@ import numpy as np
 from subnas.spaces._choices import ModelShape, SearchSpaceError
 from subnas.config import SubnasConfig
 from subnas.spaces._ordering import UnitOrder
-from subnas.subnet import INDEX_FIELDS, SubNetwork
+from subnas.subnet import INDEX_FIELDS, SubNetwork, SubNetworkError, coarse_head_dims
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,35 @@ class Arch:
     vocab: int = 0  # tokens kept, in spaces with a vocabulary choice (0: no choice, the full vocabulary)
 
 
-def fit_indices(current: tuple[int, ...], n: int, universe: int, rng: random.Random) -> tuple[int, ...]:
-    """Resize an index list: shrinking drops the last entries, growing samples unused ones (§2.2)."""
+class Ranking:
+    """One component's units, most important first, with each unit's rank (0 = most important)."""
+
+    def __init__(self, units: tuple[int, ...]) -> None:
+        self.units = units
+        self.pos = {u: r for r, u in enumerate(units)}
+
+    def sort(self, units: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(units, key=self.pos.__getitem__))
+
+    def unused(self, kept: tuple[int, ...]) -> list[int]:
+        """Units not in ``kept``, most important first."""
+        used = set(kept)
+        return [u for u in self.units if u not in used]
+
+
+def fit_indices(current: tuple[int, ...], n: int, universe: int, rng: random.Random,
+                rank: Ranking | None = None) -> tuple[int, ...]:
+    """Resize an index list.
+
+    Without ``rank`` (the paper's §2.2): shrinking drops the last entries, growing samples unused
+    ones. With ``rank`` (unit -> importance rank, 0 = most important): along the importance order —
+    shrinking drops the least important kept units, growing adds the most important unused ones,
+    and the list comes back most important first.
+    """
+    if rank is not None:
+        if len(current) >= n:
+            return rank.sort(current)[:n]
+        return rank.sort(current) + tuple(rank.unused(current)[: n - len(current)])
     if len(current) >= n:
         return current[:n]
     if universe <= 256:  # heads, groups, head dims: the stdlib is quicker than setting up numpy
@@ -88,6 +115,25 @@ class ArchCodec:
         # The Arch shares the SubNetwork's index tuples; the entry goes when the SubNetwork does.
         self._emitted: dict[int, Arch] = {}
 
+        # Fine-grained spaces in importance order: per (component, model layer) the ranking that
+        # index lists are fitted along (`fit_indices`); built lazily, memoised.
+        self._rankings: dict[tuple[str, int, int], Ranking] = {}
+
+    def ranking(self, kind: str, layer: int = 0, group: int = 0) -> Ranking | None:
+        """The importance ranking of ``kind`` (``"layers"``, ``"embd"``, ``"groups"``, ``"heads"``,
+        ``"pairs"``, ``"passes"``, ``"neurons"``) in model layer ``layer`` (heads: of ``group``);
+        None in the natural order (index lists then follow the paper's sampling order)."""
+        if self.order is None:
+            return None
+        key = (kind, layer, group)
+        if key not in self._rankings:
+            o = self.order
+            units = {"layers": lambda: o.layers, "embd": lambda: o.embd, "groups": lambda: o.groups[layer],
+                     "heads": lambda: o.heads[layer][group], "pairs": lambda: o.rotary_pairs[layer],
+                     "passes": lambda: o.passes[layer], "neurons": lambda: o.neurons[layer]}[kind]()
+            self._rankings[key] = Ranking(tuple(units))
+        return self._rankings[key]
+
     def head_dim_splits(self, hs: int) -> list[tuple[int, int]]:
         """The (rotary pairs, pass dims) splits of a head size: 2p + q = hs, never splitting a pair."""
         s = self.shape
@@ -99,39 +145,53 @@ class ArchCodec:
         return tuple(range(p)) + tuple(half + i for i in range(p)) + tuple(range(2 * half, 2 * half + hs - 2 * p))
 
     def _split(self, layer: Layer, rng: random.Random) -> tuple[int, int]:
-        """Fresh: a split drawn in proportion to its number of index sets (uniform over sets);
-        otherwise the split nearest the current one (fewest indices added or dropped)."""
+        """Fresh: a split drawn in proportion to its number of index sets (uniform over sets), or in
+        importance order the first-n rule's split (as `UnitOrder.subnetwork` keeps); otherwise the
+        split nearest the current one (fewest indices added or dropped)."""
         from math import comb
 
         s, splits = self.shape, self.head_dim_splits(layer.head_size)
         if not layer.pairs and not layer.passes:
+            if self.order is not None:
+                try:
+                    dims = coarse_head_dims(layer.head_size, s.head_size, s.rotary)
+                    return sum(1 for d in dims if d < s.rotary // 2), sum(1 for d in dims if d >= s.rotary)
+                except SubNetworkError:
+                    return max(splits)
             return rng.choices(splits, weights=[comb(s.rotary // 2, p) * comb(s.passes, q) for p, q in splits])[0]
         return min(splits, key=lambda pq: abs(pq[0] - len(layer.pairs)) + abs(pq[1] - len(layer.passes)))
 
-    def _fit_layer(self, x: Layer, rng: random.Random) -> Layer:
+    def _fit_layer(self, x: Layer, rng: random.Random, m: int) -> Layer:
+        """``x`` (kept model layer ``m``) with index lists fitted to its sizes."""
         s, k = self.shape, x.heads // x.groups
         if (len(x.group_idx) == len(x.head_idx) == x.groups and all(len(h) == k for h in x.head_idx)
                 and len(x.neurons) == x.inter and 2 * len(x.pairs) + len(x.passes) == x.head_size):
             return x
-        groups = fit_indices(x.group_idx, x.groups, s.groups, rng)
+        groups = fit_indices(x.group_idx, x.groups, s.groups, rng, self.ranking("groups", m))
         old = dict(zip(x.group_idx, x.head_idx))
         p, q = self._split(x, rng)
         return replace(x, group_idx=groups,
-                       head_idx=tuple(fit_indices(old.get(grp, ()), k, s.per_group, rng) for grp in groups),
-                       pairs=fit_indices(x.pairs, p, s.rotary // 2, rng),
-                       passes=fit_indices(x.passes, q, s.passes, rng),
-                       neurons=fit_indices(x.neurons, x.inter, s.inter, rng))
+                       head_idx=tuple(fit_indices(old.get(grp, ()), k, s.per_group, rng, self.ranking("heads", m, grp))
+                                      for grp in groups),
+                       pairs=fit_indices(x.pairs, p, s.rotary // 2, rng, self.ranking("pairs", m)),
+                       passes=fit_indices(x.passes, q, s.passes, rng, self.ranking("passes", m)),
+                       neurons=fit_indices(x.neurons, x.inter, s.inter, rng, self.ranking("neurons", m)))
 
     def emit(self, arch: Arch, rng: random.Random) -> SubNetwork:
         """The `SubNetwork` of ``arch``, fitting its index lists to its sizes first (fine-grained)."""
         s = self.shape
         if self.fine:
-            layers = tuple(self._fit_layer(x, rng) for x in arch.layers) if self.layerwise else (
-                (self._fit_layer(arch.layers[0], rng),) * len(arch.layers))
-            arch = replace(arch, layers=layers, embd_idx=fit_indices(arch.embd_idx, arch.embd, s.embd, rng))
+            # Every kept layer its own index sets, uniform spaces included (paper §2.1: the same
+            # sizes in every layer, "an arbitrary subset of elements within each layer").
+            layers = tuple(self._fit_layer(x, rng, m) for x, m in zip(arch.layers, arch.layer_idx))
+            arch = replace(arch, layers=layers,
+                           embd_idx=fit_indices(arch.embd_idx, arch.embd, s.embd, rng, self.ranking("embd")))
 
         def per(f: Callable[[Layer], Any]) -> Any:  # layer-wise: one value per kept layer
             return tuple(f(x) for x in arch.layers) if self.layerwise else f(arch.layers[0])
+
+        def each(f: Callable[[Layer], Any]) -> Any:  # index sets: one per kept layer in every fine space
+            return tuple(f(x) for x in arch.layers)
 
         if self.order is not None and not self.fine:
             subnet = self.order.subnetwork(
@@ -150,12 +210,12 @@ class ArchCodec:
         if self.fine:
             half = s.rotary // 2
             kw.update(layer_indices=arch.layer_idx, embd_indices=arch.embd_idx,
-                      query_group_indices=per(lambda x: x.group_idx),
-                      head_indices=per(lambda x: tuple(grp * s.per_group + o
-                                                        for grp, offs in zip(x.group_idx, x.head_idx) for o in offs)),
-                      head_size_indices=per(lambda x: x.pairs + tuple(p + half for p in x.pairs)
-                                            + tuple(s.rotary + o for o in x.passes)),
-                      intermediate_indices=per(lambda x: x.neurons))
+                      query_group_indices=each(lambda x: x.group_idx),
+                      head_indices=each(lambda x: tuple(grp * s.per_group + o
+                                                         for grp, offs in zip(x.group_idx, x.head_idx) for o in offs)),
+                      head_size_indices=each(lambda x: x.pairs + tuple(p + half for p in x.pairs)
+                                             + tuple(s.rotary + o for o in x.passes)),
+                      intermediate_indices=each(lambda x: x.neurons))
         if self.vocab_fields is not None:
             kw.update(self.vocab_fields(arch.vocab))
         subnet = SubNetwork(**kw)
@@ -199,6 +259,6 @@ class ArchCodec:
                     _raw(subnet.intermediate_indices, j) or x.neurons))
             arch = Arch(len(resolved.embd), tuple(layers), tuple(x.layer for x in sel),
                         subnet.embd_indices or resolved.embd, vocab=vocab)
-        if not self.layerwise and len(set(arch.layers)) > 1:
-            raise SearchSpaceError(f"not a member of {self.name}: its layers differ, the space is uniform")
+        if not self.layerwise and len({x.sizes for x in arch.layers}) > 1:
+            raise SearchSpaceError(f"not a member of {self.name}: its layers' sizes differ, the space is uniform")
         return arch

@@ -2,13 +2,14 @@
 
 * ``fine``: coarse spaces keep the *first* n units of every component; fine-grained spaces keep an
   arbitrary subset of indices (layers, embedding channels, query groups, heads, rotary pairs and
-  pass-through head dims, MLP neurons).
+  pass-through head dims, MLP neurons), every layer its own (embedding channels: one set).
 * ``layerwise``: uniform spaces use one (h, g, hs, d) for every layer; layer-wise spaces give every
   kept layer its own.
 
 The plugin module ``subnas_plugins.spaces`` registers the four combinations by name. Internally a
-candidate is a `subnas.spaces._arch.Arch`: its sizes, plus (fine-grained) its index lists in sampling
-order, fitted to the sizes only when a `SubNetwork` is emitted; operators, bin rejection and repair
+candidate is a `subnas.spaces._arch.Arch`: its sizes, plus (fine-grained) its index lists — one
+per kept layer, uniform spaces included — in sampling order (natural order) or importance order,
+fitted to the sizes only when a `SubNetwork` is emitted; operators, bin rejection and repair
 therefore run on sizes alone, which is what makes them cheap.
 """
 
@@ -22,6 +23,7 @@ from math import comb
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from subnas.spaces._arch import Arch, ArchCodec, Layer
+from subnas.spaces._moves import PER_LAYER_DIMS, Choose, Moves
 from subnas.bins import ParameterBin, constrain
 from subnas.spaces._choices import Choices, ModelShape, SearchSpaceError, VocabChoice
 from subnas.interfaces import SearchSpace
@@ -31,8 +33,6 @@ from subnas.subnet import SubNetwork
 
 if TYPE_CHECKING:
     import optuna
-
-PER_LAYER_DIMS = ("h", "g", "hs", "d")
 
 
 def _comb_sum(n: int, ks: tuple[int, ...]) -> int:
@@ -45,7 +45,7 @@ def _comb_sum(n: int, ks: tuple[int, ...]) -> int:
     return total
 
 
-class StructuredSearchSpace(SearchSpace):
+class StructuredSearchSpace(Moves, SearchSpace):
     """A coarse/fine-grained, uniform/layer-wise space over (l, e, h, g, hs, d) (paper §2.1).
 
     Args:
@@ -55,8 +55,9 @@ class StructuredSearchSpace(SearchSpace):
             ``"block-influence"`` (the same with layers by ShortGPT's block influence),
             ``"natural"`` (the paper's first n), or a
             `subnas.UnitOrder`. Default: importance when ``model_or_config`` is a Supernet (it has
-            weights to rank), natural for a bare config. Fine-grained spaces choose arbitrary
-            index sets either way; there the order only shapes `one_shot`'s seeds.
+            weights to rank), natural for a bare config. Fine-grained spaces hold arbitrary index
+            sets either way; in importance order their seeds are each layer's most important
+            units and their moves grow, shrink and swap units along the order (``_moves``).
         vocab_order: which tokens a pruned vocabulary keeps (`subnas.vocab.VocabOrder`); default:
             the most frequent on the calibration split when ``model_or_config`` is a Supernet with a
             tokenizer, else the first n ids. Only used with a ``vocab_size`` choice.
@@ -77,6 +78,8 @@ class StructuredSearchSpace(SearchSpace):
         (True, True)
     """
 
+    #: Structured spaces rank their units: `subnas.search` builds them with an importance order.
+    takes_order: ClassVar[bool] = True
     fine: ClassVar[bool] = False
     layerwise: ClassVar[bool] = False
 
@@ -108,8 +111,15 @@ class StructuredSearchSpace(SearchSpace):
     def sample(self, rng: random.Random) -> SubNetwork:
         return self._emit(self._sample_arch(rng), rng)
 
-    def mutate(self, subnet: SubNetwork, rng: random.Random) -> SubNetwork:
-        return self._emit(self._mutate(self._parse(subnet), rng), rng)
+    def mutate(self, subnet: SubNetwork, rng: random.Random, *, choose: Choose | None = None) -> SubNetwork:
+        """One move of ``subnet`` (see `moves`); ``choose(moves, rng)`` picks which (default: uniformly,
+        paper §2.2) — the sampler's mutation operator passes its own (`subnas.samplers.WeightedMoves`)."""
+        return self._emit(self._mutate(self._parse(subnet), rng, choose), rng)
+
+    def moves(self, subnet: SubNetwork) -> tuple[str, ...]:
+        """The mutation moves open to ``subnet``: dimension steps (``l``, ``e``, ``v``, ``h``, ``g``,
+        ``hs``, ``d``), and in importance order ``swap`` (a layer) and, fine-grained, ``units``."""
+        return tuple(sorted(self._moves(self._parse(subnet))))
 
     def crossover(self, a: SubNetwork, b: SubNetwork, rng: random.Random) -> SubNetwork:
         return self._emit(self._crossover(self._parse(a), self._parse(b), rng), rng)
@@ -121,9 +131,9 @@ class StructuredSearchSpace(SearchSpace):
         return self._in_bin(lambda: self._sample_arch(rng), bin, rng, max_tries)
 
     def mutate_in(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random, *,
-                  max_tries: int = 100) -> SubNetwork | None:
+                  max_tries: int = 100, choose: Choose | None = None) -> SubNetwork | None:
         parent = self._parse(subnet)
-        return self._in_bin(lambda: self._mutate(parent, rng), bin, rng, max_tries)
+        return self._in_bin(lambda: self._mutate(parent, rng, choose), bin, rng, max_tries)
 
     def crossover_in(self, a: SubNetwork, b: SubNetwork, bin: ParameterBin, rng: random.Random, *,
                      max_tries: int = 100) -> SubNetwork | None:
@@ -169,21 +179,25 @@ class StructuredSearchSpace(SearchSpace):
         # paper's E*(H*Hs*D)^L approximates. Fine-grained spaces count index *sets*; the paper's
         # fine-grained figures (Table 16) do not follow from its own formulas, so none to match.
         c, s = self.choices, self.shape
+        any_layers = self.fine or self.local  # any n of L layers (fine; importance order swaps layers)
+        layer_sets = [comb(s.layers, n) if any_layers else 1 for n in c.n_layers]
         if self.fine:
             embd = _comb_sum(s.embd, c.n_embd)
-            attn = sum(comb(s.groups, g) * comb(s.per_group, h // g) ** g for h, g in c.attention)
-            heads = sum(comb(s.rotary // 2, p) * comb(s.passes, q) for hs in c.head_size
-                        for p, q in self._codec.head_dim_splits(hs))
-            mlp = _comb_sum(s.inter, c.intermediate_size)
+            # Index sets per size value; every kept layer chooses its own (uniform: of the same sizes).
+            attn = [comb(s.groups, g) * comb(s.per_group, h // g) ** g for h, g in c.attention]
+            heads = [sum(comb(s.rotary // 2, p) * comb(s.passes, q) for p, q in self._codec.head_dim_splits(hs))
+                     for hs in c.head_size]
+            mlp = [comb(s.inter, d) for d in c.intermediate_size]
         else:
-            embd, attn, heads, mlp = len(c.n_embd), len(c.attention), len(c.head_size), len(c.intermediate_size)
-        per_layer = attn * heads * mlp
-        # Layer sets: any n of L in fine spaces and in importance order (mutations swap layers),
-        # only the first n in the paper's coarse spaces.
-        any_layers = self.fine or self.local
-        return len(self._vocab_values()) * embd * sum(
-            (comb(s.layers, n) if any_layers else 1) * (per_layer ** n if self.layerwise else per_layer)
-            for n in c.n_layers)
+            embd, attn, heads, mlp = len(c.n_embd), [1] * len(c.attention), [1] * len(c.head_size), \
+                [1] * len(c.intermediate_size)
+
+        def per_layer(n: int) -> int:  # configurations of n kept layers
+            if self.layerwise:
+                return (sum(attn) * sum(heads) * sum(mlp)) ** n
+            return sum(a ** n for a in attn) * sum(h ** n for h in heads) * sum(d ** n for d in mlp)
+
+        return len(self._vocab_values()) * embd * sum(k * per_layer(n) for k, n in zip(layer_sets, c.n_layers))
 
     def bounds(self) -> tuple[int, int]:
         if self._bounds is None:
@@ -203,9 +217,10 @@ class StructuredSearchSpace(SearchSpace):
         shrink the MLP, shrink the embedding, shrink both by the same fraction — each at the widest
         setting inside the bin; heads and head size stay whole (Minitron: width pruning of heads
         hurts most). In importance order these are Minitron's sort-then-slice candidates: the n
-        most important layers with the most active neurons and channels. Members of this space
-        only (fine-uniform shares one index set across layers, so per-layer importance orders are
-        members there only for single-layer seeds). The seeds `BinEvolutionSampler` starts from.
+        most important layers with the most active neurons and channels — in fine-grained spaces
+        the n most important units of each kind in every layer, by that layer's own order. Every
+        seed is a member of this space and lies in ``bin``. The seeds `BinEvolutionSampler`
+        starts from.
         """
         out: list[SubNetwork] = []
         seen: set[tuple[int, int, int, int]] = set()
@@ -312,160 +327,6 @@ class StructuredSearchSpace(SearchSpace):
         idx = tuple(sorted(rng.sample(range(self.shape.layers), n))) if self.fine else tuple(range(n))
         vocab = rng.choice(self.vocab_choices) if self.vocab_choices else 0  # no draw without a choice
         return Arch(embd, layers, idx, vocab=vocab)
-
-    def _attention_alternatives(self, h: int, g: int, dim: str) -> list[tuple[int, int]]:
-        # h changes with g fixed and g with h fixed, so a mutation changes exactly one of them;
-        # with one head per group (MHA) g simply follows h.
-        if dim == "h":
-            return [(a, b) for a, b in self.choices.attention if a != h and (b == g or self.shape.per_group == 1)]
-        return [(a, b) for a, b in self.choices.attention if a == h and b != g] if self.shape.per_group > 1 else []
-
-    def _alternatives(self, layer: Layer, dim: str) -> list[Any]:
-        if dim in ("h", "g"):
-            return self._attention_alternatives(layer.heads, layer.groups, dim)
-        values = self.choices.head_size if dim == "hs" else self.choices.intermediate_size
-        return [v for v in values if v != (layer.head_size if dim == "hs" else layer.inter)]
-
-    def _with_value(self, layer: Layer, dim: str, value: Any) -> Layer:
-        if dim in ("h", "g"):
-            return replace(layer, heads=value[0], groups=value[1])
-        return replace(layer, head_size=value) if dim == "hs" else replace(layer, inter=value)
-
-    def _set_layer(self, arch: Arch, j: int, layer: Layer) -> Arch:
-        if not self.layerwise:
-            return replace(arch, layers=(layer,) * len(arch.layers))
-        return replace(arch, layers=arch.layers[:j] + (layer,) + arch.layers[j + 1:])
-
-    def _with_depth(self, arch: Arch, n: int, new_layers: list[Layer], new_idx: list[int]) -> Arch:
-        """Keep the first ``n`` layers, or add layers (configs ``new_layers``, model layers ``new_idx``)."""
-        have = len(arch.layers)
-        if n <= have:  # §2.2: drop the last layers
-            return replace(arch, layers=arch.layers[:n], layer_idx=arch.layer_idx[:n])
-        added = new_layers[: n - have] if self.layerwise else [arch.layers[0]] * (n - have)
-        if not self.fine:
-            # Coarse: layer_idx holds importance ranks (natural order: the ranks are the layers);
-            # growing adds the most important ranks not kept yet.
-            fresh = [r for r in range(self.shape.layers) if r not in set(arch.layer_idx)][: n - have]
-            return replace(arch, layers=arch.layers + tuple(added), layer_idx=arch.layer_idx + tuple(fresh))
-        by_layer = dict(zip(arch.layer_idx, arch.layers)) | dict(zip(new_idx[: n - have], added))
-        order = sorted(by_layer)
-        return replace(arch, layers=tuple(by_layer[i] for i in order), layer_idx=tuple(order))
-
-    def _growth(self, arch: Arch, rng: random.Random) -> tuple[list[Layer], list[int]]:
-        """Newly sampled layer configs and unused model layers, for adding layers (§2.2)."""
-        extra = self.shape.layers - len(arch.layers)
-        unused = sorted(set(range(self.shape.layers)) - set(arch.layer_idx))
-        layers = [self._sample_layer(rng) for _ in range(extra)] if self.layerwise else []
-        return layers, (rng.sample(unused, len(unused)) if self.fine else [])
-
-    def _mutate(self, arch: Arch, rng: random.Random) -> Arch:
-        # §2.2: pick one dimension of {l, e, h, g, d, hs} uniformly (among those that can change
-        # here); a per-layer dimension of a layer-wise space changes in one random layer.
-        c = self.choices
-        options: dict[str, list[int]] = {}
-        if any(n != len(arch.layers) for n in c.n_layers):
-            options["l"] = []
-        if self.local and not self.fine and len(arch.layers) < self.shape.layers:
-            options["swap"] = []  # importance order: trade a kept layer for a dropped one
-        if any(e != arch.embd for e in c.n_embd):
-            options["e"] = []
-        if any(v != arch.vocab for v in self.vocab_choices):
-            options["v"] = []
-        for dim in PER_LAYER_DIMS:
-            layers = [j for j, x in enumerate(arch.layers[: len(arch.layers) if self.layerwise else 1])
-                      if self._alternatives(x, dim)]
-            if layers:
-                options[dim] = layers
-        if not options:
-            raise SearchSpaceError(f"{self.name}: this space has a single member; there is nothing to mutate")
-        dims = sorted(options)
-        if self.local:
-            # Importance order: mostly the moves that keep a pruned network alive — which layers
-            # (swap), how many, how wide the MLP and embedding; attention shapes (h, g, hs) a
-            # quarter as often (their mutants of SmolLM2's best seeds all scored perplexity
-            # > 1,000 against ~160; measured in docs/benchmarks/search.md).
-            weights = [3.0 if d == "swap" else 0.25 if d in ("h", "g", "hs") else 1.0 for d in dims]
-            dim = rng.choices(dims, weights=weights)[0]
-        else:  # §2.2: uniformly
-            dim = rng.choice(dims)
-        if dim == "swap":
-            return self._swap_layer(arch, rng)
-        if dim == "l":
-            n = self._pick(rng, [n for n in c.n_layers if n != len(arch.layers)], len(arch.layers))
-            return self._with_depth(arch, n, *self._growth(arch, rng))
-        if dim == "e":
-            return replace(arch, embd=self._pick(rng, [e for e in c.n_embd if e != arch.embd], arch.embd))
-        if dim == "v":
-            return replace(arch, vocab=self._pick(rng, [v for v in self.vocab_choices if v != arch.vocab], arch.vocab))
-        j = rng.choice(options[dim])
-        x = arch.layers[j]
-        current = {"h": x.heads, "g": x.groups, "hs": x.head_size, "d": x.inter}[dim]
-        value = self._pick(rng, self._alternatives(x, dim), current, key=lambda v: v[0 if dim == "h" else 1]
-                           if isinstance(v, tuple) else v)
-        return self._set_layer(arch, j, self._with_value(x, dim, value))
-
-    def _swap_layer(self, arch: Arch, rng: random.Random) -> Arch:
-        """Replace one of the least important kept layers by one of the most important dropped ones.
-
-        The importance order ranks layers one at a time; which n layers work best together is
-        not exactly its top n (measured on SmolLM2 with block influence: keeping its 25 most
-        influential layers but one swapped gave perplexity 144 against 159). Local, like `_pick`: among the last four kept
-        and the first four dropped ranks.
-        """
-        kept = list(arch.layer_idx)
-        dropped = [r for r in range(self.shape.layers) if r not in set(kept)][:4]
-        position = rng.choice(sorted(range(len(kept)), key=lambda j: kept[j])[-4:])
-        kept[position] = rng.choice(dropped)
-        pairs = sorted(zip(kept, arch.layers))  # keep entries by rank
-        return replace(arch, layer_idx=tuple(r for r, _ in pairs), layers=tuple(x for _, x in pairs))
-
-    def _pick(self, rng: random.Random, alternatives: list[Any], current: int,
-              key: Callable[[Any], int] = lambda v: v) -> Any:
-        """A new value for a mutated dimension: the paper resamples it uniformly (natural order);
-        in importance order a local step — one of the two nearest values on either side.
-
-        Why: after the one-shot seeds the elites are already good, and a uniform jump (say 9 heads
-        to 3, or 30 layers to 8), then repaired back into the bin, almost always lands far worse
-        (measured: most such mutants of SmolLM2's best seeds scored perplexity > 1,000 against
-        ~160); a local step explores the seeds' neighbourhood, which is where the better
-        sub-networks are."""
-        if not self.local:
-            return rng.choice(alternatives)
-        below = sorted((a for a in alternatives if key(a) < current), key=key)[-2:]
-        above = sorted((a for a in alternatives if key(a) > current), key=key)[:2]
-        return rng.choice(below + above or alternatives)
-
-    def _crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
-        # §2.2: each of (e, h, g, hs, d) comes from either parent with p = 0.5 (layer-wise: the
-        # whole per-layer vector of that dimension), and so does the depth (equal in layer-wise).
-        if self.layerwise and len(a.layers) != len(b.layers):
-            raise SearchSpaceError(f"crossover in {self.name} needs parents of equal depth (paper §2.2); "
-                                   f"got {len(a.layers)} and {len(b.layers)} layers")
-
-        def pick() -> Arch:
-            return a if rng.random() < 0.5 else b
-
-        depth, embd, hs_from, d_from, h_from, g_from = (pick() for _ in range(6))
-        vocab = pick().vocab if self.vocab_choices else 0  # drawn only with a vocabulary choice
-        n = len(depth.layers)
-        if self.fine:
-            g_from = h_from  # fine-grained heads belong to their groups: both travel together
-        elif not self._pairs_legal(h_from, g_from):
-            # h of one parent with g of the other can break the GQA rule: draw among the legal
-            # mixes instead (always including each parent's own).
-            h_from, g_from = rng.choice([(x, y) for x in (a, b) for y in (a, b) if self._pairs_legal(x, y)])
-        layers = []
-        for j in range(n if self.layerwise else 1):
-            h, g, hs, d = (p.layers[j] for p in (h_from, g_from, hs_from, d_from))
-            layers.append(Layer(h.heads, g.groups, hs.head_size, d.inter, h.group_idx, h.head_idx,
-                                 hs.pairs, hs.passes, d.neurons))
-        return Arch(embd.embd, tuple(layers) if self.layerwise else (layers[0],) * n, depth.layer_idx, embd.embd_idx,
-                    vocab=vocab)
-
-    def _pairs_legal(self, h_from: Arch, g_from: Arch) -> bool:
-        """Whether the heads of ``h_from`` with the groups of ``g_from`` obey the GQA rule in every layer."""
-        return all(x.heads % y.groups == 0 and x.heads // y.groups <= self.shape.per_group
-                   for x, y in zip(h_from.layers, g_from.layers))
 
     # ------------------------------------------------------------------ counting, bins, repair
     def _count(self, arch: Arch) -> int:
