@@ -39,3 +39,8 @@ def register_extractors(register: Register) -> Any:
 @hookspec
 def register_model_families(register: Register) -> Any:
     """Add model families, e.g. ``register(Phi3Family())`` (a `subnas.families.ModelFamily`)."""
+
+
+@hookspec
+def register_training_strategies(register: Register) -> Any:
+    """Add supernet-training strategies, e.g. ``register("sandwich", SandwichStrategy)`` (a `TrainingStrategy` factory)."""

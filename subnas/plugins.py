@@ -29,9 +29,10 @@ from subnas import hookspecs
 
 BUILTIN_PLUGINS = ("subnas_plugins.spaces", "subnas_plugins.samplers", "subnas_plugins.evolution",
                    "subnas_plugins.fitness", "subnas_plugins.extractors", "subnas_plugins.benchmark_fitness",
-                   "subnas_plugins.families")
+                   "subnas_plugins.families", "subnas_plugins.strategies")
 KINDS = {"search_spaces": "search space", "samplers": "sampler", "fitness": "fitness function",
-         "extractors": "extractor", "model_families": "model family"}
+         "extractors": "extractor", "model_families": "model family",
+         "training_strategies": "training strategy"}
 
 
 class PluginError(Exception):

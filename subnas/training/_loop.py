@@ -26,7 +26,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,12 +39,32 @@ from subnas.data import DataSourceError, cache_root, resolve_text_source
 from subnas.training._checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
 from subnas.data._tokens import BlockOrder, load_token_blocks, shard
 from subnas.evaluation._perplexity import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
-from subnas.training._losses import TeacherTopK, distillation_loss, teacher_topk
+from subnas.training._losses import LossParts, TeacherTopK, distillation_loss, teacher_topk
 from subnas.training._teacher_cache import TeacherCache, teacher_identity
 from subnas.training._config import TrainConfig
 from subnas.training._log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
 
 logger = logging.getLogger(__name__)
+
+
+# ---- the seam (supernet training, `subnas.training._supernet`, plugs in here) ----
+@dataclass(frozen=True)
+class Objective:
+    """What a micro-batch computes, when it is not one network's distillation/cross-entropy loss.
+
+    The one seam through which another kind of training reuses this loop unchanged (schedules,
+    resume, logging, DDP): ``module(ids, target, step)`` returns ``[loss, ce, kd]`` for one
+    micro-batch (``loss`` with its graph; ``target`` the teacher's targets or None). It shares the
+    student's parameters, and under DDP it is what the loop wraps, so that one forward and one
+    backward cover everything it runs. ``save(student, folder)`` writes the finished model (default:
+    ``save_pretrained`` and the tokenizer). ``fingerprint`` joins the run's fingerprint: a resume
+    with other settings is refused.
+    """
+
+    module: torch.nn.Module
+    save: Callable[[Any, Path], None] | None = None
+    fingerprint: dict[str, Any] | None = None
+# ---- end of the seam ----
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -132,8 +152,11 @@ def _micro_batching(cfg: TrainConfig, world: int) -> tuple[int, int]:
 
 def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sources: dict[str, Any],
                  out_dir: Path, config: TrainConfig,
-                 on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``student`` (in place) and write the run folder; see `subnas.training._run` for the layout."""
+                 on_step: Callable[[dict[str, Any]], None] | None = None,
+                 objective: Objective | None = None) -> dict[str, Any]:
+    """Train ``student`` (in place) and write the run folder; see `subnas.training._run` for the layout.
+
+    ``objective`` replaces the one-network loss (see `Objective`)."""
     cfg = config
     info = distributed.setup(cfg.device)
     device = _device(cfg, info)
@@ -174,7 +197,7 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
                    "subnet": sources.get("subnet"),
                    "teacher": _model_fingerprint(teacher) if teacher is not None else None,
                    "teacher_subnet": sources.get("teacher_subnet"), "data": blocks.key, **cfg.identity(),
-                   "precision": str(dtype)}
+                   "precision": str(dtype), **({"objective": objective.fingerprint} if objective else {})}
     # The fused kernel: one pass over each parameter instead of a dozen (~7x faster on CPU, 92M).
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
@@ -200,8 +223,12 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
 
     model = student
     if info.enabled:
+        # An objective may run sub-networks that leave some parameters without a gradient in a step.
         model = torch.nn.parallel.DistributedDataParallel(
-            student, device_ids=[device.index] if device.type == "cuda" else None)
+            objective.module if objective else student, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=objective is not None)
+    elif objective is not None:
+        model = objective.module
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 \
         else contextlib.nullcontext
     cache = _teacher_cache(cfg, device, teacher, sources, dtype)
@@ -265,11 +292,15 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
                     target = teacher_targets(ids)
                 sync = contextlib.nullcontext() if (not info.enabled or i == accum - 1) else model.no_sync()
                 with sync:
-                    with autocast():
-                        logits = model(ids, use_cache=False).logits
-                    parts = distillation_loss(logits, ids, target, alpha=cfg.alpha, beta=cfg.beta,
-                                              temperature=cfg.temperature, kind=cfg.kl,  # type: ignore[arg-type]
-                                              chunk_size=cfg.loss_chunk_size)
+                    if objective is not None:
+                        with autocast():
+                            parts = LossParts(*model(ids, target, step))
+                    else:
+                        with autocast():
+                            logits = model(ids, use_cache=False).logits
+                        parts = distillation_loss(logits, ids, target, alpha=cfg.alpha, beta=cfg.beta,
+                                                  temperature=cfg.temperature, kind=cfg.kl,  # type: ignore[arg-type]
+                                                  chunk_size=cfg.loss_chunk_size)
                     (parts.loss / accum).backward()  # type: ignore[no-untyped-call]
                 sums += torch.stack([parts.loss.detach(), parts.ce.detach(), parts.kd.detach()]).double().cpu()
             loss, ce, kd = (distributed.mean_across_ranks(sums / accum)).tolist()
@@ -285,7 +316,7 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
             tokens_seen += tokens_per_step
             elapsed = time.perf_counter() - t0
             row = {"step": step, "tokens": tokens_seen, "loss": loss, "ce": ce,
-                   "kd": kd if teacher is not None else None,
+                   "kd": kd if teacher is not None or objective is not None else None,
                    "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / max(elapsed, 1e-9),
                    "elapsed_s": time.perf_counter() - began}
             if info.is_main and (step == total or (cfg.eval_every and step % cfg.eval_every == 0)):
@@ -317,8 +348,11 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
     summary = summary_of(total, complete=True)
     if info.is_main:
         with atomic_directory(out_dir / "model", overwrite=True) as tmp:
-            student.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+            if objective is not None and objective.save is not None:
+                objective.save(student, tmp)
+            else:
+                student.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
         png = plot_training_curve(out_dir / LOG_FILE, out_dir / PLOT_FILE, title=f"{mode}: {out_dir.name}")
         summary["plot"] = str(png) if png else None
         write_summary(summary)  # last: a complete summary means the model folder is complete too
