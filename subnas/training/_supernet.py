@@ -257,8 +257,8 @@ def train_supernet(model: Any, data: str, out_dir: str | os.PathLike[str], *, sp
     student = supernet.model
     student.requires_grad_(True)
     module = SupernetStep(student, draw, chosen, cfg, total=cfg.total_steps(), distill_from=distill_from)
-    record = {"order": None if unit_order is None else unit_order.to_dict(), "trained_by": "subnas train-supernet",
-              **described}
+    record = {**described, "trained_by": "subnas train-supernet", "order_source": described["order"],
+              "order": None if unit_order is None else unit_order.to_dict()}
     objective = Objective(module=module, save=_save(supernet, tokenizer, record), fingerprint=described)
     sources = {"model": _name(model), "data": data, "val_data": _val_spec(data, val_data), "supernet": described}
     summary = run_training("supernet", student=student, tokenizer=tokenizer, teacher=teacher, sources=sources,
