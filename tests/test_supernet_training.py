@@ -245,3 +245,60 @@ def test_cli_train_supernet(tmp_path: Path, setup: dict[str, Path], capsys: pyte
     assert result["complete"] and result["supernet"]["strategy"] == "ats" and result["steps"] == 2
     assert main(["train-supernet", str(setup["model"]), "--out", str(tmp_path / "x"), "--lr", "0"]) == 2
     assert "--lr 0" in capsys.readouterr().err
+
+
+DDP_WORKER = """
+import sys
+from safetensors.torch import save_file
+from subnas.training import train_supernet
+
+model, data, out, grads = sys.argv[1:5]
+
+def keep_grads(info):
+    if info["step"] == 1:
+        save_file({k: p.grad.contiguous() for k, p in info["model"].named_parameters() if p.grad is not None},
+                  f"{grads}.rank{info['rank']}.safetensors")
+
+train_supernet(model, data, out, strategy="random", distill_from="largest", calibration="weights", seq_len=32,
+               batch_size=8, micro_batch_size=2, max_steps=2, lr=3e-3, progress=False, val_data=None,
+               on_step=keep_grads, bf16=False, strategy_options={"random_samples": 2})
+"""
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_matches_one_process(tmp_path: Path, setup: dict[str, Path]) -> None:
+    """Under torchrun every rank trains the step's sub-networks in one forward of the wrapped step
+    module; the all-reduced gradients equal one process's on the whole batch (sub-networks that
+    leave parameters unused included)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_distributed import free_port
+
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+           str(script), str(setup["model"]), str(setup["data"]), str(tmp_path / "ddp"), str(tmp_path / "grads")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    reference: dict[str, Any] = {}
+
+    def keep_grads(info: dict[str, Any]) -> None:
+        if info["step"] == 1:
+            reference.update({k: p.grad.clone() for k, p in info["model"].named_parameters() if p.grad is not None})
+
+    train_supernet(str(setup["model"]), str(setup["data"]), tmp_path / "single", strategy="random",
+                   distill_from="largest", calibration="weights", seq_len=32, batch_size=8, max_steps=2, lr=3e-3,
+                   progress=False, val_data=None, on_step=keep_grads, bf16=False,
+                   strategy_options={"random_samples": 2})
+    for rank in (0, 1):
+        grads = load_file(tmp_path / f"grads.rank{rank}.safetensors")
+        for k in reference.keys() | grads.keys():
+            got = grads.get(k, torch.zeros_like(reference.get(k, grads.get(k))))
+            want = reference.get(k, torch.zeros_like(got))
+            assert torch.allclose(got, want, atol=1e-6, rtol=1e-4), k
