@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--docs", default=str(ROOT / "docs/benchmarks"), help="where the JSON copy and the plot go")
     p.add_argument("--report", action="store_true", help="only the table and plot, from the JSON")
+    p.add_argument("--subnets-from", default=None,
+                   help="supernet arms: score these bin*_best_subnet.json (another arm's search) instead of searching")
+    p.add_argument("--merge", nargs="*", default=[], help="also report the arms of these results files")
     return p.parse_args(argv)
 
 
@@ -138,6 +141,19 @@ def arm_supernet(strategy: str, distill_from: str) -> Callable[[argparse.Namespa
             distill_from=distill_from, strategy_options=options, val_data=None, calibration=args.calibration, **train_options(args, args.tokens)))
         model_dir = summary["model_dir"]
         trained = subnas.Supernet.from_pretrained(model_dir)
+        if args.subnets_from:  # the same sub-networks as another arm: a comparison of the training alone
+            winners, search_s, extract_s = [], 0.0, 0.0
+            for i, b in enumerate(args.bins):
+                subnet = subnas.SubNetwork.load(Path(args.subnets_from) / f"bin{i}_best_subnet.json")
+                bin = subnas.ParameterBin.parse(b)
+                winners.append({"bin": [bin.lo, bin.hi], "subnet": subnet.to_dict(),
+                                "parameters": trained.count_parameters(subnet),
+                                "val_perplexity": validation(trained, args, subnet)})  # in place == exported
+            return {"bins": winners, "tokens": summary["tokens"], "steps": summary["steps"], "train_seconds": train_s,
+                    "search_seconds": 0.0, "extract_seconds": 0.0, "wall_seconds": train_s,
+                    "subnets_from": args.subnets_from, "full_val_perplexity": validation(trained, args),
+                    "strategy": strategy, "distill_from": distill_from, "sizes": summary["supernet"]["sizes"],
+                    "final_loss": summary["final_loss"]}
         winners, search_s = timed(lambda: search_bins(trained, args, out / "search"))
         extract_s = 0.0
         for w in winners:
@@ -247,7 +263,7 @@ def main(argv: list[str] | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "supernet_training.json"
     results = load(path)
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "docs", "report", "arms")}
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "docs", "report", "arms", "merge", "subnets_from")}
     if results.get("config") not in (None, config):
         raise SystemExit(f"{path} holds results of other settings ({results['config']}); give a new --out")
     results["config"] = config
@@ -263,6 +279,11 @@ def main(argv: list[str] | None = None) -> str:
             results["arms"][name] = {**RUNNERS[name](args, out / name), "arm_seconds": time.perf_counter() - t0}
             save(path, results)
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {json.dumps(results['arms'][name])[:400]}", flush=True)
+    for other in args.merge:  # arms run into another folder (e.g. alongside, with --subnets-from)
+        found = load(Path(other))
+        if found.get("config") != config:
+            raise SystemExit(f"{other} holds results of other settings; cannot merge")
+        results["arms"].update({k: v for k, v in found["arms"].items() if k not in results["arms"]})
     docs = Path(args.docs)
     save(docs / "supernet_training.json", results)
     plot(results, docs / "supernet_training.png")
