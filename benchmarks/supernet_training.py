@@ -207,6 +207,19 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
 
 
 # ---------------------------------------------------------------------------- report
+SIZES = ("n_layers", "n_embd", "num_heads", "query_groups", "head_size", "intermediate_size")
+
+
+def compact(results: dict[str, Any]) -> dict[str, Any]:
+    """The results with each sub-network's sizes only: the index sets (megabytes) stay in the run
+    folders' bin*_best_subnet.json files."""
+    out = json.loads(json.dumps(results))
+    for arm in out["arms"].values():
+        for w in arm.get("bins", []):
+            w["subnet"] = {k: w["subnet"][k] for k in SIZES if k in w["subnet"]}
+    return out
+
+
 def table(results: dict[str, Any]) -> str:
     arms = results["arms"]
     teacher = arms.get("teacher", {})
@@ -284,8 +297,13 @@ def main(argv: list[str] | None = None) -> str:
         if found.get("config") != config:
             raise SystemExit(f"{other} holds results of other settings; cannot merge")
         results["arms"].update({k: v for k, v in found["arms"].items() if k not in results["arms"]})
+    for name, arm in results["arms"].items():  # gradient norms per step, from the runs' logs (the verdict cites them)
+        logs = sorted((out / name).glob("*/log.csv")) if name != "resume" else []
+        if logs and "grad_norms" not in arm:
+            arm["grad_norms"] = {log.parent.name: [float(r.split(",")[6]) for r in log.read_text().splitlines()[1:]
+                                                   if r.split(",")[6]] for log in logs}
     docs = Path(args.docs)
-    save(docs / "supernet_training.json", results)
+    save(docs / "supernet_training.json", compact(results))
     plot(results, docs / "supernet_training.png")
     text = table(results)
     print(text)
