@@ -17,11 +17,13 @@ from subnas.export._extract import ExtractResult, extract
 from subnas.hookspecs import hookimpl
 from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters
-from subnas.interfaces import SearchContext, get_extractor, get_fitness, get_metric, get_sampler, get_search_space
+from subnas.interfaces import (SearchContext, get_extractor, get_fitness, get_metric, get_sampler, get_search_space,
+                               get_training_strategy)
 from subnas.plugins import plugins_report
 from subnas.search import search
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
 from subnas.supernet import Supernet
+from subnas.training import train_supernet
 
 __version__ = "0.1.0"
 
@@ -45,7 +47,9 @@ __all__ = [
     "get_metric",
     "get_sampler",
     "get_search_space",
+    "get_training_strategy",
     "hookimpl",
     "plugins_report",
     "search",
+    "train_supernet",
 ]

@@ -6,6 +6,7 @@
 ``subnas search``    -> `subnas.search`
 ``subnas pretrain``  -> `subnas.training.pretrain` (+ `subnas.training.TrainConfig`)
 ``subnas distill``   -> `subnas.training.distill` (+ `subnas.training.TrainConfig`)
+``subnas train-supernet`` -> `subnas.training.train_supernet` (+ `subnas.training.TrainConfig`)
 ``subnas benchmark`` -> `subnas.benchmark.benchmark_samplers`
 ``subnas demo``      -> `subnas.demo.demo` (the README's main job)
 ``subnas plugins``   -> `subnas.plugins.plugins_report`
@@ -105,6 +106,15 @@ def _add_distill(p: ArgumentParser) -> None:
     _api_flags(p, TrainConfig, keep_none=True)
 
 
+def _add_train_supernet(p: ArgumentParser) -> None:
+    """Train the sub-networks of a model together, with weight sharing (sandwich, random, ...); the trained
+    supernet is a model for search/evaluate/extract/distill (resumes when rerun with the same --out)."""
+    from subnas.training import TrainConfig, train_supernet
+
+    _api_flags(p, train_supernet, skip={"tokenizer", "config", "on_step"}, model=MODEL, **_TRAINING)
+    _api_flags(p, TrainConfig, keep_none=True)
+
+
 def _add_benchmark(p: ArgumentParser) -> None:
     """Compare samplers on one space, bins and fitness with seeds and an equal budget."""
     from subnas.benchmark._samplers import benchmark_samplers
@@ -143,6 +153,7 @@ VERBS: dict[str, Callable[[ArgumentParser], None]] = {
     "search": _add_search,
     "pretrain": _add_pretrain,
     "distill": _add_distill,
+    "train-supernet": _add_train_supernet,
     "benchmark": _add_benchmark,
     "demo": _add_demo,
     "plugins": _add_plugins,
@@ -320,12 +331,12 @@ def _check_arguments(command: str, args: Any) -> None:
         for run, value in _demo_lrs(args).items():
             if not value > 0:
                 raise UsageError(f"{_lr_flag(run)} {value} is out of range: give a number > 0 (peak learning rate)")
-    if command in ("pretrain", "distill"):
+    if command in ("pretrain", "distill", "train-supernet"):
         from subnas.training import TrainConfig, TrainConfigError
 
         try:
             config = TrainConfig(**_train_options(args))
-            if command == "distill":
+            if command in ("distill", "train-supernet"):
                 config.check_distillation()
         except TrainConfigError as exc:
             raise UsageError(exc.describe(lambda name, value: f"{_flag(name)} {value}")) from None
@@ -525,6 +536,16 @@ def cmd_distill(args: Any) -> dict[str, Any]:
     return {**result, "_text": _train_text(result)}
 
 
+def cmd_train_supernet(args: Any) -> dict[str, Any]:
+    from subnas.training import train_supernet
+
+    result = train_supernet(args.model, args.data, args.out, space=args.space, strategy=args.strategy,
+                            sizes=args.sizes, distill_from=args.distill_from, order=args.order,
+                            calibration=args.calibration, space_choices=args.space_choices,
+                            strategy_options=args.strategy_options, val_data=args.val_data, **_train_options(args))
+    return {**result, "_text": _train_text(result)}
+
+
 def cmd_benchmark(args: Any) -> dict[str, Any]:
     from subnas.benchmark._report import markdown_table
     from subnas.benchmark._samplers import benchmark_samplers
@@ -579,6 +600,7 @@ COMMANDS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "search": cmd_search,
     "pretrain": cmd_pretrain,
     "distill": cmd_distill,
+    "train-supernet": cmd_train_supernet,
     "benchmark": cmd_benchmark,
     "demo": cmd_demo,
     "plugins": cmd_plugins,

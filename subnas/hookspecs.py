@@ -44,3 +44,8 @@ def register_model_families(register: Register) -> Any:
 @hookspec
 def register_metrics(register: Register) -> Any:
     """Add cost metrics, e.g. ``register("energy", EnergyMetric)`` (a `subnas.interfaces.Metric` factory)."""
+
+
+@hookspec
+def register_training_strategies(register: Register) -> Any:
+    """Add supernet-training strategies, e.g. ``register("sandwich", SandwichStrategy)`` (a `TrainingStrategy` factory)."""

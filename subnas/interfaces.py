@@ -1,8 +1,10 @@
-"""The extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, `Metric`, and their lookups.
+"""The extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, `Metric`, `TrainingStrategy`,
+and their lookups.
 
 Plugins register implementations through the hooks in `subnas.hookspecs`; users get them by name
-with `get_search_space`, `get_sampler`, `get_fitness`, `get_extractor`, `get_metric` (re-exported
-as ``subnas.get_*``). The search driver hands every plugin it builds one `SearchContext`. Each interface declares everything the search driver (`subnas.search`) and the
+with `get_search_space`, `get_sampler`, `get_fitness`, `get_extractor`, `get_metric`,
+`get_training_strategy` (re-exported as ``subnas.get_*``). The search driver hands every plugin it
+builds one `SearchContext`. Each interface declares everything the search driver (`subnas.search`) and the
 benchmark rely on; nothing reads an undeclared attribute. Everything here speaks `SubNetwork`, the
 one description of a sub-network.
 """
@@ -388,6 +390,44 @@ class Metric(ABC):
         return self.unit
 
 
+class SubNetworkDraw(Protocol):
+    """What a `TrainingStrategy` draws its sub-networks from: one search space inside one size range
+    (`subnas.training.SizeRange` is the built-in one)."""
+
+    def largest(self) -> SubNetwork:
+        """The largest member of the space inside the range."""
+
+    def smallest(self) -> SubNetwork:
+        """The smallest member of the space inside the range."""
+
+    def random(self, rng: random.Random) -> SubNetwork:
+        """A random member of the space inside the range."""
+
+
+class TrainingStrategy(ABC):
+    """Which sub-networks one step of supernet training runs (``subnas train-supernet --strategy``).
+
+    Each step of `subnas.training.train_supernet` asks the strategy for a list of sub-networks, runs
+    each of them in place in the supernet on the step's batch and sums their losses before one
+    optimizer step. ``sample`` must be a function of its arguments (the rng is seeded from the run's
+    seed and the step), so that a resumed run draws what the uninterrupted one drew.
+
+    Example:
+        >>> import random, subnas
+        >>> strategy = subnas.get_training_strategy("sandwich", random_samples=1)
+        >>> class Draw:
+        ...     def largest(self): return subnas.SubNetwork()
+        ...     def smallest(self): return subnas.SubNetwork(n_layers=1)
+        ...     def random(self, rng): return subnas.SubNetwork(n_layers=rng.randint(1, 3))
+        >>> [s.n_layers for s in strategy.sample(Draw(), step=1, total=10, rng=random.Random(0))]
+        [None, 1, 2]
+    """
+
+    @abstractmethod
+    def sample(self, draw: SubNetworkDraw, *, step: int, total: int, rng: random.Random) -> list[SubNetwork]:
+        """The sub-networks step ``step`` (1-based, of ``total``) trains; none twice in one list."""
+
+
 # ---------------------------------------------------------------------------- lookups by name
 def get_search_space(name: str, model_or_config: Any, **choices: Any) -> SearchSpace:
     """A registered search space over a model, e.g. ``get_search_space("coarse-uniform", "default")``."""
@@ -433,6 +473,11 @@ def make_fitness(name: str, context: SearchContext, **options: Any) -> Fitness:
     if hasattr(factory, "from_context"):
         return build("fitness", name, Fitness, context, adapt=lambda f: f.from_context, **options)  # type: ignore[no-any-return]
     return build("fitness", name, Fitness, supernet=context.supernet, **options)  # type: ignore[no-any-return]
+
+
+def get_training_strategy(name: str, **options: Any) -> TrainingStrategy:
+    """A registered supernet-training strategy, e.g. ``get_training_strategy("sandwich", random_samples=2)``."""
+    return build("training_strategies", name, TrainingStrategy, **options)  # type: ignore[no-any-return]
 
 
 def get_extractor(name: str, **options: Any) -> Extractor:

@@ -30,9 +30,10 @@ from subnas import hookspecs
 BUILTIN_PLUGINS = ("subnas_plugins.spaces", "subnas_plugins.samplers", "subnas_plugins.evolution",
                    "subnas_plugins.fitness", "subnas_plugins.extractors", "subnas_plugins.benchmark_fitness",
                    "subnas_plugins.families",
-                   "subnas_plugins.metrics", "subnas_plugins.mo_evolution")
+                   "subnas_plugins.metrics", "subnas_plugins.mo_evolution", "subnas_plugins.strategies")
 KINDS = {"search_spaces": "search space", "samplers": "sampler", "fitness": "fitness function",
-         "extractors": "extractor", "model_families": "model family", "metrics": "metric"}
+         "extractors": "extractor", "model_families": "model family", "metrics": "metric",
+         "training_strategies": "training strategy"}
 
 
 class PluginError(Exception):

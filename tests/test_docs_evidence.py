@@ -29,7 +29,9 @@ OUTPUTS = {"results.json", "summary.json", "config.json", "tokenizer.json", "tok
            # file torch.distributed.checkpoint writes beside its shards
            "student.json", "corpus.jsonl", "state.json",
            # a multi-objective search's front and its points
-           "pareto.json", "pointNN.json"}
+           "pareto.json", "pointNN.json",
+           # the unit order a trained supernet is written with
+           "subnas_unit_order.json"}
 
 
 def committed_files() -> set[str]:

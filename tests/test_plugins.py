@@ -32,6 +32,7 @@ from subnas.plugins import (
     reset_plugins,
 )
 from subnas_plugins.spaces import CoarseUniformSpace
+from subnas_plugins.strategies import StandardStrategy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "docs" / "examples" / "subnas-example-plugin"
@@ -216,6 +217,10 @@ class ToyPlugin:
     def register_metrics(self, register: Any) -> None:
         register("layers", LayersMetric)
 
+    @subnas.hookimpl
+    def register_training_strategies(self, register: Any) -> None:
+        register("largest-only", StandardStrategy)
+
 
 @pytest.fixture
 def toy_plugin() -> Any:
@@ -238,12 +243,14 @@ def test_plugin_registered_inside_a_test(toy_plugin: Any, tmp_path: Path) -> Non
     assert SubNetwork.load(Path(out.path) / "subnetwork.json") == s
     assert isinstance(family_for("toy-arch"), ToyFamily) and "toy-arch" in known_model_types()
     assert load_config(ToyConfig()) is CONFIG
+    assert isinstance(subnas.get_training_strategy("largest-only"), StandardStrategy)
     with pytest.raises(PluginError, match="made a int, not a Fitness"):
         subnas.get_fitness("broken-fitness")
     toy = report_by_name()["toy"]
     assert toy["registers"] == {"search_spaces": ["small-coarse"], "samplers": ["seeded-random"],
                                 "fitness": ["broken-fitness", "param-count"], "extractors": ["json"],
-                                "model_families": ["toy-arch"], "metrics": ["layers"]}
+                                "model_families": ["toy-arch"], "metrics": ["layers"],
+                                "training_strategies": ["largest-only"]}
     assert toy["package"] == "tests"
 
 
@@ -388,7 +395,7 @@ def test_example_plugin_real_pip_install(tmp_path: Path, monkeypatch: pytest.Mon
 def test_every_hook_has_a_documented_signature() -> None:
     docs = (ROOT / "docs" / "plugins.md").read_text()
     assert HOOKS == ["register_extractors", "register_fitness", "register_metrics", "register_model_families",
-                     "register_samplers", "register_search_spaces"]
+                     "register_samplers", "register_search_spaces", "register_training_strategies"]
     for name in HOOKS:
         spec = getattr(hookspecs, name)
         assert list(inspect.signature(spec).parameters) == ["register"]
@@ -403,7 +410,8 @@ def test_every_hook_is_tested() -> None:
     implemented = sorted(name for name in vars(ToyPlugin) if name.startswith("register_"))
     assert implemented == HOOKS
     body = inspect.getsource(test_plugin_registered_inside_a_test)
-    for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for", "get_metric"):
+    for lookup in ("get_search_space", "get_sampler", "get_fitness", "get_extractor", "family_for", "get_metric",
+                   "get_training_strategy"):
         assert lookup in body
 
 

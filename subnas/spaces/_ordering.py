@@ -243,6 +243,28 @@ def importance_order(supernet: Any, *, data: str = "default:calibration", seq_le
                                  layer_scores=removal)
 
 
+#: Beside a model written by `subnas.training.train_supernet`: the unit order it was trained in.
+UNIT_ORDER_FILE = "subnas_unit_order.json"
+
+
+def trained_order(folder: str | Path | None) -> UnitOrder | None:
+    """The unit order a supernet in model folder ``folder`` was trained in (`UNIT_ORDER_FILE`), or None.
+
+    Its "first n" prefixes are what that training shaped, so the importance order of such a model
+    is this stored one, not one recomputed from its new weights (`subnas.spaces.resolve_order`).
+    """
+    path = Path(folder) / UNIT_ORDER_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        order = json.loads(path.read_text())["order"]
+        return None if order is None else UnitOrder.from_dict(order)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {exc}); it records the unit order the model "
+                         "was trained in: restore it from the training run's model folder, or delete it to rank "
+                         "units afresh") from None
+
+
 def save_order(order: UnitOrder, path: Path) -> None:
     from subnas._io import atomic_write_text
 

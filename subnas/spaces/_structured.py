@@ -210,6 +210,18 @@ class StructuredSearchSpace(Moves, SearchSpace):
             self._bounds = (min(extreme(min)), max(extreme(max)))  # counts grow with every dimension
         return self._bounds
 
+    def extremes(self) -> tuple[SubNetwork, SubNetwork]:
+        """The smallest and the largest member (counts `bounds`): every dimension at its least, then
+        at its most, in this space's order (supernet training's sandwich ends)."""
+        c, rng = self.choices, random.Random(0)
+
+        def member(pick: Callable[[tuple[Any, ...]], Any]) -> SubNetwork:
+            h, g = pick(c.attention)
+            layer = Layer(h, g, pick(c.head_size), pick(c.intermediate_size))
+            return self._emit(self._uniform(pick(c.n_layers), pick(c.n_embd), layer, pick(self._vocab_values())), rng)
+
+        return member(min), member(max)
+
     def one_shot(self, bin: ParameterBin, *, depths: int = 6) -> list[SubNetwork]:
         """The one-shot prunes of ``bin``: a depth × width grid in this space's order (DESIGN.md §12).
 
@@ -471,8 +483,11 @@ def resolve_order(order: str | UnitOrder | None, model: Any, config: Any, space:
     if not has_weights:
         raise SearchSpaceError(f"{space}: order={order!r} ranks units by calibration passes, which need the "
                                f"model's weights: pass a subnas.Supernet (or order='natural' for a bare config)")
-    from subnas.spaces._ordering import importance_order
+    from subnas.spaces._ordering import importance_order, trained_order
 
+    stored = trained_order(getattr(model, "source", None)) if order == "importance" else None
+    if stored is not None:  # a supernet trained by subnas keeps the order it was trained in
+        return stored
     return importance_order(model, data=calibration,
                             layers="block-influence" if order == "block-influence" else "removal")
 

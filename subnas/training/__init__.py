@@ -1,6 +1,7 @@
 """Training: pretrain (cross-entropy) or distill (from the teacher) an extracted small model.
 
 - ``_run``: `pretrain` and `distill`: what ``subnas pretrain``/``distill`` run.
+- ``_supernet``: `train_supernet`: weight-sharing training of the sub-networks (``subnas train-supernet``).
 - ``_config``: `TrainConfig`, every training option (a flag each), checked in one place.
 - ``_loop``: the training loop behind both (resumable, mixed precision, DDP/FSDP-aware).
 - ``_losses``: next-token cross-entropy and knowledge distillation (top-k teacher logits).
@@ -13,6 +14,7 @@
 
 from subnas.training._config import TrainConfig, TrainConfigError, make_config
 from subnas.training._run import VocabularyMismatchError, distill, pretrain, teacher_for_student
+from subnas.training._supernet import SizeRange, train_supernet
 
-__all__ = ["TrainConfig", "TrainConfigError", "VocabularyMismatchError", "distill", "make_config", "pretrain",
-           "teacher_for_student"]
+__all__ = ["SizeRange", "TrainConfig", "TrainConfigError", "VocabularyMismatchError", "distill", "make_config",
+           "pretrain", "teacher_for_student", "train_supernet"]

@@ -90,16 +90,23 @@ def shard(model: nn.Module, device: torch.device, *, bf16: bool, frozen: bool = 
 
 
 def wrap(kind: str, student: nn.Module, teacher: nn.Module | None, device: torch.device, *,
-         bf16: bool) -> nn.Module:
+         bf16: bool, objective_module: nn.Module | None = None) -> nn.Module:
     """The module the loop runs forward and backward on: ``student`` itself (single process; FSDP,
-    which shards ``student`` and ``teacher`` in place) or its DDP wrapper."""
+    which shards ``student`` and ``teacher`` in place) or its DDP wrapper; with an objective's
+    module (supernet training, which runs several sub-networks of ``student`` per step) that module
+    instead, under DDP with unused parameters allowed (a small sub-network leaves some without a
+    gradient). Supernet training is not sharded yet: it asks for DDP."""
     if kind == "fsdp":
+        if objective_module is not None:
+            raise ValueError("supernet training runs under DDP, not FSDP (not supported yet); give --parallel ddp")
         if teacher is not None:
             shard(teacher, device, bf16=bf16, frozen=True)
         return shard(student, device, bf16=bf16)
+    module = objective_module if objective_module is not None else student
     if kind == "ddp":
-        return nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
-    return student
+        return nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                                   find_unused_parameters=objective_module is not None)
+    return module
 
 
 def sync(kind: str, model: nn.Module, *, last: bool) -> contextlib.AbstractContextManager[Any]:

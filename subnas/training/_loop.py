@@ -26,7 +26,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,12 +40,32 @@ from subnas.data import DataSourceError, cache_root, resolve_text_source
 from subnas.training._checkpoints import CHECKPOINTS, latest_checkpoint, load_checkpoint, require_same_run, save_checkpoint
 from subnas.data._tokens import BlockOrder, load_token_blocks, shard
 from subnas.evaluation._perplexity import check_sequence_length, perplexity, requires_bos, resolve_device, tokenize_for_eval
-from subnas.training._losses import TeacherTopK, distillation_loss, teacher_topk
+from subnas.training._losses import LossParts, TeacherTopK, distillation_loss, teacher_topk
 from subnas.training._teacher_cache import TeacherCache, teacher_identity
 from subnas.training._config import TrainConfig
 from subnas.training._log import LOG_FILE, PLOT_FILE, TrainingLog, plot_training_curve
 
 logger = logging.getLogger(__name__)
+
+
+# ---- the seam (supernet training, `subnas.training._supernet`, plugs in here) ----
+@dataclass(frozen=True)
+class Objective:
+    """What a micro-batch computes, when it is not one network's distillation/cross-entropy loss.
+
+    The one seam through which another kind of training reuses this loop unchanged (schedules,
+    resume, logging, DDP): ``module(ids, target, step)`` returns ``[loss, ce, kd]`` for one
+    micro-batch (``loss`` with its graph; ``target`` the teacher's targets or None). It shares the
+    student's parameters, and under DDP it is what the loop wraps, so that one forward and one
+    backward cover everything it runs. ``save(student, folder)`` writes the finished model (default:
+    ``save_pretrained`` and the tokenizer). ``fingerprint`` joins the run's fingerprint: a resume
+    with other settings is refused.
+    """
+
+    module: torch.nn.Module
+    save: Callable[[Any, Path], None] | None = None
+    fingerprint: dict[str, Any] | None = None
+# ---- end of the seam ----
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -127,8 +147,11 @@ def _micro_batching(cfg: TrainConfig, world: int) -> tuple[int, int]:
 
 def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sources: dict[str, Any],
                  out_dir: Path, config: TrainConfig,
-                 on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train ``student`` (in place) and write the run folder; see `subnas.training._run` for the layout."""
+                 on_step: Callable[[dict[str, Any]], None] | None = None,
+                 objective: Objective | None = None) -> dict[str, Any]:
+    """Train ``student`` (in place) and write the run folder; see `subnas.training._run` for the layout.
+
+    ``objective`` replaces the one-network loss (see `Objective`)."""
     cfg = config
     info = distributed.setup(cfg.device)
     device = _device(cfg, info)
@@ -174,9 +197,11 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
                    "subnet": sources.get("subnet"),
                    "teacher": _model_fingerprint(teacher) if teacher is not None else None,
                    "teacher_subnet": sources.get("teacher_subnet"), "data": blocks.key, **cfg.identity(),
-                   "precision": str(dtype)}
-    model = _fsdp.wrap(parallel, student, teacher, device, bf16=dtype == torch.bfloat16)  # before the optimizer:
-    # FSDP replaces the parameters by their shards
+                   "precision": str(dtype), **({"objective": objective.fingerprint} if objective else {})}
+    # Before the optimizer: FSDP replaces the parameters by their shards. An objective (supernet
+    # training) runs its own module, whose sub-networks may leave parameters without a gradient.
+    model = _fsdp.wrap(parallel, student, teacher, device, bf16=dtype == torch.bfloat16,
+                       objective_module=objective.module if objective is not None else None)
     # The fused kernel: one pass over each parameter instead of a dozen (~7x faster on CPU, 92M).
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                   weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
@@ -263,11 +288,15 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
                 elif teacher is not None:
                     target = teacher_targets(ids)
                 with _fsdp.sync(parallel, model, last=i == accum - 1):
-                    with autocast():
-                        logits = model(ids, use_cache=False).logits
-                    parts = distillation_loss(logits, ids, target, alpha=cfg.alpha, beta=cfg.beta,
-                                              temperature=cfg.temperature, kind=cfg.kl,  # type: ignore[arg-type]
-                                              chunk_size=cfg.loss_chunk_size)
+                    if objective is not None:
+                        with autocast():
+                            parts = LossParts(*model(ids, target, step))
+                    else:
+                        with autocast():
+                            logits = model(ids, use_cache=False).logits
+                        parts = distillation_loss(logits, ids, target, alpha=cfg.alpha, beta=cfg.beta,
+                                                  temperature=cfg.temperature, kind=cfg.kl,  # type: ignore[arg-type]
+                                                  chunk_size=cfg.loss_chunk_size)
                     (parts.loss / accum).backward()  # type: ignore[no-untyped-call]
                 sums += torch.stack([parts.loss.detach(), parts.ce.detach(), parts.kd.detach()]).double().cpu()
             loss, ce, kd = (distributed.mean_across_ranks(sums / accum)).tolist()
@@ -283,7 +312,7 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
             tokens_seen += tokens_per_step
             elapsed = time.perf_counter() - t0
             row = {"step": step, "tokens": tokens_seen, "loss": loss, "ce": ce,
-                   "kd": kd if teacher is not None else None,
+                   "kd": kd if teacher is not None or objective is not None else None,
                    "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / max(elapsed, 1e-9),
                    "elapsed_s": time.perf_counter() - began}
             if (info.is_main or collective) and (step == total or (cfg.eval_every and step % cfg.eval_every == 0)):
@@ -317,11 +346,14 @@ def run_training(mode: str, *, student: Any, tokenizer: Any, teacher: Any, sourc
     gathered = _fsdp.full_state_dict(student) if collective else None  # collective: the whole model on rank 0
     if info.is_main:
         with atomic_directory(out_dir / "model", overwrite=True) as tmp, transformers_bars_off():
-            if gathered is not None:
+            if objective is not None and objective.save is not None:
+                objective.save(student, tmp)
+            elif gathered is not None:
                 _fsdp.save_pretrained(student, tmp, gathered)
+                tokenizer.save_pretrained(tmp)
             else:
                 student.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
         png = plot_training_curve(out_dir / LOG_FILE, out_dir / PLOT_FILE, title=f"{mode}: {out_dir.name}")
         summary["plot"] = str(png) if png else None
         write_summary(summary)  # last: a complete summary means the model folder is complete too
