@@ -13,7 +13,8 @@ import optuna
 from subnas.bins import ParameterBin
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Sampler, SearchSpace
-from subnas.samplers._evolution import SEED, BinEvolutionSampler
+from subnas.samplers import EVOLUTION_SEED as SEED
+from subnas.samplers import BinEvolutionSampler
 
 #: What `subnas search` runs by default with the evolution sampler: Algorithm 1 sized for budgets
 #: of ~40 evaluations (the paper's N=20, k=5, m=c=0.2, r=5 — `BinEvolutionSampler`'s own defaults —

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Iterator, Literal
 
-from subnas.data._assets import DataSourceError
+from subnas.data import DataSourceError
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Fitness
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
@@ -21,13 +21,13 @@ class PerplexityFitness(Fitness):
 
     Every candidate also gets its bits per byte (`last_metrics`). Candidates with a pruned
     vocabulary read the text through their pruned tokenizer; their per-token perplexity is not
-    comparable with other vocabularies' (DESIGN.md §12), so ``metric="bits_per_byte"`` ranks by
+    comparable with other vocabularies' (docs/design.md#measure-the-product), so ``metric="bits_per_byte"`` ranks by
     bits per byte — what `subnas.search` asks for whenever the space chooses the vocabulary.
 
     Args:
         supernet: the `subnas.Supernet` whose sub-networks are scored.
         data: held-out text, a ``--data`` value (default: the offline Wikipedia *search* split, so
-            the validation split that reports the winner stays unseen; DESIGN.md §12).
+            the validation split that reports the winner stays unseen; docs/design.md#measure-the-product).
         seq_len: tokens per sequence (paper: 512).
         num_seqs: sequences (paper: 1000; the offline validation split holds ~89 x 512).
         batch_size: sequences per forward pass; ``"auto"``: what fills the device
@@ -47,7 +47,7 @@ class PerplexityFitness(Fitness):
     def __init__(self, supernet: Any, *, data: str = "default:search", seq_len: int = 256, num_seqs: int = 16,
                  batch_size: int | str = "auto", progress: bool = False, metric: str = "perplexity",
                  confirm_seqs: int = 48, dtype: str = "auto") -> None:
-        from subnas.evaluation._perplexity import EVAL_DTYPES, auto_batch_size
+        from subnas.evaluation import EVAL_DTYPES, auto_batch_size
 
         if dtype not in EVAL_DTYPES:
             raise ValueError(f"dtype={dtype!r} is not one of {', '.join(EVAL_DTYPES)}")
@@ -71,7 +71,7 @@ class PerplexityFitness(Fitness):
             self.confirm_tokens = stream[num_seqs:]
             self.confirm_data = f"{data} sequences {num_seqs}-{num_seqs + confirm_seqs - 1} ({seq_len} tokens each)"
         if metric == "bits_per_byte":
-            from subnas.evaluation._perplexity import target_bytes
+            from subnas.evaluation import target_bytes
 
             if not target_bytes(supernet.tokenizer, self.tokens):
                 raise ValueError(f"metric='bits_per_byte' needs the bytes each token stands for, which this "
@@ -98,7 +98,7 @@ class PerplexityFitness(Fitness):
 
     def _stream(self, vocab: tuple[int, ...] | None) -> Any:
         """The search's and the confirmation's sequences of ``data``, in a vocabulary's numbering."""
-        from subnas.evaluation._perplexity import supernet_tokens
+        from subnas.evaluation import supernet_tokens
 
         try:
             return supernet_tokens(self.supernet, self.data, self.seq_len, self.num_seqs + self.confirm_seqs,
@@ -129,7 +129,7 @@ class PerplexityFitness(Fitness):
 
         import torch
 
-        from subnas.evaluation._perplexity import bits_per_byte, nll_to_perplexity, supernet_tokenizer, target_bytes
+        from subnas.evaluation import bits_per_byte, nll_to_perplexity, supernet_tokenizer, target_bytes
 
         targets = self.tokens[:, 1:].reshape(-1)
         p = torch.bincount(targets).double() / targets.numel()
@@ -172,7 +172,7 @@ class PerplexityFitness(Fitness):
         return value
 
     def _running(self, subnet: SubNetwork | ResolvedSubNetwork, *, confirm: bool) -> Iterator[tuple[int, float]]:
-        from subnas.evaluation._perplexity import bits_per_byte, nll_to_perplexity, running_nll, supernet_tokenizer, target_bytes
+        from subnas.evaluation import bits_per_byte, nll_to_perplexity, running_nll, supernet_tokenizer, target_bytes
 
         resolved = subnet if isinstance(subnet, ResolvedSubNetwork) else subnet.resolve(self.supernet.subnas_config)
         tokens = self.tokens_for(resolved.vocab, confirm=confirm)
@@ -205,8 +205,8 @@ class ImportanceFitness(Fitness):
 
     def __init__(self, supernet: Any, *, method: str = "activation", data: str = "default:calibration",
                  seq_len: int = 256, num_seqs: int = 16, batch_size: int = 4) -> None:
-        from subnas.evaluation._perplexity import supernet_tokens
-        from subnas.evaluation._importance import ImportanceScorer, cached_scores
+        from subnas.evaluation import supernet_tokens
+        from subnas.evaluation import ImportanceScorer, cached_scores
 
         self.data = data if method == "activation" else "weights"
         tokens = supernet_tokens(supernet, data, seq_len, num_seqs) if method == "activation" else None

@@ -13,7 +13,8 @@ import optuna
 from subnas.bins import ParameterBin
 from subnas.hookspecs import hookimpl
 from subnas.interfaces import Sampler, SearchSpace
-from subnas.samplers._mo_evolution import SEED, ParetoEvolutionSampler
+from subnas.samplers import MO_EVOLUTION_SEED as SEED
+from subnas.samplers import ParetoEvolutionSampler
 
 
 class MOEvolutionSampler(Sampler):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from subnas.hookspecs import hookimpl
-from subnas.spaces._structured import StructuredSearchSpace
+from subnas.spaces import StructuredSearchSpace
 
 
 class CoarseUniformSpace(StructuredSearchSpace):

@@ -1,5 +1,5 @@
 """Atomic writes and verified reads: a killed process never leaves a half-written file behind, and a
-half-copied model folder is named as such before `transformers` fails on it (DESIGN.md §7).
+half-copied model folder is named as such before `transformers` fails on it (docs/design.md#reliability).
 
 The temporary files and folders behind an atomic write are private while being written
 (`tempfile` creates them 0600 / 0700); once complete they get the permissions a plain ``open`` or

@@ -122,7 +122,7 @@ def search_subnet(supernet: Any, out: Path, *, bin: str, data: str, seq_len: int
     from subnas.search import search
     from subnas.subnet import SubNetwork
 
-    # Never select and report on the same tokens (DESIGN.md §12): the search scores candidates on
+    # Never select and report on the same tokens (docs/design.md#measure-the-product): the search scores candidates on
     # the corpus's search split; every reported number comes from the validation split.
     search_data, calibration = ("default:search", "default:calibration") if data == "default" else (data, data)
     found = search(supernet, space="coarse-uniform", bins=[bin], fitness="perplexity", data=search_data, seq_len=seq_len,

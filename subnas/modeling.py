@@ -11,7 +11,7 @@ flags and per-layer widths of the same decoder). It is both
   registered with the Auto classes when this module is imported (``import subnas`` does); no
   ``trust_remote_code`` involved.
 
-Why one generic decoder rather than patching each `transformers` module in place (DESIGN.md §3):
+Why one generic decoder rather than patching each `transformers` module in place (docs/design.md#architecture):
 a sub-network changes widths per layer, head size (and with it the RoPE pair layout and the
 attention scale), the embedding width seen by every norm, and the layer list. Expressing that once
 here keeps "what you evaluate is what you export" true by construction — export writes the
@@ -185,7 +185,7 @@ class _Block(nn.Module):
     """A part of the decoder that lists, once, which slices of its weights a sub-network uses.
 
     `forward` computes with exactly those slices (through `_Plan.weights`) and `sliced_state`
-    exports them, so what is evaluated is what is exported (DESIGN.md §4, invariant 1).
+    exports them, so what is evaluated is what is exported (docs/design.md#invariants, invariant 1).
     """
 
     def slices(self, plan: Any) -> Iterator[Slice]:
@@ -564,7 +564,7 @@ class SubnasForCausalLM(SubnasPreTrainedModel, GenerationMixin):  # type: ignore
         """The active sub-network's weights, named for a `SubnasForCausalLM` of `sub_config()`.
 
         The blocks' `sliced_state`: the very slices their `forward` computes with, so the exported
-        model computes exactly what was evaluated (DESIGN.md §4, invariant 1).
+        model computes exactly what was evaluated (docs/design.md#invariants, invariant 1).
         """
         plan = self._subnet_plan
         state = self.model.sliced_state(plan, prefix="model.")

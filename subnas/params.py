@@ -1,7 +1,7 @@
 """`count_parameters`: the one parameter counter shared by bins, search, export and the CLI.
 
 It counts from the architecture alone (no weights, instant even for 12B models) and equals the
-numel of the extracted model, tied embeddings counted once (DESIGN.md §4, invariant 3).
+numel of the extracted model, tied embeddings counted once (docs/design.md#invariants, invariant 3).
 """
 
 from __future__ import annotations

@@ -618,9 +618,12 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
     first = runs[0] if runs else None
     order = first.space.order if first else None
     results: dict[str, Any] = {
-        # Which data produced each number (DESIGN.md §12: never select and report on the same tokens).
+        # Which data produced each number (docs/design.md#measure-the-product: never select and report on the same tokens).
         "fitness_data": first.fitness.data if first else "",
         "order": None if order is None else order.source,
+        # How many sub-networks the space holds (paper §2.1's N), as a power of ten: 10^14,346 for
+        # SmolLM2's fine-grained layer-wise space does not fit a float.
+        "space_size_log10": None if first is None else round(math.log10(first.space.size()), 1),
         "bins": []}
     for i, run in enumerate(runs):
         best, confirmed_value = run.winner()
@@ -649,7 +652,8 @@ def _write_results(runs: Sequence[BinSearch], out: Path, plot: bool = False) -> 
                                          "confirmed_fitness": confirmed[t.system_attrs[KEY]]}
                                         for t in run.top_trials(run.confirm) if t.system_attrs[KEY] in confirmed])
             SubNetwork.from_dict(best.user_attrs["subnet"]).save(out / f"bin{i}_best_subnet.json")
-            warning = _worse_than_trivial(run.fitness, entry.get("confirmed_fitness", best.value))
+            # The search's own score of the winner: measured on the very tokens the baseline is fitted to.
+            warning = _worse_than_trivial(run.fitness, best.value)
             if warning:
                 entry["warning"] = warning
         results["bins"].append(entry)
@@ -672,8 +676,9 @@ def _worse_than_trivial(fitness: Fitness, value: float | None) -> str | None:
     worse = value >= bound if fitness.direction == "minimize" else value <= bound
     if not worse:
         return None
-    return (f"the best sub-network found ({fitness.metric or 'fitness'} {value:.4g}) is no better than {what}: it has "
-            f"learned nothing useful; the bin is probably too small for this model (try a larger bin)")
+    return (f"the best sub-network found ({fitness.metric or 'fitness'} {value:.4g} on the search text) is no better "
+            f"than {what}, fitted to those very tokens: it predicts no better than token counts do; the bin is "
+            f"probably too small for this model (try a larger bin)")
 
 
 def _plot_trajectory(runs: Sequence[BinSearch], path: Path) -> None:

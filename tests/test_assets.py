@@ -1,4 +1,4 @@
-"""The offline default model, the default corpus and `resolve_text_source` (DESIGN.md §5)."""
+"""The offline default model, the default corpus and `resolve_text_source` (docs/design.md#offline-model-and-text)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def test_default_corpus_is_split_by_article_and_cached() -> None:
     # No two splits share an article: calibration, search fitness and validation never share tokens.
     every = [t for s in Corpus.SPLITS for t in titles[s]]
     assert len(every) == len(set(every))
-    assert 90 <= len(every) <= 110  # DESIGN.md §5: ~106 articles
+    assert 90 <= len(every) <= 110  # the excerpt holds about a hundred articles (docs/design.md#offline-model-and-text)
     assert len(corpus.validation) >= 5 and len(corpus.search) >= 5 and len(corpus.calibration) >= 5
     # The test split (taken out of train in corpus v4) left the three evaluation splits as they were.
     assert titles["validation"][:2] == ["Autism", "Achilles"] and len(titles["validation"]) == 8

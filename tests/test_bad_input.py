@@ -1,5 +1,5 @@
 """Bad input gets one line ``subnas: error: <problem and fix>`` and exit status 2, never a traceback
-(DESIGN.md §7, issue 11): malformed sub-network files, corrupt weights, out-of-range flags,
+(docs/design.md#reliability, issue 11): malformed sub-network files, corrupt weights, out-of-range flags,
 missing devices, a Hub name offline, a foreign ``--out`` folder, a corrupt fitness table. Also:
 sub-network files from pipes, umask-following training outputs, and training summaries that say
 whether they are complete.

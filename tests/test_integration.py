@@ -78,7 +78,7 @@ def test_search_winner_file_reproduces_its_number(smollm2, tmp_path: Path, capsy
     best = SubNetwork.load(entry["best_subnet_file"])
     assert 85_000_000 <= count_parameters(smollm2, best) <= 100_000_000
     layers = [s.layer for s in best.resolve(smollm2.subnas_config).layers]
-    assert layers != list(range(len(layers))) and 29 in layers  # SmolLM2's last layer matters (DESIGN.md §12)
+    assert layers != list(range(len(layers))) and 29 in layers  # SmolLM2's last layer matters (docs/design.md#measure-the-product)
     assert main(["evaluate", "default", "--subnet", entry["best_subnet_file"], *data, "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["perplexity"] == pytest.approx(entry["best_fitness"], rel=1e-6)

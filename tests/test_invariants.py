@@ -1,4 +1,4 @@
-"""DESIGN.md §4 invariants 1-3 on random sub-networks of every family, coarse/fine x uniform/layer-wise.
+"""docs/design.md#invariants invariants 1-3 on random sub-networks of every family, coarse/fine x uniform/layer-wise.
 
 1. what you evaluate is what you export: supernet logits == logits of the exported model loaded
    back from disk with stock `transformers` Auto classes;

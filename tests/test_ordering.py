@@ -1,6 +1,6 @@
 """Importance order (`UnitOrder`), importance-ordered spaces and their seeds, for every family.
 
-Invariants (DESIGN.md §4) in both orders: a member of an importance-ordered space is evaluated
+Invariants (docs/design.md#invariants) in both orders: a member of an importance-ordered space is evaluated
 exactly as it is exported, counted by the one counter, and written as explicit original indices,
 so its file means the same units to every later command.
 """
@@ -186,7 +186,7 @@ def test_layer_removal_scores_measure_skipping_each_layer(tiny_models: dict, nam
 
 
 def test_block_influence_order_is_the_literatures_one_shot(smollm2: Supernet) -> None:
-    """On the real model the two layer criteria disagree where it matters (DESIGN.md §12): skipping
+    """On the real model the two layer criteria disagree where it matters (docs/design.md#measure-the-product): skipping
     layer 11 costs more than skipping most layers, though block influence ranks it 15th."""
     from subnas.spaces._ordering import importance_order
 

@@ -1,5 +1,5 @@
 """The on-disk top-k teacher cache: exact reuse, verification against the batch, any vocabulary,
-every sequence stored, atomic writes (DESIGN.md §6, §11)."""
+every sequence stored, atomic writes (docs/design.md#performance, docs/design.md#pitfalls-avoided)."""
 
 from __future__ import annotations
 

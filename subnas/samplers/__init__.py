@@ -11,10 +11,13 @@
   (`subnas.spaces.StructuredSearchSpace.moves`), since only the space knows its structure.
 """
 
+from subnas.samplers._evolution import SEED as EVOLUTION_SEED
 from subnas.samplers._evolution import BinEvolutionSampler
+from subnas.samplers._mo_evolution import SEED as MO_EVOLUTION_SEED
 from subnas.samplers._mo_evolution import ParetoEvolutionSampler
 from subnas.samplers._operators import (IMPORTANCE_WEIGHTS, Crossover, EqualDepthCrossover, LayerSwap, Mutation,
                                         Selection, TruncationSelection, UnitSwap, WeightedMoves)
 
-__all__ = ["IMPORTANCE_WEIGHTS", "BinEvolutionSampler", "Crossover", "EqualDepthCrossover", "LayerSwap", "Mutation",
+# (EVOLUTION_SEED, MO_EVOLUTION_SEED: the study attribute each sampler keeps its seed under.)
+__all__ = ["EVOLUTION_SEED", "IMPORTANCE_WEIGHTS", "MO_EVOLUTION_SEED", "BinEvolutionSampler", "Crossover", "EqualDepthCrossover", "LayerSwap", "Mutation",
            "ParetoEvolutionSampler", "Selection", "TruncationSelection", "UnitSwap", "WeightedMoves"]

@@ -3,7 +3,7 @@ a candidate's identity, the process evaluating it, and freeing the trials of dea
 
 Several processes (``--workers``, or machines sharing a database) run one study; each writes
 which process runs a trial, so a trial left RUNNING by a killed process can be failed and its
-candidate handed out again (DESIGN.md §7, nothing is lost).
+candidate handed out again (docs/design.md#reliability, nothing is lost).
 """
 
 from __future__ import annotations

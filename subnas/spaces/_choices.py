@@ -2,7 +2,7 @@
 
 The paper (§2.1, Table 1) lets every dimension take any value up to the model's: e in [1, E],
 h in [1, H], hs in {4, 6, ..., Hs}, l in [1, L], d in [1, D]. Our defaults keep its ranges but use
-hardware-friendly steps (DESIGN.md §2): embedding widths in steps of 8, MLP widths in steps of 64
+hardware-friendly steps (docs/design.md#the-method): embedding widths in steps of 8, MLP widths in steps of 64
 (the full width always included). Users pass any of these forms per dimension::
 
     n_embd=range(64, 577, 64)          # a range

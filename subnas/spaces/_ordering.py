@@ -2,8 +2,9 @@
 
 The paper's coarse spaces keep the *first* n layers, channels, heads and neurons (§2.1). On real
 models that is the wrong order: SmolLM2-135M's last layer is among its most important, and the
-first 20 of its 30 layers give perplexity ~3e9 where the 20 most influential give ~112 (DESIGN.md
-§12). Minitron sorts units by importance and then slices; `UnitOrder` is that sort, computed from
+first 20 of its 30 layers are orders of magnitude worse than the 20 most influential ones
+(measured in docs/search.md; docs/design.md#measure-the-product). Minitron sorts units by
+importance and then slices; `UnitOrder` is that sort, computed from
 calibration passes (`subnas.evaluation.activation_scores` for width units,
 `subnas.evaluation.layer_removal_scores` for layers) and used by the search spaces with
 ``order="importance"`` (the default when the space is built from a model with weights).

@@ -223,7 +223,7 @@ class StructuredSearchSpace(Moves, SearchSpace):
         return member(min), member(max)
 
     def one_shot(self, bin: ParameterBin, *, depths: int = 6) -> list[SubNetwork]:
-        """The one-shot prunes of ``bin``: a depth × width grid in this space's order (DESIGN.md §12).
+        """The one-shot prunes of ``bin``: a depth × width grid in this space's order (docs/design.md#measure-the-product).
 
         For up to ``depths`` evenly spaced depths that can reach the bin, three width recipes —
         shrink the MLP, shrink the embedding, shrink both by the same fraction — each at the widest

@@ -1,4 +1,4 @@
-"""Training checkpoints: written atomically, verified on resume (DESIGN.md §4 invariant 6, §7).
+"""Training checkpoints: written atomically, verified on resume (docs/design.md#invariants, invariant 6; docs/design.md#reliability).
 
 A checkpoint is a folder ``<run>/checkpoints/step-00000012/`` holding
 

@@ -1,4 +1,4 @@
-"""Training losses: next-token cross-entropy and knowledge distillation (paper §2.3, DESIGN.md §2).
+"""Training losses: next-token cross-entropy and knowledge distillation (paper §2.3, docs/design.md#the-method).
 
 ``L = α·CE(y, s) + β·D(p_t, p_s)`` (paper eq. 2) with ``D`` the forward KL ``KL(p_t ‖ p_s)``
 (eq. 3) or the reverse KL ``KL(p_s ‖ p_t)``, both distributions softened by the same temperature

@@ -13,7 +13,7 @@ their ids (uint16 when the vocabulary fits, else int32), the tail's log-mass, an
 own token ids. Values are stored exactly as computed, so a cached loss equals the uncached loss
 bit for bit.
 
-**Keys and verification (DESIGN.md §11).** The file name is a hash of the token ids, the teacher's
+**Keys and verification (docs/design.md#pitfalls-avoided).** The file name is a hash of the token ids, the teacher's
 identity (a hash of its config, weights, active sub-network and precision), k and the temperature
 (the top-k log-probabilities and the tail are normalised at T, so T is part of the key; the ids
 are not). On every read the stored token ids, teacher identity, k, temperature, vocabulary size
