@@ -70,6 +70,8 @@ def test_demo_trains_three_ways_writes_summary_plot_verdict_and_reruns_as_a_no_o
         (out / "summary.json").stat().st_size)  # all but summary.json itself
     text = format_summary(saved)
     assert "random init" in text and saved["verdict"] in text
+    # The two untrained perplexities are on two texts, and the report says which (issue #19).
+    assert "(search split)" in text and "'ppl start' below is the same untrained sub-network on the validation split" in text
 
     # Rerun: finished runs are read back (no re-extraction, no training), same numbers.
     again = demo(out, **args)

@@ -197,3 +197,17 @@ def test_a_winner_worse_than_a_unigram_model_says_so(tmp_path: Path) -> None:
     entry = result["bins"][0]
     assert "no better than a unigram model" in entry["warning"]
     assert json.loads((tmp_path / "s" / "results.json").read_text())["bins"][0]["warning"] == entry["warning"]
+
+
+def test_loading_and_extracting_show_no_transformers_bars(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Inside subnas's own steps transformers' "Loading weights" / "Writing model shards" bars are
+    off (subnas's own bars stay), and the user's setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    folder = tiny_model_dir(tmp_path)
+    capfd.readouterr()
+    supernet = subnas.Supernet.from_pretrained(str(folder))
+    extract(supernet, subnas.SubNetwork(n_layers=1), tmp_path / "out")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
+    assert hf_logging.is_progress_bar_enabled()
