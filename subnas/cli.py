@@ -414,6 +414,22 @@ def _parser_message(message: str) -> str:
     return re.sub(r"<class '(\w+)'>", r"\1", text.replace(key.group(0), flag))
 
 
+def _call(api: Callable[..., Any], args: Any, **given: Any) -> Any:
+    """Call ``api`` with the parsed command line: each parameter from the flag of the same name
+    (``out_dir`` from ``--out``), so a verb never re-lists its flags by hand; ``given`` wins (values
+    the command line converts first, such as a ``--subnet`` file) and may add keyword options
+    (`TrainConfig`'s fields for the training verbs)."""
+    import inspect
+
+    kwargs = {}
+    for name, param in inspect.signature(api).parameters.items():
+        key = "out" if name == "out_dir" else name
+        if (param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD) and name not in given and key in args
+                and key not in ("config", "json")):  # every verb's own --config FILE and --json
+            kwargs[name] = args[key]
+    return api(**kwargs, **given)
+
+
 def cmd_params(args: Any) -> dict[str, Any]:
     from subnas.families import load_config
     from subnas.params import count_parameters
@@ -455,8 +471,7 @@ def cmd_extract(args: Any) -> dict[str, Any]:
 def cmd_evaluate(args: Any) -> dict[str, Any]:
     from subnas.evaluation._perplexity import evaluate
 
-    result = evaluate(args.model, data=args.data, subnet=_load_subnet(args.subnet), seq_len=args.seq_len,
-                      num_seqs=args.num_seqs, batch_size=args.batch_size, device=args.device)
+    result = _call(evaluate, args, subnet=_load_subnet(args.subnet))
     bpb = result.get("bits_per_byte")
     return {**result, "_text": f"perplexity {result['perplexity']:.4f} on {result['tokens']:,} tokens"
                                + ("" if bpb is None else f", {bpb:.4f} bits per byte on {result['bytes']:,} bytes")
@@ -466,13 +481,7 @@ def cmd_evaluate(args: Any) -> dict[str, Any]:
 def cmd_search(args: Any) -> dict[str, Any]:
     from subnas.search import search
 
-    result = search(args.model, space=args.space, bins=args.bins, fitness=args.fitness, data=args.data,
-                    seq_len=args.seq_len, num_seqs=args.num_seqs, order=args.order, calibration=args.calibration,
-                    pruner=args.pruner, confirm=args.confirm, sampler=args.sampler, storage=args.storage,
-                    study_name=args.study_name, epochs=args.epochs, trials=args.trials, out_dir=args.out,
-                    seed=args.seed, workers=args.workers, space_choices=args.space_choices,
-                    sampler_options=args.sampler_options, fitness_options=args.fitness_options,
-                    objectives=args.objectives, bin_metric=args.bin_metric, device=args.device, dtype=args.dtype)
+    result = _call(search, args)
     if result.get("mode") == "pareto":
         return {**result, "_text": _pareto_text(result, Path(args.out))}
     lines = []
@@ -523,26 +532,21 @@ def _train_text(result: dict[str, Any]) -> str:
 def cmd_pretrain(args: Any) -> dict[str, Any]:
     from subnas.training import pretrain
 
-    result = pretrain(args.model, args.data, args.out, subnet=_load_subnet(args.subnet), init=args.init,
-                      val_data=args.val_data, **_train_options(args))
+    result = _call(pretrain, args, subnet=_load_subnet(args.subnet), **_train_options(args))
     return {**result, "_text": _train_text(result)}
 
 
 def cmd_distill(args: Any) -> dict[str, Any]:
     from subnas.training import distill
 
-    result = distill(args.teacher, args.data, args.out, student=args.student, subnet=_load_subnet(args.subnet),
-                     init=args.init, val_data=args.val_data, **_train_options(args))
+    result = _call(distill, args, subnet=_load_subnet(args.subnet), **_train_options(args))
     return {**result, "_text": _train_text(result)}
 
 
 def cmd_train_supernet(args: Any) -> dict[str, Any]:
     from subnas.training import train_supernet
 
-    result = train_supernet(args.model, args.data, args.out, space=args.space, strategy=args.strategy,
-                            sizes=args.sizes, distill_from=args.distill_from, order=args.order,
-                            calibration=args.calibration, space_choices=args.space_choices,
-                            strategy_options=args.strategy_options, val_data=args.val_data, **_train_options(args))
+    result = _call(train_supernet, args, **_train_options(args))
     return {**result, "_text": _train_text(result)}
 
 
@@ -566,10 +570,7 @@ def cmd_benchmark(args: Any) -> dict[str, Any]:
 def cmd_demo(args: Any) -> dict[str, Any]:
     from subnas.demo import demo, format_summary
 
-    summary = demo(args.out, model=args.model, data=args.data, bin=args.bin, epochs=args.epochs,
-                   population=args.population, train_tokens=args.train_tokens, seq_len=args.seq_len,
-                   batch_size=args.batch_size, eval_seqs=args.eval_seqs, seed=args.seed, lrs=_demo_lrs(args),
-                   warmup_steps=args.warmup_steps)
+    summary = _call(demo, args, lrs=_demo_lrs(args))
     return {**summary, "_text": format_summary(summary)}
 
 
