@@ -61,3 +61,14 @@ def test_every_interface_has_a_caller_in_subnas() -> None:
                 if not called:
                     missing.append(f"{name}.{method}")
     assert not missing, missing
+
+
+def test_every_subpackage_is_installed() -> None:
+    """pyproject.toml lists its packages explicitly: a new subpackage missing there works in an
+    editable checkout and is absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"subnas." + p.parent.relative_to(ROOT / "subnas").as_posix().replace("/", ".")
+             for p in (ROOT / "subnas").rglob("__init__.py") if p.parent != ROOT / "subnas"}
+    assert found <= listed, sorted(found - listed)
