@@ -121,6 +121,18 @@ def constrain(propose: Callable[[], T], count: Callable[[T], int], repair: Calla
     return fixed if fixed is not None and count(fixed) in bin else None
 
 
+def check_in_range(space: SearchSpace, bin: ParameterBin) -> str:
+    """Raise `InfeasibleBinError` when ``bin`` lies wholly outside the sizes ``space`` produces (the
+    one reachability check of bins; `BinConstrainedSpace` then also looks for a member inside).
+    Returns the space's range in words, for later messages."""
+    lo, hi = space.bounds()
+    name = getattr(space, "name", None) or type(space).__name__
+    what = f"the {name} space produces {lo:,} (smallest) to {hi:,} (largest) parameters"
+    if bin.hi < lo or bin.lo > hi:
+        raise InfeasibleBinError(f"bin {bin} ({bin.lo:,} to {bin.hi:,} parameters) is unreachable: {what}")
+    return what
+
+
 class BinConstrainedSpace:
     """A search space restricted to one parameter bin: what Algorithm 1 searches per bin.
 
@@ -143,11 +155,7 @@ class BinConstrainedSpace:
                  seed: int = 0) -> None:
         self.space, self.bin, self.max_tries = space, bin, max_tries
         self.fallbacks = 0
-        lo, hi = space.bounds()
-        name = space.name or type(space).__name__
-        what = f"the {name} space produces {lo:,} (smallest) to {hi:,} (largest) parameters"
-        if bin.hi < lo or bin.lo > hi:
-            raise InfeasibleBinError(f"bin {bin} ({bin.lo:,} to {bin.hi:,} parameters) is unreachable: {what}")
+        what = check_in_range(space, bin)
         rng = random.Random(seed)
         for _ in range(witness_tries):
             witness = space.sample_in(bin, rng, max_tries=max_tries)

@@ -46,7 +46,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
-from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
+from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished, check_in_range
 from subnas.samplers._operators import (Crossover, EqualDepthCrossover, Mutation, Selection, TruncationSelection,
                                         WeightedMoves)
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
@@ -104,10 +104,7 @@ class BinEvolutionSampler(BaseSampler):
                 raise ValueError(f"{name}={p} is not a probability in [0, 1]")
         self.space = space
         self.bin = bin if isinstance(bin, ParameterBin) else ParameterBin(int(bin[0]), int(bin[1]))
-        lo, hi = space.bounds()
-        if self.bin.hi < lo or self.bin.lo > hi:
-            raise InfeasibleBinError(f"bin {self.bin} ({self.bin.lo:,} to {self.bin.hi:,} parameters) is unreachable: "
-                                     f"the space produces {lo:,} (smallest) to {hi:,} (largest) parameters")
+        check_in_range(space, self.bin)
         self.population_size, self.num_elites = population_size, num_elites
         self.num_offspring = population_size if num_offspring is None else num_offspring
         self.num_random, self.mutation_prob, self.crossover_prob = num_random, mutation_prob, crossover_prob
