@@ -18,7 +18,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from subnas.interfaces import SearchSpace
@@ -91,6 +91,22 @@ class ParameterBin:
             raise ValueError(f"cannot read a parameter bin from {text!r}; write 'lo-hi' (e.g. 30M-40M) or "
                              f"'n±pct%' (e.g. 135M±5%)")
         return cls(parse_count(parts[0]), parse_count(parts[1]))
+
+    @classmethod
+    def coerce(cls, spec: Any) -> ParameterBin:
+        """The one conversion of what callers pass as a bin: a `ParameterBin` (or subclass) as it
+        is, ``(lo, hi)``, or text `parse` reads.
+
+        Example:
+            >>> ParameterBin.coerce("30M-40M") == ParameterBin.coerce((30_000_000, 40_000_000))
+            True
+        """
+        if isinstance(spec, ParameterBin):
+            return spec
+        if isinstance(spec, str):
+            return cls.parse(spec)
+        lo, hi = spec
+        return cls(int(lo), int(hi))
 
     def __contains__(self, count: object) -> bool:
         return isinstance(count, int) and self.lo <= count <= self.hi

@@ -440,8 +440,8 @@ def get_sampler(name: str, space: SearchSpace | None = None, bin: ParameterBin |
     ``get_sampler("evolution", space, (lo, hi), seed=0)`` (samplers that need no space ignore it)."""
     from optuna.samplers import BaseSampler
 
-    if bin is not None and not isinstance(bin, ParameterBin):
-        bin = ParameterBin(int(bin[0]), int(bin[1]))
+    if bin is not None:
+        bin = ParameterBin.coerce(bin)
     return build("samplers", name, BaseSampler, space, bin, seed=seed, adapt=as_sampler,  # type: ignore[no-any-return]
                  **options)
 

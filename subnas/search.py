@@ -505,7 +505,7 @@ def _parse_bin(spec: str | ParameterBin | tuple[int, int], metric: str) -> Param
         return spec
     if metric != "params":
         return MetricBin(*spec, metric) if isinstance(spec, tuple) else MetricBin.parse(spec, metric)
-    return ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec)
+    return ParameterBin.coerce(spec)
 
 
 def check_bins_reachable(model: Any, space: str, bins: Sequence[ParameterBin], choices: dict[str, Any]) -> None:

@@ -50,9 +50,7 @@ BinSpec = str | ParameterBin | tuple[int, int]
 
 
 def _bin(spec: BinSpec) -> ParameterBin:
-    if isinstance(spec, ParameterBin):
-        return spec
-    return ParameterBin(*spec) if isinstance(spec, tuple) else ParameterBin.parse(spec)
+    return ParameterBin.coerce(spec)
 
 
 def _space(space: str | SearchSpace, model_or_config: Any, choices: dict[str, Any] | None) -> SearchSpace:

@@ -103,7 +103,7 @@ class BinEvolutionSampler(BaseSampler):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name}={p} is not a probability in [0, 1]")
         self.space = space
-        self.bin = bin if isinstance(bin, ParameterBin) else ParameterBin(int(bin[0]), int(bin[1]))
+        self.bin = ParameterBin.coerce(bin)
         check_in_range(space, self.bin)
         self.population_size, self.num_elites = population_size, num_elites
         self.num_offspring = population_size if num_offspring is None else num_offspring
