@@ -224,7 +224,6 @@ def test_bits_per_byte_of_pruned_subnetwork_matches_its_export_and_lm_eval(tmp_p
     """Bits per byte is the same number in place (pruned tokenizer, gathered rows), on the export,
     and from lm-eval's own ``bits_per_byte`` (a loglikelihood_rolling task, like wikitext) run on
     the stock export; per-token perplexity differs between vocabularies, bits per byte is comparable."""
-    pytest.importorskip("lm_eval")
     from subnas.evaluation._perplexity import document_bits_per_byte, evaluate, target_bytes, tokenize_for_eval
     from subnas.evaluation._lm_eval import evaluate_tasks
 
