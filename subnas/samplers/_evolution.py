@@ -42,13 +42,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import optuna
-from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished, check_in_range
 from subnas.samplers._operators import (Crossover, EqualDepthCrossover, Mutation, Selection, TruncationSelection,
                                         WeightedMoves)
+from subnas.samplers._genome import GenomeSampler
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
 from subnas.subnet import SubNetwork
 
@@ -63,7 +63,7 @@ class _Slot:
     subnet: SubNetwork
 
 
-class BinEvolutionSampler(BaseSampler):
+class BinEvolutionSampler(GenomeSampler):
     """Bin-constrained evolution (paper Algorithm 1) over a subnas search space.
 
     Args:
@@ -123,16 +123,6 @@ class BinEvolutionSampler(BaseSampler):
         self._plans: dict[tuple[int, int, str], list[_Slot]] = {}  # memo only; always re-derivable
 
     # ------------------------------------------------------------------ Optuna's sampler API
-    def reseed_rng(self) -> None:
-        self._inner.reseed_rng()
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
-
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         seed = self._study_seed(study)
         storage, tid = study._storage, trial._trial_id
@@ -181,24 +171,7 @@ class BinEvolutionSampler(BaseSampler):
                    and t.system_attrs.get(SLOT) == slot and t.state != TrialState.FAIL
                    for t in study.get_trials(deepcopy=False))
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        value = self._params.get(trial._trial_id, {}).get(param_name)
-        if value is not None and param_distribution._contains(param_distribution.to_internal_repr(value)):
-            return value
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        self._inner.after_trial(study, trial, state, values)
-        self._genomes.pop(trial._trial_id, None)
-        self._params.pop(trial._trial_id, None)
-
     # ------------------------------------------------------------------ the protocol spaces use
-    def genome_for(self, trial: Any) -> SubNetwork | None:
-        """The candidate this sampler chose for ``trial`` (read by ``SearchSpace.suggest``)."""
-        return self._genomes.get(trial._trial_id)
-
     @staticmethod
     def generation_of(trial: FrozenTrial) -> int | None:
         return trial.system_attrs.get(GEN)

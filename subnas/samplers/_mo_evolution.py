@@ -35,12 +35,12 @@ import random
 from typing import Any, Sequence
 
 import optuna
-from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from subnas.bins import ParameterBin
+from subnas.samplers._genome import GenomeSampler
 from subnas.samplers._trials import KEY, record_worker
 from subnas.subnet import SubNetwork
 
@@ -119,7 +119,7 @@ def one_shot_grid(space: Any, strata: int = 6, per_stratum: int = 2) -> list[Sub
     return out
 
 
-class ParetoEvolutionSampler(BaseSampler):
+class ParetoEvolutionSampler(GenomeSampler):
     """Multi-objective evolution over a subnas search space (module docstring).
 
     Args:
@@ -150,23 +150,6 @@ class ParetoEvolutionSampler(BaseSampler):
         self._params: dict[int, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ Optuna's sampler API
-    def reseed_rng(self) -> None:
-        self._inner.reseed_rng()
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        value = self._params.get(trial._trial_id, {}).get(param_name)
-        if value is not None and param_distribution._contains(param_distribution.to_internal_repr(value)):
-            return value
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
-
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         record_worker(study._storage, trial._trial_id)
         role, subnet = self._propose(study, trial)
@@ -174,16 +157,6 @@ class ParetoEvolutionSampler(BaseSampler):
             study._storage.set_trial_system_attr(trial._trial_id, key, value)
         self._genomes[trial._trial_id] = subnet
         self._params[trial._trial_id] = self.space.encode(subnet)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        self._inner.after_trial(study, trial, state, values)
-        self._genomes.pop(trial._trial_id, None)
-        self._params.pop(trial._trial_id, None)
-
-    def genome_for(self, trial: Any) -> SubNetwork | None:
-        """The candidate this sampler chose for ``trial`` (read by ``SearchSpace.suggest``)."""
-        return self._genomes.get(trial._trial_id)
 
     # ------------------------------------------------------------------ the algorithm
     def _study_seed(self, study: optuna.Study) -> int:
