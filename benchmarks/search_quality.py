@@ -229,8 +229,13 @@ def value_setup(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": "default", "fitness_version": FITNESS_VERSION, "batch_size": args.batch_size,
             "search": {"data": "default:search", "seq_len": args.seq_len, "num_seqs": args.num_seqs},
             "confirm": {"data": "default:search", "first": args.num_seqs, "num_seqs": args.confirm_seqs},
-            "validation": {"data": "default:validation", "seq_len": args.seq_len, "num_seqs": args.val_seqs},
+            "validation": {"data": args.report_data, "seq_len": args.seq_len, "num_seqs": _val_seqs(args)},
             "calibration": "default:calibration"}
+
+
+def _val_seqs(args: argparse.Namespace) -> int | None:
+    """``--val-seqs 0``: every whole block of the reported split (`supernet_tokens`)."""
+    return args.val_seqs or None
 
 
 def run(args: argparse.Namespace) -> None:
@@ -247,7 +252,7 @@ def run(args: argparse.Namespace) -> None:
     supernet = subnas.Supernet.from_pretrained("default")
     stream = supernet_tokens(supernet, "default:search", args.seq_len, args.num_seqs + args.confirm_seqs)
     search_tokens, confirm_tokens = stream[:args.num_seqs], stream[args.num_seqs:]
-    val_tokens = supernet_tokens(supernet, "default:validation", args.seq_len, args.val_seqs)
+    val_tokens = supernet_tokens(supernet, args.report_data, args.seq_len, _val_seqs(args))
     spaces: dict[tuple[str, str], Any] = {}
 
     def space_of(name: str, arm: str) -> Any:
@@ -486,7 +491,11 @@ def main() -> None:
                    help="search spaces (every arm runs in each; the evaluation cache is shared)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--num-seqs", type=int, default=16, help="search-split sequences (subnas search's default)")
-    p.add_argument("--val-seqs", type=int, default=64, help="validation-split sequences for the reported numbers")
+    p.add_argument("--val-seqs", type=int, default=64,
+                   help="sequences of --report-data for the reported numbers (0: the whole split)")
+    p.add_argument("--report-data", default="default:validation",
+                   help="the held-out text every reported number is measured on (default:test: the split no "
+                        "design decision read, for headline numbers)")
     p.add_argument("--batch-size", type=int, default=4, help="sequences per chunk the pruner sees")
     p.add_argument("--confirm", type=int, default=4,
                    help="evaluations of the budget that re-measure the best candidates (subnas search --confirm)")

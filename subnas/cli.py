@@ -68,7 +68,8 @@ def _add_evaluate(p: ArgumentParser) -> None:
     uses; a pruned vocabulary reads the text through its pruned tokenizer)."""
     from subnas.evaluation._perplexity import evaluate
 
-    _api_flags(p, evaluate, skip={"progress"}, model=MODEL, subnet=SUBNET)
+    _api_flags(p, evaluate, skip={"progress"}, model=MODEL, subnet=SUBNET,
+               num_seqs={"type": int | None})  # null: the whole text (a benchmark's whole split)
 
 
 def _add_search(p: ArgumentParser) -> None:
