@@ -360,6 +360,12 @@ def _cell(rows: list[dict[str, Any]]) -> str:
     return f"{statistics.mean(vals):,.1f}{spread} (n={len(vals)}" + (f"; {tokens / 1000:,.0f}k tok)" if tokens else ")")
 
 
+def _reported_split(setup: dict[str, Any]) -> str:
+    """The name of the text every reported number is on (``test`` for ``default:test``)."""
+    data = setup.get("validation", {}).get("data", "default:validation")
+    return data.split(":", 1)[1] if data.startswith("default:") else data
+
+
 def report(args: argparse.Namespace) -> str:
     results = json.loads(Path(args.json).read_text())
     runs, setup = results["runs"], results["setup"]
@@ -368,28 +374,22 @@ def report(args: argparse.Namespace) -> str:
     bins = list(dict.fromkeys(r["bin"] for r in runs))
     spaces = list(dict.fromkeys(r["space"] for r in runs))
     arms = [a for a in ARMS if any(r["arm"] == a for r in runs)]
+    split = _reported_split(setup)
     full = results.get("full_model_validation_perplexity", setup.get("full_model_validation_perplexity"))
     val_tokens = results.get("validation_tokens") or next((r.get("validation_tokens") for r in runs), None)
-    lines = [(f"Full model: validation perplexity {full:.1f}. " if full is not None and full == full else "")
-             + (f"Validation tokens per winner: {val_tokens:,}. " if val_tokens else "")
+    lines = [(f"Full model: {split} perplexity {full:.1f}. " if full is not None and full == full else "")
+             + (f"Reported tokens per winner ({split} split): {val_tokens:,}. " if val_tokens else "")
              + f"Setup: {json.dumps(setup, sort_keys=True)}.", ""]
     for space in spaces:
-        lines += [f"**{space}** — winner's validation perplexity, mean ± std over seeds (n), and tokens per run:", "",
+        lines += [f"**{space}** — winner's {split} perplexity, mean ± std over seeds (n), and tokens per run:", "",
                   "| bin | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
         for b in bins:
             cells = [_cell([r for r in runs if r["space"] == space and r["bin"] == b and r["arm"] == a]) for a in arms]
             lines.append(f"| {b} | " + " | ".join(cells) + " |")
         lines.append("")
     if len(spaces) > 1:
-        lines += ["The four spaces (arm `default`; one-shot: the block-influence grid of coarse-uniform):", "",
-                  "| bin | one-shot | " + " | ".join(spaces) + " |", "|---|---|" + "---|" * len(spaces)]
-        for b in bins:
-            one = [r for r in runs if r["bin"] == b and r["arm"] == "one-shot" and r["space"] == spaces[0]]
-            cells = [_cell([r for r in runs if r["space"] == sp and r["bin"] == b and r["arm"] == "default"])
-                     for sp in spaces]
-            lines.append(f"| {b} | {_cell(one)} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["| space | bin | arm | seed | parameters | evaluations (distinct) | tokens | val ppl |",
+        lines += _spaces_tables(runs, bins, spaces, split)
+    lines += [f"| space | bin | arm | seed | parameters | evaluations (distinct) | tokens | {split} ppl |",
               "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['space']} | {r['bin']} | {r['arm']} | {r['seed']} | {r['parameters']:,} | "
@@ -400,8 +400,71 @@ def report(args: argparse.Namespace) -> str:
         lines += ["", "| bin | candidates | Spearman(importance, −perplexity) |", "|---|---|---|"]
         lines += [f"| {b} | {c['candidates']} | {c['spearman']:.2f} |" for b, c in corr.items()]
     if args.plots:
-        _plot([r for r in runs if r["space"] == spaces[0]], bins, arms, full)
+        if len(spaces) > 1:
+            _plot_spaces(runs, bins, spaces, full, split)
+        else:
+            _plot([r for r in runs if r["space"] == spaces[0]], bins, arms, full)
     return "\n".join(lines)
+
+
+def _spaces_tables(runs: list[dict[str, Any]], bins: list[str], spaces: list[str], split: str) -> list[str]:
+    """The four spaces side by side (arm ``default``), and each space against coarse-uniform and the
+    one-shot prune seed by seed: the issue's targets (no worse than one-shot; within 5% of its own
+    subset, coarse-uniform)."""
+    def rows(space: str, b: str, arm: str = "default") -> list[dict[str, Any]]:
+        return [r for r in runs if r["space"] == space and r["bin"] == b and r["arm"] == arm]
+
+    lines = [f"The four spaces (arm `default`; one-shot: the block-influence grid of coarse-uniform), {split} "
+             "perplexity of the winner, mean ± std over seeds:", "",
+             "| bin | one-shot | " + " | ".join(spaces) + " |", "|---|---|" + "---|" * len(spaces)]
+    for b in bins:
+        one = rows(spaces[0], b, "one-shot")
+        lines.append(f"| {b} | {_cell(one)} | " + " | ".join(_cell(rows(sp, b)) for sp in spaces) + " |")
+    base = "coarse-uniform"
+    if base in spaces:
+        lines += ["", f"Each space's winner against coarse-uniform's of the same bin and seed ({split} perplexity, "
+                  "ratio − 1; mean, worst seed) and against the one-shot prune (seeds at or below it):", "",
+                  "| bin | space | vs coarse-uniform, mean | worst seed | no worse than one-shot |", "|---|---|---|---|---|"]
+        for b in bins:
+            one = rows(base, b, "one-shot")
+            for sp in spaces:
+                pairs = [(r["val_perplexity"], c["val_perplexity"]) for r in rows(sp, b)
+                         for c in rows(base, b) if c["seed"] == r["seed"]]
+                if not pairs:
+                    continue
+                ratios = [v / c - 1 for v, c in pairs]
+                beat = sum(v <= one[0]["val_perplexity"] * (1 + 1e-9) for v, _ in pairs) if one else None
+                lines.append(f"| {b} | {sp} | {statistics.mean(ratios):+.1%} | {max(ratios):+.1%} | "
+                             + (f"{beat} of {len(pairs)}" if beat is not None else "—") + " |")
+    return lines + [""]
+
+
+def _plot_spaces(runs: list[dict[str, Any]], bins: list[str], spaces: list[str], full: float, split: str) -> None:
+    """Bars: each space's winner per bin (mean over seeds, the seeds as dots), the one-shot prune beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(bins), figsize=(4.2 * len(bins), 4), squeeze=False)
+    for ax, b in zip(axes[0], bins):
+        labels = ["one-shot", *spaces]
+        for i, name in enumerate(labels):
+            arm, space = ("one-shot", spaces[0]) if name == "one-shot" else ("default", name)
+            vals = [r["val_perplexity"] for r in runs if r["bin"] == b and r["arm"] == arm and r["space"] == space]
+            if not vals:
+                continue
+            ax.bar(i, statistics.mean(vals), color="0.7" if name == "one-shot" else f"C{i}")
+            ax.plot([i] * len(vals), vals, "k.", ms=5)
+        ax.axhline(full, color="k", ls="--", lw=1, label="full model")
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(f"bin {b}")
+        ax.set_ylabel(f"winner's {split} perplexity")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(DOCS / "search_spaces.png", dpi=110)
+    plt.close(fig)
 
 
 def _plot(runs: list[dict[str, Any]], bins: list[str], arms: list[str], full: float) -> None:

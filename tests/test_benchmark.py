@@ -203,13 +203,15 @@ def test_search_quality_cache_is_keyed_by_its_setup(tmp_path: Path) -> None:
     """A cached evaluation is never reused under another setup: keys carry the setup's digest, and a
     file written under another setup is refused."""
     sq = _search_quality()
-    args = sq.argparse.Namespace(batch_size=4, seq_len=256, num_seqs=16, confirm_seqs=48, val_seqs=64)
+    args = sq.argparse.Namespace(batch_size=4, seq_len=256, num_seqs=16, confirm_seqs=48, val_seqs=64,
+                                 report_data="default:validation")
     path = tmp_path / "x.evaluations.json"
     cache = sq.EvaluationCache(sq.value_setup(args), path)
     cache.put("search", "k", {"subnet": {}, "trace": [[10, 5.0]]})
     cache.save()
     assert sq.EvaluationCache(sq.value_setup(args), path).get("search", "k") == {"subnet": {}, "trace": [[10, 5.0]]}
-    for change in ({"num_seqs": 4}, {"seq_len": 128}, {"batch_size": 2}, {"confirm_seqs": 16}, {"val_seqs": 8}):
+    for change in ({"num_seqs": 4}, {"seq_len": 128}, {"batch_size": 2}, {"confirm_seqs": 16}, {"val_seqs": 8},
+                   {"val_seqs": 0}, {"report_data": "default:test"}):
         other = sq.value_setup(sq.argparse.Namespace(**{**vars(args), **change}))
         assert sq.EvaluationCache(other).key("search", "k") != cache.key("search", "k")
         with pytest.raises(SystemExit, match="another setup"):
@@ -239,7 +241,7 @@ def test_search_quality_rows_hold_every_arms_tokens(tiny_models: dict, monkeypat
 
     monkeypatch.setattr(sq.subnas, "get_fitness", lambda *a, **k: Toy())
     args = sq.argparse.Namespace(batch_size=2, seq_len=12, num_seqs=4, confirm_seqs=4, val_seqs=2, budget=8,
-                                 confirm=2)
+                                 confirm=2, report_data="default:validation")
     cache = sq.EvaluationCache(sq.value_setup(args))
     space = subnas.get_search_space("coarse-uniform", cfg)
     lo, hi = space.bounds()
@@ -253,6 +255,28 @@ def test_search_quality_rows_hold_every_arms_tokens(tiny_models: dict, monkeypat
         if arm not in ("importance", "default+median"):  # pruned trials score fewer tokens
             evaluated = row["evaluations"] - row["confirmations"]
             assert row["tokens"] == evaluated * per_eval + row["confirmations"] * per_confirm, (arm, row)
+
+
+def test_search_quality_space_report_compares_each_seed_with_coarse_uniform_and_one_shot(tmp_path: Path) -> None:
+    """The four-space report names the reported split, and sets every space's winner against
+    coarse-uniform's of the same seed (mean and worst seed) and against the one-shot prune."""
+    sq = _search_quality()
+
+    def row(space: str, arm: str, seed: int, ppl: float) -> dict[str, Any]:
+        return {"space": space, "bin": "85M-100M", "seed": seed, "arm": arm, "val_perplexity": ppl, "tokens": 10,
+                "parameters": 1, "evaluations": 1, "distinct_evaluations": 1, "values": [], "pruned": []}
+
+    runs = [row("coarse-uniform", "one-shot", 0, 120.0), row("coarse-uniform", "one-shot", 1, 120.0),
+            row("coarse-uniform", "default", 0, 100.0), row("coarse-uniform", "default", 1, 110.0),
+            row("fine-uniform", "default", 0, 99.0), row("fine-uniform", "default", 1, 121.0)]
+    path = tmp_path / "spaces.json"
+    path.write_text(json.dumps({"setup": {"validation": {"data": "default:test"}}, "runs": runs,
+                                "full_model_validation_perplexity": 20.0, "validation_tokens": 1000}))
+    text = sq.report(sq.argparse.Namespace(json=str(path), plots=False))
+    assert "Full model: test perplexity 20.0" in text and "| space | bin | arm | seed | parameters" in text
+    # fine-uniform: -1% at seed 0, +10% at seed 1; one seed (121) is worse than the one-shot prune (120)
+    assert "| 85M-100M | fine-uniform | +4.5% | +10.0% | 1 of 2 |" in text
+    assert "| 85M-100M | coarse-uniform | +0.0% | +0.0% | 2 of 2 |" in text
 
 
 def test_search_quality_collects_cli_runs_with_their_tokens(tmp_path: Path) -> None:
