@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -235,3 +236,23 @@ def test_default_model_perplexity_on_default_validation_split() -> None:
     ppl = perplexity(model, tokens, batch_size=4, progress=False)
     print(f"SmolLM2-135M-Instruct (Q4_1) perplexity, default validation, 8 x 256 tokens: {ppl:.3f}")
     assert 5.0 < ppl < 40.0  # a real LM on real text (docs/design.md#offline-model-and-text)
+
+
+def test_cli_num_seqs_null_scores_the_whole_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``subnas evaluate --num-seqs null`` reaches `evaluate` as ``num_seqs=None`` (every whole
+    sequence of the text, as the benchmarks score a whole split); a count still arrives as one."""
+    from subnas.cli import main
+
+    seen: list[Any] = []
+    real = evaluate.evaluate
+
+    @functools.wraps(real)  # the CLI calls the API by its signature
+    def fake(model: Any, **options: Any) -> dict[str, Any]:
+        seen.append(options["num_seqs"])
+        return {"perplexity": 1.0, "bits_per_byte": None, "tokens": 1, "parameters": 1, "vocab_size": 1}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake)
+    for given, expected in (("null", None), ("7", 7)):
+        main(["evaluate", "m", "--data", "default:test", "--num-seqs", given])
+        assert seen[-1] == expected
+    assert "perplexity 1.0000 on 1 tokens" in capsys.readouterr().out
