@@ -2,7 +2,8 @@
 
     python benchmarks/search_quality.py                          # 3 bins x 3 seeds x 7 arms, coarse-uniform
     python benchmarks/search_quality.py --spaces coarse-uniform coarse-layerwise fine-uniform fine-layerwise \
-        --arms one-shot default --json docs/benchmarks/search_quality_spaces.json   # the four spaces
+        --arms one-shot default --report-data default:test --val-seqs 0 \
+        --json docs/benchmarks/search_quality_spaces.json                          # the four spaces, test split
     python benchmarks/search_quality.py --report [--plots]       # tables (+ plots) from the JSON only
 
 Arms, per space, bin and seed, each with ``--budget`` fitness evaluations at most:
@@ -32,8 +33,9 @@ spend alone), its ``evaluations`` and its ``distinct_evaluations`` (a random sam
 cost nothing and count once).
 
 Selection uses the corpus's *search* split (``--seq-len`` x ``--num-seqs``); every reported
-perplexity is on the *validation* split (``--val-seqs`` sequences; the row says how many tokens),
-which no arm ever saw; the importance order comes from the *calibration* split. One evaluation
+perplexity is on ``--report-data`` (default the *validation* split; ``default:test`` with
+``--val-seqs 0`` is the whole *test* split, the text no design decision ever read, for headline
+numbers), which no arm ever saw; the importance order comes from the *calibration* split. One evaluation
 cache is shared by the arms and spaces (the fitness is deterministic, so sharing changes no
 result, only the wall time); it is keyed by everything that determines a value (`value_setup`:
 text, split, sequence length, number of sequences, batch size, confirmation sequences, validation
