@@ -450,7 +450,7 @@ def cmd_extract(args: Any) -> dict[str, Any]:
     import inspect
 
     from subnas.export._sliced import open_source
-    from subnas.interfaces import get_extractor
+    from subnas.lookups import get_extractor
     from subnas.plugins import registry
 
     factory = registry("extractors")[args.extractor]  # an unknown name: PluginError listing the known ones

@@ -143,7 +143,7 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
     validation perplexity, its curve, tokens/s and the model folder; ``on_run(row)`` is called as
     each run finishes (a benchmark merges it into its results at once).
     """
-    from subnas.interfaces import get_extractor
+    from subnas.lookups import get_extractor
     from subnas.training import distill, pretrain
 
     steps = max(1, train_tokens // (seq_len * batch_size))

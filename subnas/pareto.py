@@ -342,7 +342,7 @@ def pareto_search(context: SearchContext, space: SearchSpace, names: Sequence[st
                   store: Any, out: Path, study_name: str, trials: int | None, seed: int | None,
                   confirm: int, progress: bool) -> dict[str, Any]:
     """The multi-objective search `subnas.search` runs when given ``objectives`` (module docstring)."""
-    from subnas.interfaces import make_fitness, sampler_strategy
+    from subnas.lookups import make_fitness, sampler_strategy
     from subnas.samplers._trials import fail_dead_trials
 
     if trials is None:

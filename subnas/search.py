@@ -30,8 +30,8 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.spaces._choices import SearchSpaceError
-from subnas.interfaces import (Fitness, SearchContext, SearchSpace, get_metric, get_search_space, make_fitness,
-                               sampler_strategy)
+from subnas.interfaces import Fitness, SearchContext, SearchSpace
+from subnas.lookups import get_metric, get_search_space, make_fitness, sampler_strategy
 from subnas.metric_bins import MetricBin, MetricBinnedSpace
 from subnas.pareto import parse_objectives, pareto_search
 from subnas.samplers._trials import KEY, fail_dead_trials, record_worker

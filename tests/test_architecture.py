@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import subnas
-from subnas.interfaces import Extractor, Fitness, Sampler, SearchSpace, sampler_strategy
+from subnas.interfaces import Extractor, Fitness, Sampler, SearchSpace
+from subnas.lookups import sampler_strategy
 from subnas.plugins import BUILTIN_PLUGINS, plugins_report, registry
 
 ROOT = Path(__file__).resolve().parents[1]

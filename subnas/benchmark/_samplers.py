@@ -42,7 +42,8 @@ from optuna.trial import FrozenTrial, TrialState
 from subnas.benchmark._report import write_report, write_trial_log
 from subnas.bins import InfeasibleBinError, ParameterBin
 from subnas.benchmark._fitness_table import FitnessTable, model_signature
-from subnas.interfaces import Fitness, SearchSpace, get_fitness, get_sampler, get_search_space
+from subnas.interfaces import Fitness, SearchSpace
+from subnas.lookups import get_fitness, get_sampler, get_search_space
 from subnas.search import BinSearch
 from subnas.subnet import SubNetwork
 

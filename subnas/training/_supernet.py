@@ -42,7 +42,8 @@ from typing import Any, Callable, Literal
 import torch
 
 from subnas.bins import ParameterBin
-from subnas.interfaces import SearchSpace, SubNetworkDraw, TrainingStrategy, get_training_strategy
+from subnas.interfaces import SearchSpace, SubNetworkDraw, TrainingStrategy
+from subnas.lookups import get_training_strategy
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
 from subnas.training._config import TrainConfig
 from subnas.training._losses import distillation_loss, teacher_topk
