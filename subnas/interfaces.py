@@ -30,7 +30,21 @@ if TYPE_CHECKING:
     import optuna
     from optuna.samplers import BaseSampler
 
-    from subnas.spaces import UnitOrder
+
+class RankedUnits(Protocol):
+    """What a search reads of a space's importance order: where it came from.
+
+    `subnas.spaces.UnitOrder` is the implementation (every unit of a model, ranked); the search
+    driver, Pareto search and supernet training only record its ``source`` and resume only with the
+    same one. The contract names that one property instead of importing `UnitOrder` because the
+    spaces package implements these contracts: importing it here, even for the type checker only,
+    would lift the contracts above their own implementations and close a circle.
+    """
+
+    @property
+    def source(self) -> str:
+        """What the order was computed from (``"natural"`` for the identity)."""
+        ...
 
 
 class SearchSpace(ABC):
@@ -53,7 +67,7 @@ class SearchSpace(ABC):
 
     #: Which units "the first n" means, when the space ranks them (`subnas.spaces.UnitOrder`); its
     #: ``source`` is recorded with a search, which resumes only with the same order. None: natural.
-    order: UnitOrder | None = None
+    order: RankedUnits | None = None
 
     #: Whether the space is built with an importance order (``order=``, a `subnas.spaces.UnitOrder`)
     #: and a vocabulary order (``vocab_order=``); the search driver computes them only for such spaces.

@@ -80,6 +80,8 @@ class StructuredSearchSpace(Moves, SearchSpace):
 
     #: Structured spaces rank their units: `subnas.search` builds them with an importance order.
     takes_order: ClassVar[bool] = True
+    #: Always set (the natural order when none is given); the operators read all of it.
+    order: UnitOrder
     fine: ClassVar[bool] = False
     layerwise: ClassVar[bool] = False
 
