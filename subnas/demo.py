@@ -119,7 +119,7 @@ def check_lrs(lrs: dict[str, float] | None) -> dict[str, float]:
 def search_subnet(supernet: Any, out: Path, *, bin: str, data: str, seq_len: int, epochs: int, population: int,
                   seed: int) -> tuple[dict[str, Any], Any]:
     """The default search (importance order, seeded evolution, perplexity on the search split)."""
-    from subnas.search import search
+    from subnas.search_driver import search
     from subnas.subnet import SubNetwork
 
     # Never select and report on the same tokens (docs/design.md#measure-the-product): the search scores candidates on

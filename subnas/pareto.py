@@ -7,7 +7,7 @@ non-dominated trials are the front, written as ``pareto.json`` (every point with
 and a sub-network file in the original numbering that ``evaluate``/``extract``/``distill`` take as
 they are), ``pareto.png`` and the front's hypervolume against a stated reference point.
 
-What carries over from the per-bin search (`subnas.search`): every candidate is legal (the space
+What carries over from the per-bin search (`subnas.search_driver`): every candidate is legal (the space
 proposes it); a candidate already in the study is never evaluated again (its values are reused);
 trials live in the storage, so a rerun resumes (trials a killed run left RUNNING are failed and
 handed out again) and several workers share the study; ``--confirm`` re-measures the fitness of

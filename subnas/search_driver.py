@@ -1,4 +1,6 @@
-"""`search`: one Optuna study per parameter bin, in one storage; what ``subnas search`` runs.
+"""The search driver: `search`, one Optuna study per parameter bin, in one storage; what ``subnas search`` runs.
+
+The module is `subnas.search_driver`, so that `subnas.search` names one thing: the function.
 
 Any registered sampler drives a study: ``evolution`` (`BinEvolutionSampler`, which stays inside
 the bin by construction) or any Optuna sampler (``random``, ``tpe``, ``nsga2``, plugins), whose
