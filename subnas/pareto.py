@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from subnas._io import atomic_write_text
 from subnas.interfaces import Fitness, Metric, SearchContext, SearchSpace
-from subnas.samplers._trials import KEY, record_worker
+from subnas.samplers._trials import KEY, evaluated_values, record_worker
 from subnas.subnet import SubNetwork
 
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
@@ -163,7 +163,7 @@ class ParetoSearch:
         trial.storage.set_trial_system_attr(trial._trial_id, KEY, key)
         trial.set_user_attr("subnet", subnet.to_dict())
         trial.set_user_attr("parameters", self.space.count(subnet))
-        cached = self._evaluated(key)
+        cached = evaluated_values(self.study, self.evaluated, key)
         if cached is not None:  # never evaluate the same architecture twice
             trial.set_user_attr("duplicate", True)
             return cached
@@ -184,14 +184,6 @@ class ParetoSearch:
                 trial.set_user_attr(f"fitness:{name}", metric)
         by_name = dict(values)
         return [by_name[o.name] for o in self.objectives]
-
-    def _evaluated(self, key: str) -> list[float] | None:
-        if key not in self.evaluated:
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                k = t.system_attrs.get(KEY)
-                if k is not None and t.values is not None:
-                    self.evaluated.setdefault(k, list(t.values))
-        return self.evaluated.get(key)
 
     def done(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
