@@ -34,7 +34,6 @@ def evaluated_values(study: optuna.Study, cache: dict[str, list[float]], key: st
 
     Example:
         >>> import optuna
-        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
         >>> study = optuna.create_study()
         >>> study.add_trial(optuna.trial.create_trial(value=2.5, system_attrs={KEY: "a"}))
         >>> cache: dict[str, list[float]] = {}
