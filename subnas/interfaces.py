@@ -3,10 +3,11 @@
 Plugins register implementations through the hooks in `subnas.hookspecs`; users get them by name
 with the lookups of `subnas.lookups` (`get_search_space`, `get_sampler`, `get_fitness`,
 `get_extractor`, `get_metric`, `get_training_strategy`, re-exported as ``subnas.get_*``). The
-contracts sit at the bottom of the house: this module imports no plugin machinery. The search driver hands every plugin it
-builds one `SearchContext`. Each interface declares everything the search driver (`subnas.search_driver`) and the
-benchmark rely on; nothing reads an undeclared attribute. Everything here speaks `SubNetwork`, the
-one description of a sub-network.
+contracts sit at the bottom of the house: this module imports only the core types they speak, none
+of which imports it back (docs/design.md#architecture). The search driver hands every plugin it
+builds one `SearchContext`. Each interface declares everything the search driver
+(`subnas.search_driver`) and the benchmark rely on; nothing reads an undeclared attribute.
+Everything here speaks `SubNetwork`, the one description of a sub-network.
 """
 
 from __future__ import annotations
