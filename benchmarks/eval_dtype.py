@@ -56,7 +56,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def candidates(supernet: Any, bin_spec: str, n: int, seed: int) -> list[tuple[str, Any]]:
     from subnas.bins import ParameterBin
-    from subnas.search import make_space
+    from subnas.search_driver import make_space
 
     space = make_space("coarse-uniform", supernet, order="importance", calibration="default:calibration", choices={})
     b = ParameterBin.parse(bin_spec)

@@ -45,7 +45,7 @@ import subnas  # noqa: E402
 from subnas._io import atomic_write_text  # noqa: E402
 from subnas.pareto import REFERENCE_FITNESS, hypervolume  # noqa: E402
 from subnas.samplers._mo_evolution import non_dominated_ranks, one_shot_grid  # noqa: E402
-from subnas.search import make_space, open_storage  # noqa: E402
+from subnas.search_driver import make_space, open_storage  # noqa: E402
 from subnas_plugins.fitness import PerplexityFitness  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

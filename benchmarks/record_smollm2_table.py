@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from subnas.benchmark._samplers import record_table
-from subnas.interfaces import get_fitness
+from subnas.lookups import get_fitness
 from subnas.supernet import Supernet
 
 HERE = Path(__file__).resolve().parent

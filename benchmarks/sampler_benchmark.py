@@ -25,7 +25,7 @@ import numpy as np
 from subnas.benchmark._report import DEFINITIONS, markdown_table
 from subnas.benchmark._samplers import benchmark_samplers
 from subnas.benchmark._fitness_table import FitnessTable
-from subnas.interfaces import get_fitness
+from subnas.lookups import get_fitness
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = {"evolution": {"population_size": 12, "num_elites": 4, "num_random": 3}, "nsga2": {"population_size": 12}}

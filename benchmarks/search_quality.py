@@ -73,8 +73,8 @@ from subnas._io import atomic_write_text  # noqa: E402
 from subnas.bins import ParameterBin  # noqa: E402
 from subnas.evaluation._perplexity import mean_token_nll, nll_to_perplexity, running_nll, supernet_tokens  # noqa: E402
 from subnas.interfaces import Fitness  # noqa: E402
-from subnas.interfaces import get_sampler  # noqa: E402
-from subnas.search import BinSearch, _optimize, make_pruner, make_space  # noqa: E402
+from subnas.lookups import get_sampler  # noqa: E402
+from subnas.search_driver import BinSearch, _optimize, make_pruner, make_space  # noqa: E402
 
 ARMS = ("one-shot", "removal-grid", "default", "default+median", "importance", "paper", "random")
 ARM_SPACE = {"one-shot": "block-influence", "paper": "natural"}  # every other arm: the importance order

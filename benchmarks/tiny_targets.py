@@ -106,7 +106,7 @@ def rebuild(supernet: Any, recorded: dict[str, Any]) -> Any:
     space's importance order (calibration split) and the most frequent tokens (`VocabOrder.kept`)."""
     from dataclasses import replace
 
-    from subnas.search import make_space
+    from subnas.search_driver import make_space
 
     space = make_space("coarse-uniform", supernet, order="importance", calibration="default:calibration",
                        choices={"vocab_size": "default"})
@@ -141,7 +141,7 @@ def teacher_vocab(supernet: Any, sizes: list[int], data: dict[str, Any], out: Pa
                   args: argparse.Namespace) -> None:
     """The teacher with only its vocabulary pruned (all layers, full width), per size, on equal bytes."""
     from subnas import SubNetwork
-    from subnas.search import make_space
+    from subnas.search_driver import make_space
 
     space = make_space("coarse-uniform", supernet, order="importance", calibration="default:calibration",
                        choices={"vocab_size": "default"})
@@ -168,7 +168,7 @@ def shape(subnet: Any, supernet: Any) -> dict[str, Any]:
 
 
 def run_search(supernet: Any, bin_name: str, variant: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from subnas.search import search
+    from subnas.search_driver import search
 
     choices = {"vocab_size": "default"} if variant == "pruned" else {}
     result = search(supernet, space="coarse-uniform", bins=[BINS[bin_name]], data="default:search",

@@ -17,10 +17,10 @@ from subnas.export._extract import ExtractResult, extract
 from subnas.hookspecs import hookimpl
 from subnas.modeling import SubnasForCausalLM
 from subnas.params import count_parameters
-from subnas.interfaces import (SearchContext, get_extractor, get_fitness, get_metric, get_sampler, get_search_space,
-                               get_training_strategy)
+from subnas.interfaces import SearchContext
+from subnas.lookups import get_extractor, get_fitness, get_metric, get_sampler, get_search_space, get_training_strategy
 from subnas.plugins import plugins_report
-from subnas.search import search
+from subnas.search_driver import search
 from subnas.subnet import ResolvedSubNetwork, SubNetwork, SubNetworkError
 from subnas.supernet import Supernet
 from subnas.training import train_supernet

@@ -18,10 +18,9 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from subnas.interfaces import SearchSpace
     from subnas.subnet import SubNetwork
 
 T = TypeVar("T")
@@ -137,7 +136,28 @@ def constrain(propose: Callable[[], T], count: Callable[[T], int], repair: Calla
     return fixed if fixed is not None and count(fixed) in bin else None
 
 
-def check_in_range(space: SearchSpace, bin: ParameterBin) -> str:
+class BinnableSpace(Protocol):
+    """What bins ask of a search space: its size range and its bin-constrained operators.
+
+    `subnas.interfaces.SearchSpace` implements it (its ``*_in`` operators are built on `constrain`
+    above). Bins name only these four methods rather than the whole contract because the contract
+    speaks bins: typing against `SearchSpace` here would make bins and interfaces import each other
+    (even if only for the type checker), and the bins would sit on a floor above the contracts that
+    use them.
+    """
+
+    def bounds(self) -> tuple[int, int]: ...
+
+    def sample_in(self, bin: ParameterBin, rng: random.Random, *, max_tries: int = 100) -> SubNetwork | None: ...
+
+    def mutate_in(self, subnet: SubNetwork, bin: ParameterBin, rng: random.Random, *,
+                  max_tries: int = 100) -> SubNetwork | None: ...
+
+    def crossover_in(self, a: SubNetwork, b: SubNetwork, bin: ParameterBin, rng: random.Random, *,
+                     max_tries: int = 100) -> SubNetwork | None: ...
+
+
+def check_in_range(space: BinnableSpace, bin: ParameterBin) -> str:
     """Raise `InfeasibleBinError` when ``bin`` lies wholly outside the sizes ``space`` produces (the
     one reachability check of bins; `BinConstrainedSpace` then also looks for a member inside).
     Returns the space's range in words, for later messages."""
@@ -167,7 +187,7 @@ class BinConstrainedSpace:
         True
     """
 
-    def __init__(self, space: SearchSpace, bin: ParameterBin, *, max_tries: int = 100, witness_tries: int = 3,
+    def __init__(self, space: BinnableSpace, bin: ParameterBin, *, max_tries: int = 100, witness_tries: int = 3,
                  seed: int = 0) -> None:
         self.space, self.bin, self.max_tries = space, bin, max_tries
         self.fallbacks = 0

@@ -78,7 +78,7 @@ def _add_search(p: ArgumentParser) -> None:
     so --trials 40 takes ~3-4 min per bin, plus one-time calibration passes for the importance order
     (~2 min, cached). With --objectives perplexity,params: one multi-objective study over the whole
     trade-off instead (pareto.json, pareto/pointNN.json, pareto.png)."""
-    from subnas.search import search
+    from subnas.search_driver import search
 
     _api_flags(p, search, skip={"progress"}, model=MODEL, bins={"nargs": "+"}, out_dir=OUT)
 
@@ -450,7 +450,7 @@ def cmd_extract(args: Any) -> dict[str, Any]:
     import inspect
 
     from subnas.export._sliced import open_source
-    from subnas.interfaces import get_extractor
+    from subnas.lookups import get_extractor
     from subnas.plugins import registry
 
     factory = registry("extractors")[args.extractor]  # an unknown name: PluginError listing the known ones
@@ -480,7 +480,7 @@ def cmd_evaluate(args: Any) -> dict[str, Any]:
 
 
 def cmd_search(args: Any) -> dict[str, Any]:
-    from subnas.search import search
+    from subnas.search_driver import search
 
     result = _call(search, args)
     if result.get("mode") == "pareto":

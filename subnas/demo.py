@@ -119,7 +119,7 @@ def check_lrs(lrs: dict[str, float] | None) -> dict[str, float]:
 def search_subnet(supernet: Any, out: Path, *, bin: str, data: str, seq_len: int, epochs: int, population: int,
                   seed: int) -> tuple[dict[str, Any], Any]:
     """The default search (importance order, seeded evolution, perplexity on the search split)."""
-    from subnas.search import search
+    from subnas.search_driver import search
     from subnas.subnet import SubNetwork
 
     # Never select and report on the same tokens (docs/design.md#measure-the-product): the search scores candidates on
@@ -143,7 +143,7 @@ def train_three(supernet: Any, subnet: Any, out: Path, *, data: str, val: str, t
     validation perplexity, its curve, tokens/s and the model folder; ``on_run(row)`` is called as
     each run finishes (a benchmark merges it into its results at once).
     """
-    from subnas.interfaces import get_extractor
+    from subnas.lookups import get_extractor
     from subnas.training import distill, pretrain
 
     steps = max(1, train_tokens // (seq_len * batch_size))

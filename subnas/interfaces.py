@@ -1,12 +1,13 @@
-"""The extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, `Metric`, `TrainingStrategy`,
-and their lookups.
+"""The extension points: `SearchSpace`, `Sampler`, `Fitness`, `Extractor`, `Metric`, `TrainingStrategy`.
 
 Plugins register implementations through the hooks in `subnas.hookspecs`; users get them by name
-with `get_search_space`, `get_sampler`, `get_fitness`, `get_extractor`, `get_metric`,
-`get_training_strategy` (re-exported as ``subnas.get_*``). The search driver hands every plugin it
-builds one `SearchContext`. Each interface declares everything the search driver (`subnas.search`) and the
-benchmark rely on; nothing reads an undeclared attribute. Everything here speaks `SubNetwork`, the
-one description of a sub-network.
+with the lookups of `subnas.lookups` (`get_search_space`, `get_sampler`, `get_fitness`,
+`get_extractor`, `get_metric`, `get_training_strategy`, re-exported as ``subnas.get_*``). The
+contracts sit at the bottom of the house: this module imports only the core types they speak, none
+of which imports it back (docs/design.md#architecture). The search driver hands every plugin it
+builds one `SearchContext`. Each interface declares everything the search driver
+(`subnas.search_driver`) and the benchmark rely on; nothing reads an undeclared attribute.
+Everything here speaks `SubNetwork`, the one description of a sub-network.
 """
 
 from __future__ import annotations
@@ -24,14 +25,27 @@ from subnas.bins import ParameterBin, constrain
 from subnas.config import SubnasConfig
 from subnas.families import load_config
 from subnas.params import count_parameters
-from subnas.plugins import build, registry
 from subnas.subnet import SubNetwork, SubNetworkError
 
 if TYPE_CHECKING:
     import optuna
     from optuna.samplers import BaseSampler
 
-    from subnas.spaces import UnitOrder
+
+class RankedUnits(Protocol):
+    """What a search reads of a space's importance order: where it came from.
+
+    `subnas.spaces.UnitOrder` is the implementation (every unit of a model, ranked); the search
+    driver, Pareto search and supernet training only record its ``source`` and resume only with the
+    same one. The contract names that one property instead of importing `UnitOrder` because the
+    spaces package implements these contracts: importing it here, even for the type checker only,
+    would lift the contracts above their own implementations and close a circle.
+    """
+
+    @property
+    def source(self) -> str:
+        """What the order was computed from (``"natural"`` for the identity)."""
+        ...
 
 
 class SearchSpace(ABC):
@@ -54,7 +68,7 @@ class SearchSpace(ABC):
 
     #: Which units "the first n" means, when the space ranks them (`subnas.spaces.UnitOrder`); its
     #: ``source`` is recorded with a search, which resumes only with the same order. None: natural.
-    order: UnitOrder | None = None
+    order: RankedUnits | None = None
 
     #: Whether the space is built with an importance order (``order=``, a `subnas.spaces.UnitOrder`)
     #: and a vocabulary order (``vocab_order=``); the search driver computes them only for such spaces.
@@ -426,60 +440,3 @@ class TrainingStrategy(ABC):
     @abstractmethod
     def sample(self, draw: SubNetworkDraw, *, step: int, total: int, rng: random.Random) -> list[SubNetwork]:
         """The sub-networks step ``step`` (1-based, of ``total``) trains; none twice in one list."""
-
-
-# ---------------------------------------------------------------------------- lookups by name
-def get_search_space(name: str, model_or_config: Any, **choices: Any) -> SearchSpace:
-    """A registered search space over a model, e.g. ``get_search_space("coarse-uniform", "default")``."""
-    return build("search_spaces", name, SearchSpace, model_or_config, **choices)  # type: ignore[no-any-return]
-
-
-def get_sampler(name: str, space: SearchSpace | None = None, bin: ParameterBin | tuple[int, int] | None = None, *,
-                seed: int | None = None, **options: Any) -> BaseSampler:
-    """A registered sampler for one bin of a space, e.g. ``get_sampler("tpe", seed=0)`` or
-    ``get_sampler("evolution", space, (lo, hi), seed=0)`` (samplers that need no space ignore it)."""
-    from optuna.samplers import BaseSampler
-
-    if bin is not None:
-        bin = ParameterBin.coerce(bin)
-    return build("samplers", name, BaseSampler, space, bin, seed=seed, adapt=as_sampler,  # type: ignore[no-any-return]
-                 **options)
-
-
-def as_sampler(registered: Any) -> Sampler:
-    """What a plugin registered as a sampler, as a `Sampler` (a plain factory becomes an `OptunaSampler`)."""
-    return registered if isinstance(registered, Sampler) else OptunaSampler(registered)
-
-
-def sampler_strategy(name: str) -> Sampler:
-    """The registered `Sampler` itself (what the driver asks about epochs, budgets and seeds)."""
-    return as_sampler(registry("samplers")[name])
-
-
-def get_fitness(name: str, **options: Any) -> Fitness:
-    """A registered fitness function (a `Fitness`), e.g. ``get_fitness("perplexity", ...)``."""
-    return build("fitness", name, Fitness, **options)  # type: ignore[no-any-return]
-
-
-def get_metric(name: str, model_or_config: Any, context: SearchContext | None = None, **options: Any) -> Metric:
-    """A registered cost metric over a model, e.g. ``get_metric("flops", "default")`` (a `Metric`)."""
-    return build("metrics", name, Metric, model_or_config, context, **options)  # type: ignore[no-any-return]
-
-
-def make_fitness(name: str, context: SearchContext, **options: Any) -> Fitness:
-    """The fitness ``name`` for a search described by ``context``: `Fitness.from_context` when the
-    registered factory has it (the built-ins do), else ``factory(supernet=..., **options)``."""
-    factory = registry("fitness")[name]
-    if hasattr(factory, "from_context"):
-        return build("fitness", name, Fitness, context, adapt=lambda f: f.from_context, **options)  # type: ignore[no-any-return]
-    return build("fitness", name, Fitness, supernet=context.supernet, **options)  # type: ignore[no-any-return]
-
-
-def get_training_strategy(name: str, **options: Any) -> TrainingStrategy:
-    """A registered supernet-training strategy, e.g. ``get_training_strategy("sandwich", random_samples=2)``."""
-    return build("training_strategies", name, TrainingStrategy, **options)  # type: ignore[no-any-return]
-
-
-def get_extractor(name: str, **options: Any) -> Extractor:
-    """A registered extractor (an `Extractor`), e.g. ``get_extractor("transformers")``."""
-    return build("extractors", name, Extractor, **options)  # type: ignore[no-any-return]

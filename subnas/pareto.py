@@ -7,7 +7,7 @@ non-dominated trials are the front, written as ``pareto.json`` (every point with
 and a sub-network file in the original numbering that ``evaluate``/``extract``/``distill`` take as
 they are), ``pareto.png`` and the front's hypervolume against a stated reference point.
 
-What carries over from the per-bin search (`subnas.search`): every candidate is legal (the space
+What carries over from the per-bin search (`subnas.search_driver`): every candidate is legal (the space
 proposes it); a candidate already in the study is never evaluated again (its values are reused);
 trials live in the storage, so a rerun resumes (trials a killed run left RUNNING are failed and
 handed out again) and several workers share the study; ``--confirm`` re-measures the fitness of
@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from subnas._io import atomic_write_text
 from subnas.interfaces import Fitness, Metric, SearchContext, SearchSpace
-from subnas.samplers._trials import KEY, record_worker
+from subnas.samplers._trials import KEY, evaluated_values, record_worker
 from subnas.subnet import SubNetwork
 
 CONFIRMED = "confirmed"  # study user attribute: {sub-network key: confirmed fitness}
@@ -163,7 +163,7 @@ class ParetoSearch:
         trial.storage.set_trial_system_attr(trial._trial_id, KEY, key)
         trial.set_user_attr("subnet", subnet.to_dict())
         trial.set_user_attr("parameters", self.space.count(subnet))
-        cached = self._evaluated(key)
+        cached = evaluated_values(self.study, self.evaluated, key)
         if cached is not None:  # never evaluate the same architecture twice
             trial.set_user_attr("duplicate", True)
             return cached
@@ -184,14 +184,6 @@ class ParetoSearch:
                 trial.set_user_attr(f"fitness:{name}", metric)
         by_name = dict(values)
         return [by_name[o.name] for o in self.objectives]
-
-    def _evaluated(self, key: str) -> list[float] | None:
-        if key not in self.evaluated:
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                k = t.system_attrs.get(KEY)
-                if k is not None and t.values is not None:
-                    self.evaluated.setdefault(k, list(t.values))
-        return self.evaluated.get(key)
 
     def done(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -342,7 +334,7 @@ def pareto_search(context: SearchContext, space: SearchSpace, names: Sequence[st
                   store: Any, out: Path, study_name: str, trials: int | None, seed: int | None,
                   confirm: int, progress: bool) -> dict[str, Any]:
     """The multi-objective search `subnas.search` runs when given ``objectives`` (module docstring)."""
-    from subnas.interfaces import make_fitness, sampler_strategy
+    from subnas.lookups import make_fitness, sampler_strategy
     from subnas.samplers._trials import fail_dead_trials
 
     if trials is None:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import subnas
-from subnas.interfaces import Extractor, Fitness, Sampler, SearchSpace, sampler_strategy
+from subnas.interfaces import Extractor, Fitness, Sampler, SearchSpace
+from subnas.lookups import sampler_strategy
 from subnas.plugins import BUILTIN_PLUGINS, plugins_report, registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +32,10 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def _type_checking(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-
-
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules it imports, at module level or inside functions (everything but
-    ``if TYPE_CHECKING:``), plus the packages whose ``__init__`` such an import runs first."""
+    """Module -> the modules it imports anywhere: at module level, inside functions and under
+    ``if TYPE_CHECKING:`` (a circle the type checker sees is still a circle in the design), plus the
+    packages whose ``__init__`` such an import runs first."""
     mods = modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for name, path in mods.items():
@@ -45,8 +43,6 @@ def import_graph() -> dict[str, set[str]]:
         pending = [ast.parse(path.read_text(encoding="utf-8"))]
         while pending:
             for node in ast.iter_child_nodes(pending.pop()):
-                if _type_checking(node):
-                    continue
                 pending.append(node)
                 if isinstance(node, ast.Import):
                     targets = [alias.name for alias in node.names]
@@ -114,7 +110,31 @@ def test_no_import_cycles() -> None:
     graph = import_graph()
     found = cycles(graph)
     detail = "\n".join(f"{sorted(g)}: " + "; ".join(f"{a} -> {sorted(graph[a] & set(g))}" for a in g) for g in found)
-    assert not found, f"import cycles (function-local imports included):\n{detail}"
+    assert not found, (f"import cycles (function-local and `if TYPE_CHECKING:` imports included); type the "
+                       f"argument with a small Protocol of what the lower module calls instead:\n{detail}")
+
+
+def _below(graph: dict[str, set[str]], name: str) -> set[str]:
+    """Every module ``name`` imports, directly or through others."""
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        for imported in graph[pending.pop()] - seen:
+            seen.add(imported)
+            pending.append(imported)
+    return seen
+
+
+def test_contracts_sit_below_everything_that_uses_them() -> None:
+    """The interfaces import only what no user of them imports back, and neither they nor the plugin
+    manager reach the lookups above them (`subnas.lookups`, docs/design.md#architecture)."""
+    graph = import_graph()
+    below = _below(graph, "subnas.interfaces")
+    above = {m for m in below if "subnas.interfaces" in _below(graph, m)}
+    assert not above, f"subnas.interfaces imports modules that import it back: {sorted(above)}"
+    users = {m for m, imported in graph.items() if "subnas.interfaces" in imported}
+    assert not users & below, f"modules both below and above the contracts: {sorted(users & below)}"
+    assert "subnas.lookups" not in below | _below(graph, "subnas.plugins")
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

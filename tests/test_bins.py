@@ -184,7 +184,7 @@ def test_a_flops_bin_holds_every_candidate(tmp_path: Any, tiny_models: dict, sam
 
     import subnas
     from subnas.metrics import flops_per_token
-    from subnas.search import open_storage
+    from subnas.search_driver import open_storage
 
     supernet = subnas.Supernet.from_model(tiny_models["llama-gqa"])
     full = flops_per_token(supernet, seq_len=256)

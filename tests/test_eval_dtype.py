@@ -25,7 +25,7 @@ def fitness_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Supernet, s
 
 
 def test_bf16_fitness_is_close_to_fp32_and_auto_is_fp32_on_cpu(fitness_setup: tuple[Supernet, str]) -> None:
-    from subnas.interfaces import get_fitness
+    from subnas.lookups import get_fitness
 
     supernet, data = fitness_setup
     subnet = SubNetwork(n_layers=2)
@@ -37,7 +37,7 @@ def test_bf16_fitness_is_close_to_fp32_and_auto_is_fp32_on_cpu(fitness_setup: tu
 
 
 def test_bad_dtype_is_named(fitness_setup: tuple[Supernet, str]) -> None:
-    from subnas.interfaces import get_fitness
+    from subnas.lookups import get_fitness
 
     supernet, data = fitness_setup
     with pytest.raises(ValueError, match="dtype='fp8' is not one of auto, float32, bfloat16"):

@@ -72,3 +72,22 @@ def test_every_subpackage_is_installed() -> None:
     found = {"subnas." + p.parent.relative_to(ROOT / "subnas").as_posix().replace("/", ".")
              for p in (ROOT / "subnas").rglob("__init__.py") if p.parent != ROOT / "subnas"}
     assert found <= listed, sorted(found - listed)
+
+
+def test_no_top_level_name_hides_a_module() -> None:
+    """``import subnas.x as m`` gives the module ``subnas.x``: no name re-exported by the package
+    shadows a submodule of the same name (``subnas.search`` is the function; its module is
+    `subnas.search_driver`)."""
+    import importlib
+    import pkgutil
+
+    import subnas
+
+    hidden = []
+    for info in pkgutil.iter_modules(subnas.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"subnas.{info.name}")
+        if getattr(subnas, info.name, module) is not module:
+            hidden.append(f"subnas.{info.name} is {getattr(subnas, info.name)!r}, not the module")
+    assert not hidden, hidden

@@ -152,7 +152,7 @@ def _worker(out: Path, trials: int, delay: float) -> subprocess.Popen[bytes]:
 
 
 def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
-    from subnas.search import open_storage
+    from subnas.search_driver import open_storage
 
     return optuna.load_study(study_name="subnas-pareto", storage=open_storage(None, out)).get_trials()
 

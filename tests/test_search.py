@@ -19,7 +19,7 @@ from subnas import SubnasConfig
 from subnas.bins import InfeasibleBinError, ParameterBin
 from subnas.samplers._evolution import GEN, KEY, ROLE, SLOT, BinEvolutionSampler
 from subnas.interfaces import Fitness
-from subnas.search import open_storage
+from subnas.search_driver import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -148,14 +148,14 @@ import sys, time, optuna, subnas
 sys.path.insert(0, {root!r})
 from tests.test_search import space_and_bin, synthetic
 from subnas.samplers._evolution import BinEvolutionSampler
-from subnas.search import BinSearch, open_storage, _optimize
+from subnas.search_driver import BinSearch, open_storage, _optimize
 from subnas.samplers._trials import fail_dead_trials
 from pathlib import Path
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 space, b = space_and_bin()
 
 from subnas.interfaces import Fitness
-from subnas.search import open_storage
+from subnas.search_driver import open_storage
 
 class Fit(Fitness):
     direction = "minimize"
@@ -179,7 +179,7 @@ def _worker(tmp_path: Path, trials: int, delay: float) -> subprocess.Popen[bytes
 
 
 def _load(tmp_path: Path) -> optuna.Study:
-    from subnas.search import open_storage
+    from subnas.search_driver import open_storage
 
     return optuna.load_study(study_name="s", storage=open_storage(str(tmp_path / "s.journal"), tmp_path))
 
@@ -537,7 +537,7 @@ def test_a_trial_left_without_a_worker_record_is_freed(tmp_path: Path, monkeypat
     resumed evolution would wait for its slot forever); a fresh one is left alone."""
     from subnas.samplers import _trials
     from subnas.samplers._trials import fail_dead_trials
-    from subnas.search import open_storage
+    from subnas.search_driver import open_storage
 
     study = optuna.create_study(storage=open_storage(str(tmp_path / "s.journal"), tmp_path), study_name="s")
     orphan = study._storage.create_new_trial(study._study_id)

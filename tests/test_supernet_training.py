@@ -18,7 +18,7 @@ from subnas import Supernet, SubNetwork, count_parameters
 from subnas.cli import main
 from subnas.interfaces import TrainingStrategy
 from subnas.plugins import PluginError, get_plugin_manager, plugins_report, reset_plugins
-from subnas.search import make_space
+from subnas.search_driver import make_space
 from subnas.spaces._ordering import UNIT_ORDER_FILE, UnitOrder
 from subnas.training import train_supernet
 from subnas.training._supernet import SupernetStep

@@ -326,7 +326,7 @@ def test_search_over_vocabularies_ranks_by_bits_per_byte(tmp_path: Path) -> None
     """With a vocabulary choice the search fitness is bits per byte (perplexity recorded beside it);
     the winner's file holds the most frequent tokens explicitly and evaluates to the same number."""
     from subnas.evaluation._perplexity import evaluate
-    from subnas.search import search
+    from subnas.search_driver import search
 
     full = tokenizer_for("byte_level")
     supernet = Supernet.from_model(tiny_llama(len(full), tokenizer=full), tokenizer=full)

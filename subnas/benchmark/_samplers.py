@@ -2,7 +2,7 @@
 
 * `benchmark_samplers` runs several samplers on the same space, bins and fitness, with several
   seeds and an equal budget (evaluations or seconds) per (sampler, seed, bin), through the search
-  driver's own `subnas.search.BinSearch` objective — so bin repair, infeasibility and dedup behave
+  driver's own `subnas.search_driver.BinSearch` objective — so bin repair, infeasibility and dedup behave
   exactly as in ``subnas search`` — on in-memory Optuna storages (a benchmark needs no resume).
   It writes a per-trial log, anytime curves and a final table (`subnas.benchmark._report`).
 * `record_table` evaluates a real fitness on sampled candidates and writes a
@@ -42,8 +42,9 @@ from optuna.trial import FrozenTrial, TrialState
 from subnas.benchmark._report import write_report, write_trial_log
 from subnas.bins import InfeasibleBinError, ParameterBin
 from subnas.benchmark._fitness_table import FitnessTable, model_signature
-from subnas.interfaces import Fitness, SearchSpace, get_fitness, get_sampler, get_search_space
-from subnas.search import BinSearch
+from subnas.interfaces import Fitness, SearchSpace
+from subnas.lookups import get_fitness, get_sampler, get_search_space
+from subnas.search_driver import BinSearch
 from subnas.subnet import SubNetwork
 
 BinSpec = str | ParameterBin | tuple[int, int]
@@ -182,7 +183,7 @@ def benchmark_samplers(
 ) -> dict[str, Any]:
     """Compare samplers on one space, bins and fitness, with seeds and an equal budget per run.
 
-    Every (sampler, seed, bin) is one search through `subnas.search.BinSearch` with the sampler
+    Every (sampler, seed, bin) is one search through `subnas.search_driver.BinSearch` with the sampler
     seeded by ``seed``; its budget is ``budget_evals`` trials (as ``subnas search --trials``
     counts them: duplicates and infeasible proposals use budget, since a sampler that makes them
     wastes its turn) and/or ``budget_seconds`` of wall time (whichever ends first). Wall time is

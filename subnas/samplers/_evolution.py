@@ -91,6 +91,8 @@ class BinEvolutionSampler(GenomeSampler):
         crossover: makes a child of two elites in the bin (default `EqualDepthCrossover`).
     """
 
+    seed_attr = SEED
+
     def __init__(self, space: Any, bin: tuple[int, int] | ParameterBin, *, population_size: int = 20,
                  num_elites: int = 5, num_offspring: int | None = None, num_random: int = 5,
                  mutation_prob: float = 0.2, crossover_prob: float = 0.2, epochs: int | None = None,
@@ -196,13 +198,6 @@ class BinEvolutionSampler(GenomeSampler):
         return self._population(study, gens, generation)
 
     # ------------------------------------------------------------------ Algorithm 1, statelessly
-    def _study_seed(self, study: optuna.Study) -> int:
-        attrs = study._storage.get_study_system_attrs(study._study_id)
-        if SEED not in attrs:
-            study._storage.set_study_system_attr(study._study_id, SEED, self._seed)
-            attrs = study._storage.get_study_system_attrs(study._study_id)
-        return int(attrs[SEED])
-
     @staticmethod
     def _by_generation(trials: Sequence[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
         gens: dict[int, list[FrozenTrial]] = {}

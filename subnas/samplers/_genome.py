@@ -8,7 +8,7 @@ subclass's: `BinEvolutionSampler` (one bin) and `ParetoEvolutionSampler` (the wh
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -19,12 +19,26 @@ from subnas.subnet import SubNetwork
 
 
 class GenomeSampler(BaseSampler):
-    """Subclasses set ``_inner`` (the fallback sampler), ``_genomes`` and ``_params`` (per trial id)
-    and choose the genome in ``before_trial``."""
+    """Subclasses set ``_inner`` (the fallback sampler), ``_genomes`` and ``_params`` (per trial id),
+    ``_seed`` and the study attribute it is kept under (``seed_attr``), and choose the genome in
+    ``before_trial``."""
 
+    #: The study system attribute that keeps the run's seed (each sampler its own, so that a study
+    #: records which sampler started it).
+    seed_attr: ClassVar[str]
+    _seed: int
     _inner: BaseSampler
     _genomes: dict[int, SubNetwork]
     _params: dict[int, dict[str, Any]]
+
+    def _study_seed(self, study: optuna.Study) -> int:
+        """The seed the study was started with: stored on first use, so a resumed run or another
+        worker draws with the first run's seed whatever seed it was given."""
+        attrs = study._storage.get_study_system_attrs(study._study_id)
+        if self.seed_attr not in attrs:
+            study._storage.set_study_system_attr(study._study_id, self.seed_attr, self._seed)
+            attrs = study._storage.get_study_system_attrs(study._study_id)
+        return int(attrs[self.seed_attr])
 
     def reseed_rng(self) -> None:
         self._inner.reseed_rng()

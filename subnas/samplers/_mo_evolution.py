@@ -134,6 +134,8 @@ class ParetoEvolutionSampler(GenomeSampler):
         seed: makes the search deterministic with one worker; stored in the study.
     """
 
+    seed_attr = SEED
+
     def __init__(self, space: Any, *, population_size: int = 12, mutation_prob: float = 0.6, strata: int = 6,
                  per_stratum: int = 2, seeds: Sequence[SubNetwork] | None = None, max_tries: int = 20,
                  inner_sampler: BaseSampler | None = None, seed: int | None = None) -> None:
@@ -159,13 +161,6 @@ class ParetoEvolutionSampler(GenomeSampler):
         self._params[trial._trial_id] = self.space.encode(subnet)
 
     # ------------------------------------------------------------------ the algorithm
-    def _study_seed(self, study: optuna.Study) -> int:
-        attrs = study._storage.get_study_system_attrs(study._study_id)
-        if SEED not in attrs:
-            study._storage.set_study_system_attr(study._study_id, SEED, self._seed)
-            attrs = study._storage.get_study_system_attrs(study._study_id)
-        return int(attrs[SEED])
-
     def parents(self, study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
                 ) -> list[tuple[FrozenTrial, int, float]]:
         """The parents: (trial, front rank, crowding) of the best ``population_size`` complete

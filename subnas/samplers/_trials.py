@@ -1,5 +1,6 @@
-"""What subnas records on Optuna trials, shared by the search driver and the evolution sampler:
-a candidate's identity, the process evaluating it, and freeing the trials of dead processes.
+"""What subnas records on Optuna trials, shared by the search driver, Pareto search and the
+evolution sampler: a candidate's identity, the values already stored for it, the process evaluating
+it, and freeing the trials of dead processes.
 
 Several processes (``--workers``, or machines sharing a database) run one study; each writes
 which process runs a trial, so a trial left RUNNING by a killed process can be failed and its
@@ -23,6 +24,28 @@ WORKER = "subnas:worker"  # trial system attribute: {"host", "pid"} of the proce
 def record_worker(storage: Any, trial_id: int) -> None:
     """Write which process runs ``trial_id`` (read by `fail_dead_trials`)."""
     storage.set_trial_system_attr(trial_id, WORKER, {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def evaluated_values(study: optuna.Study, cache: dict[str, list[float]], key: str) -> list[float] | None:
+    """The objective values a complete trial of ``study`` already holds for the candidate ``key``
+    (None: never evaluated), so that no architecture is evaluated twice (the search driver and
+    Pareto search). ``cache`` keeps what was read; the study is read again only on a miss, because
+    other workers add trials meanwhile.
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> study.add_trial(optuna.trial.create_trial(value=2.5, system_attrs={KEY: "a"}))
+        >>> cache: dict[str, list[float]] = {}
+        >>> evaluated_values(study, cache, "a"), evaluated_values(study, cache, "b")
+        ([2.5], None)
+    """
+    if key not in cache:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            k = t.system_attrs.get(KEY)
+            if k is not None and t.values is not None:
+                cache.setdefault(k, list(t.values))
+    return cache.get(key)
 
 
 def _alive(pid: int) -> bool:

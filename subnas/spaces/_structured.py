@@ -78,8 +78,10 @@ class StructuredSearchSpace(Moves, SearchSpace):
         (True, True)
     """
 
-    #: Structured spaces rank their units: `subnas.search` builds them with an importance order.
+    #: Structured spaces rank their units: `subnas.search_driver` builds them with an importance order.
     takes_order: ClassVar[bool] = True
+    #: Always set (the natural order when none is given); the operators read all of it.
+    order: UnitOrder
     fine: ClassVar[bool] = False
     layerwise: ClassVar[bool] = False
 

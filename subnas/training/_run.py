@@ -307,7 +307,7 @@ def _student(source: Any, subnet: Any, init: Init, out_dir: Any, cfg: TrainConfi
     """The student: ``source`` itself, or its ``subnet`` extracted into ``out_dir/init``; then
     re-initialised at random when ``init == "random"``."""
     from subnas.training import _distributed as distributed
-    from subnas.interfaces import get_extractor
+    from subnas.lookups import get_extractor
     from subnas.supernet import Supernet
     from subnas.vocab import save_pruned_tokenizer
 

@@ -42,7 +42,8 @@ from typing import Any, Callable, Literal
 import torch
 
 from subnas.bins import ParameterBin
-from subnas.interfaces import SearchSpace, SubNetworkDraw, TrainingStrategy, get_training_strategy
+from subnas.interfaces import SearchSpace, SubNetworkDraw, TrainingStrategy
+from subnas.lookups import get_training_strategy
 from subnas.subnet import ResolvedSubNetwork, SubNetwork
 from subnas.training._config import TrainConfig
 from subnas.training._losses import distillation_loss, teacher_topk
@@ -232,7 +233,7 @@ def train_supernet(model: Any, data: str, out_dir: str | os.PathLike[str], *, sp
         The run summary (also in ``out_dir/summary.json``), as `subnas.training.distill`'s, plus
         ``supernet`` (space, strategy, sizes, loss, unit order).
     """
-    from subnas.search import make_space
+    from subnas.search_driver import make_space
     from subnas.supernet import Supernet
     from subnas.training._loop import Objective, run_training
     from subnas.training._run import _checked_config, _name, _val_spec, check_run_folder

@@ -1,4 +1,6 @@
-"""`search`: one Optuna study per parameter bin, in one storage; what ``subnas search`` runs.
+"""The search driver: `search`, one Optuna study per parameter bin, in one storage; what ``subnas search`` runs.
+
+The module is `subnas.search_driver`, so that `subnas.search` names one thing: the function.
 
 Any registered sampler drives a study: ``evolution`` (`BinEvolutionSampler`, which stays inside
 the bin by construction) or any Optuna sampler (``random``, ``tpe``, ``nsga2``, plugins), whose
@@ -30,11 +32,11 @@ from optuna.trial import TrialState
 from subnas._io import atomic_write_text
 from subnas.bins import BinExhaustedError, InfeasibleBinError, ParameterBin, SearchFinished
 from subnas.spaces._choices import SearchSpaceError
-from subnas.interfaces import (Fitness, SearchContext, SearchSpace, get_metric, get_search_space, make_fitness,
-                               sampler_strategy)
+from subnas.interfaces import Fitness, SearchContext, SearchSpace
+from subnas.lookups import get_metric, get_search_space, make_fitness, sampler_strategy
 from subnas.metric_bins import MetricBin, MetricBinnedSpace
 from subnas.pareto import parse_objectives, pareto_search
-from subnas.samplers._trials import KEY, fail_dead_trials, record_worker
+from subnas.samplers._trials import KEY, evaluated_values, fail_dead_trials, record_worker
 from subnas.params import count_parameters
 from subnas.subnet import SubNetwork
 
@@ -148,7 +150,7 @@ class BinSearch:
     seed: int | None = None
     pruning: bool = False
     exhausted: str | None = None
-    evaluated: dict[str, float] = field(default_factory=dict)
+    evaluated: dict[str, list[float]] = field(default_factory=dict)  # `evaluated_values`'s cache
     trials: int | None = None
     epochs: int | None = None
     confirm: int = 0
@@ -192,10 +194,10 @@ class BinSearch:
         trial.set_user_attr("parameters", count_parameters(self.space.config, subnet))
         if self.bin_metric != "parameters":
             trial.set_user_attr(self.bin_metric, count)
-        cached = self._evaluated(key)
+        cached = evaluated_values(self.study, self.evaluated, key)
         if cached is not None:  # never evaluate the same architecture twice
             trial.set_user_attr("duplicate", True)
-            return cached
+            return cached[0]
         # Multi-fidelity: the fitness reports its running value after each chunk (for perplexity,
         # each batch of tokens) and Optuna's pruner may stop a hopeless candidate early.
         value, used = math.nan, 0
@@ -270,14 +272,6 @@ class BinSearch:
             best = min(candidates, key=lambda t: (sign * confirmed[t.system_attrs[KEY]], t.number))
             return best, float(confirmed[best.system_attrs[KEY]])
         return _best(self.study), None
-
-    def _evaluated(self, key: str) -> float | None:
-        if key not in self.evaluated:
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                k = t.system_attrs.get(KEY)
-                if k is not None and t.value is not None:
-                    self.evaluated.setdefault(k, float(t.value))
-        return self.evaluated.get(key)
 
 
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
