@@ -119,6 +119,43 @@ class ModelFamily(ABC):
             out.pop("lm_head.weight", None)
         return out
 
+    @staticmethod
+    def renamed_to_hf(state: StateDict, *, layers: str, layer_names: Mapping[str, str],
+                      global_names: Mapping[str, str],
+                      convert: Callable[[int, str, str, torch.Tensor], StateDict | None] | None = None,
+                      ignore: re.Pattern[str] | None = None) -> StateDict:
+        """The one subnas -> `transformers` renaming loop, the mirror of `renamed_from_hf`.
+
+        A subnas layer weight ``model.layers.{i}.{name}.{param}`` becomes
+        ``{layers}.{i}.{layer_names[name]}.{param}``, any other ``{module}.{param}`` becomes
+        ``{global_names[module]}.{param}``. ``convert(i, name, param, tensor)`` may take a layer weight
+        over and return its stock entries (``{}`` to drop it, e.g. q/k/v that the family fuses
+        afterwards), or None to rename it as usual; keys matching ``ignore`` are skipped.
+
+        Example:
+            >>> import torch
+            >>> state = {"model.layers.0.mlp.up.weight": torch.zeros(2, 2), "model.norm.weight": torch.ones(2)}
+            >>> sorted(ModelFamily.renamed_to_hf(state, layers="model.layers", layer_names={"mlp.up": "mlp.up_proj"},
+            ...        global_names={"model.norm": "model.norm"}))
+            ['model.layers.0.mlp.up_proj.weight', 'model.norm.weight']
+        """
+        in_layer = re.compile(r"model\.layers\.(\d+)\.(.+)")
+        out: StateDict = {}
+        for key, tensor in state.items():
+            if ignore is not None and ignore.search(key):
+                continue
+            module, _, param = key.rpartition(".")
+            m = in_layer.fullmatch(module)
+            if m is None:
+                out[f"{global_names[module]}.{param}"] = tensor
+                continue
+            i, name = int(m.group(1)), m.group(2)
+            converted = convert(i, name, param, tensor) if convert is not None else None
+            if converted is None:
+                converted = {f"{layers}.{i}.{layer_names[name]}.{param}": tensor}
+            out.update(converted)
+        return out
+
     # Shared helpers for the families' ``to_hf``.
     @staticmethod
     def stock_config(hf_config: PretrainedConfig, data: dict[str, Any]) -> PretrainedConfig:

@@ -122,20 +122,16 @@ class GPT2Family(ModelFamily):
     def to_hf(self, sub: SubnasConfig, state: StateDict, hf_config: PretrainedConfig) -> tuple[PretrainedConfig, StateDict]:
         hf_sub = self.hf_config_for(sub, hf_config)
 
-        out: StateDict = {}
-        layer_map = dict(LAYER_NAMES)
-        for key, tensor in state.items():
-            module, _, param = key.rpartition(".")
-            m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", module)
-            if m and m.group(2) in ("attn.q", "attn.k", "attn.v"):
-                continue  # fused below
-            if m:
-                name = layer_map[m.group(2)]
-                if name in CONV1D and param == "weight":
-                    tensor = tensor.t().contiguous()
-                out[f"transformer.h.{m.group(1)}.{name}.{param}"] = tensor
-            else:
-                out[f"{GLOBAL_NAMES[module]}.{param}"] = tensor
+        def conv1d(i: int, name: str, param: str, tensor: torch.Tensor) -> StateDict | None:
+            if name in ("attn.q", "attn.k", "attn.v"):
+                return {}  # fused below
+            stock = LAYER_NAMES[name]
+            if stock in CONV1D and param == "weight":  # Conv1D stores (in, out)
+                return {f"transformer.h.{i}.{stock}.{param}": tensor.t().contiguous()}
+            return None
+
+        out = self.renamed_to_hf(state, layers="transformer.h", layer_names=LAYER_NAMES,
+                                 global_names=GLOBAL_NAMES, convert=conv1d)
         for i in range(sub.num_hidden_layers):
             q, k, v = (state[f"model.layers.{i}.attn.{n}.weight"] for n in "qkv")
             out[f"transformer.h.{i}.attn.c_attn.weight"] = torch.cat([q, k, v], dim=0).t().contiguous()

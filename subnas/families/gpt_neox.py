@@ -129,17 +129,9 @@ class GPTNeoXFamily(ModelFamily):
         hf_sub = self.hf_config_for(sub, hf_config)
         h, hs = sub.num_attention_heads[0], sub.head_dim[0]
 
-        out: StateDict = {}
-        layer_map = dict(LAYER_NAMES)
-        for key, tensor in state.items():
-            module, _, param = key.rpartition(".")
-            m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", module)
-            if m and m.group(2) in ("attn.q", "attn.k", "attn.v"):
-                continue  # fused below
-            if m:
-                out[f"gpt_neox.layers.{m.group(1)}.{layer_map[m.group(2)]}.{param}"] = tensor
-            else:
-                out[f"{GLOBAL_NAMES[module]}.{param}"] = tensor
+        out = self.renamed_to_hf(state, layers="gpt_neox.layers", layer_names=LAYER_NAMES, global_names=GLOBAL_NAMES,
+                                 convert=lambda i, name, param, tensor: {} if name in ("attn.q", "attn.k", "attn.v")
+                                 else None)  # q, k, v: fused below
         for i in range(sub.num_hidden_layers):
             for param in ("weight", "bias") if sub.qkv_bias else ("weight",):
                 parts = [state[f"model.layers.{i}.attn.{n}.{param}"] for n in "qkv"]

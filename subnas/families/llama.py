@@ -92,15 +92,8 @@ class LlamaLikeFamily(ModelFamily):
 
     # ---------------------------------------------------------------- weights
     def _to_hf_names(self, state: StateDict) -> StateDict:
-        out: StateDict = {}
-        for key, tensor in state.items():
-            module, _, param = key.rpartition(".")
-            if module.startswith("model.layers."):
-                _, _, idx, rest = module.split(".", 3)
-                out[f"model.layers.{idx}.{self.layer_names[rest]}.{param}"] = tensor
-            elif "rotary_emb" not in module:
-                out[f"{self.global_names[module]}.{param}"] = tensor
-        return out
+        return self.renamed_to_hf(state, layers="model.layers", layer_names=self.layer_names,
+                                  global_names=self.global_names, ignore=ROTARY_BUFFER)
 
     def to_subnas_state(self, hf_state: StateDict, config: SubnasConfig) -> StateDict:
         return self.renamed_from_hf(hf_state, config, layers="model.layers", layer_names=self.layer_names,
