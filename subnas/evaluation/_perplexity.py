@@ -350,8 +350,8 @@ def evaluate(
             ``default[:split]`` (`subnas.data.resolve_text_source`).
         subnet: a `SubNetwork` to evaluate in place (``None``: the whole model).
         seq_len: tokens per sequence.
-        num_seqs: number of sequences (``None``: every whole sequence of the text, such as all of
-            ``default:test``; ``default:validation`` holds ~89 x 512).
+        num_seqs: number of sequences (``None``: every whole sequence of the text, such as all of a
+            split; ``default:validation`` holds ~89 x 512).
         batch_size: sequences per forward pass.
         device: cpu, cuda, cuda:1, ... (default: cuda if available, else cpu).
         progress: show a progress bar.
