@@ -331,14 +331,13 @@ def search(
     Args:
         model: a `subnas.Supernet`, or a model folder / hub name / ``"default"`` to load as one.
         space: coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space.
-            Measured on SmolLM2-135M (40 trials, seed 0; docs/benchmarks/search.md):
-            coarse-uniform — one size per dimension for all layers: the default and cheapest;
-            no other space beat it by more than noise (85M-100M: 104.9 validation perplexity);
-            coarse-layerwise — per-layer sizes: ended at coarse-uniform's winner (104.9);
-            fine-uniform — the same sizes, every layer its own units: 103.5 (its winner is also
-            a coarse-uniform member), refines a coarse winner by neuron and channel swaps;
-            fine-layerwise — per-layer sizes and units, the largest: ended at coarse-uniform's
-            winner (104.9); its freedom needs more than 40 evaluations.
+            Measured on SmolLM2-135M (40 trials, 3 seeds, test split; docs/benchmarks/search.md):
+            coarse-uniform — one size per dimension for all layers: the default, the cheapest and
+            the best at 40 trials (85M-100M: 79.5 test perplexity; one-shot prune 96.7);
+            coarse-layerwise — per-layer sizes: coarse-uniform's winner or up to 26% behind it;
+            fine-uniform — the same sizes, every layer its own units: within 1.4% in 85M-100M,
+            refines a coarse winner by neuron and channel swaps;
+            fine-layerwise — per-layer sizes and units, the largest: needs more than 40 trials.
         bins: parameter bins, e.g. 30M-40M 60M-70M or 135M±5% (or `ParameterBin` objects, or
             ``(lo, hi)`` tuples); one study each.
         fitness: perplexity (a forward pass per candidate), importance (microseconds per candidate
