@@ -57,3 +57,19 @@ def write_text(path: Path, n: int = 200, seed: int = 0) -> Path:
 
 def state(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def wait_for_completed_trials(journal: Path, completed: Any, at_least: int, timeout: float) -> None:
+    """Poll until a worker's study in ``journal`` holds ``at_least`` completed trials (``completed()``
+    counts them), or ``timeout`` seconds pass: what the kill-and-resume tests wait for before the kill.
+    The journal exists a moment before the worker's study is written into it (a KeyError then)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            if journal.exists() and completed() >= at_least:
+                return
+        except KeyError:
+            continue

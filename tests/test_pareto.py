@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
@@ -158,16 +157,11 @@ def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_kill_and_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    from tests._train_helpers import wait_for_completed_trials
+
     proc = _worker(tmp_path, trials=16, delay=0.4)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            if (tmp_path / "search.journal").exists() and \
-                    sum(t.state == TrialState.COMPLETE for t in _trials(tmp_path)) >= 5:
-                break
-        except KeyError:  # the journal exists a moment before the worker's study is written into it
-            continue
+    wait_for_completed_trials(tmp_path / "search.journal",
+                              lambda: sum(t.state == TrialState.COMPLETE for t in _trials(tmp_path)), 5, 120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: t.system_attrs[KEY] for t in _trials(tmp_path) if t.state == TrialState.COMPLETE}

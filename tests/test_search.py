@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -185,15 +184,11 @@ def _load(tmp_path: Path) -> optuna.Study:
 
 
 def test_kill_and_resume_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    from tests._train_helpers import wait_for_completed_trials
+
     proc = _worker(tmp_path, trials=14, delay=0.3)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            if (tmp_path / "s.journal").exists() and len(_load(tmp_path).get_trials(states=(TrialState.COMPLETE,))) >= 5:
-                break
-        except KeyError:  # the journal exists a moment before the worker's study is written into it
-            continue
+    wait_for_completed_trials(tmp_path / "s.journal",
+                              lambda: len(_load(tmp_path).get_trials(states=(TrialState.COMPLETE,))), 5, 60)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {t.number: t.system_attrs[KEY] for t in _load(tmp_path).get_trials(states=(TrialState.COMPLETE,))}

@@ -199,7 +199,8 @@ def shareable_name(source: str | os.PathLike[str] | None) -> str | None:
     local folder by its own name only — a model folder is shared, the writer's paths are not.
 
     Example:
-        >>> shareable_name("/home/me/models/my-llama"), shareable_name("HuggingFaceTB/SmolLM2-135M")
+        >>> from pathlib import Path
+        >>> shareable_name(Path.home() / "models" / "my-llama"), shareable_name("HuggingFaceTB/SmolLM2-135M")
         ('my-llama', 'HuggingFaceTB/SmolLM2-135M')
     """
     if source is None:
