@@ -290,6 +290,44 @@ def test_fine_moves_follow_the_importance_order(space_name: str) -> None:
     assert swapped == 20
 
 
+@pytest.mark.parametrize("granularity", ["coarse", "fine"])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_layerwise_spaces_make_every_move_of_the_uniform_space_they_contain(granularity: str, data) -> None:
+    """A layer-wise space in importance order offers, beside one layer's step, the same step in every
+    kept layer (``d-all``, ...): from a uniform member it reaches exactly the uniform space's
+    mutants of that dimension, so a layer-wise search can follow every uniform trajectory. From a
+    mixed parent every layer moves the same number of steps along its own value grid."""
+    cfg = subnas.SubnasConfig(vocab_size=100, hidden_size=64, num_hidden_layers=6, num_attention_heads=8,
+                              num_key_value_heads=4, intermediate_size=256)
+    order = planted_order(cfg, seed=data.draw(st.integers(0, 5)))
+    uniform = subnas.get_search_space(f"{granularity}-uniform", cfg, order=order)
+    layerwise = subnas.get_search_space(f"{granularity}-layerwise", cfg, order=order)
+    parent = uniform.sample(random.Random(data.draw(st.integers(0, 10**6))))
+    assert layerwise.contains(parent)
+    open_moves = set(layerwise.moves(parent))
+    for dim in ("h", "g", "hs", "d"):
+        # the every-layer move exists exactly where the uniform space can step that dimension
+        assert (f"{dim}-all" in open_moves) == (dim in uniform.moves(parent)) or parent.n_layers == 1
+        if f"{dim}-all" not in open_moves:
+            continue
+        seeds = range(40)
+        by_uniform = {uniform.mutate(parent, random.Random(i), choose=lambda m, r, d=dim: d).key(cfg) for i in seeds}
+        by_layerwise = {layerwise.mutate(parent, random.Random(i), choose=lambda m, r, d=f"{dim}-all": d).key(cfg)
+                        for i in seeds}
+        assert by_layerwise == by_uniform
+    # a mixed parent: one layer's step first, then every layer moves by the same step
+    mixed = layerwise.mutate(parent, random.Random(1), choose=lambda m, r: "d" if "d" in m else m[0])
+    if "d-all" in layerwise.moves(mixed):
+        grid = sorted({*uniform.choices.intermediate_size})
+        child = layerwise.mutate(mixed, random.Random(2), choose=lambda m, r: "d-all")
+        before = [grid.index(x) for x in mixed.intermediate_size]
+        after = [grid.index(x) for x in child.intermediate_size]
+        steps = {b - a for a, b in zip(before, after) if 0 < b < len(grid) - 1}
+        assert len(steps) <= 1 and after != before
+        assert layerwise.contains(child)
+
+
 def test_sampler_takes_operator_objects() -> None:
     """Selection, mutation and crossover are objects the sampler takes: a plugin replaces one."""
     import optuna

@@ -83,8 +83,10 @@ class Crossover(Protocol):
 #: Move weights in importance order (`WeightedMoves.for_space`): mostly the moves that keep a
 #: pruned network alive — which layers (swap), which neurons and channels (units), how many layers,
 #: how wide the MLP and embedding; attention shapes (h, g, hs) a quarter as often (their mutants of
-#: SmolLM2's best seeds all scored perplexity > 1,000 against ~160; docs/benchmarks/search.md).
-IMPORTANCE_WEIGHTS: Mapping[str, float] = {"swap": 3.0, "units": 1.0, "h": 0.25, "g": 0.25, "hs": 0.25}
+#: SmolLM2's best seeds all scored perplexity > 1,000 against ~160; docs/benchmarks/search.md), in
+#: one layer or (layer-wise spaces, ``-all``) in every layer at once.
+IMPORTANCE_WEIGHTS: Mapping[str, float] = {"swap": 3.0, "units": 1.0, "h": 0.25, "g": 0.25, "hs": 0.25,
+                                           "h-all": 0.25, "g-all": 0.25, "hs-all": 0.25}
 
 
 class WeightedMoves:
