@@ -3,6 +3,8 @@
     python benchmarks/pareto.py                                   # the committed run (see docs/benchmarks/pareto.md)
     python benchmarks/pareto.py --trials 100 --seeds 0 1 2        # the issue's full protocol (hours on 2 cores)
     python benchmarks/pareto.py --report                          # table + plot from the JSON only
+    python benchmarks/pareto.py --cost latency --arms mo-evolution nsga2 tpe random one-shot \
+        --json docs/benchmarks/pareto_latency.json                # perplexity x measured CPU prefill latency
 
 Arms, per seed, each with ``--trials`` perplexity evaluations at most:
 
@@ -15,6 +17,11 @@ Arms, per seed, each with ``--trials`` perplexity evaluations at most:
   default ``evolution`` sampler, ``--trials / 3`` evaluations each;
 * ``one-shot``: the importance-order one-shot grid across the whole size range (the seeds of
   ``mo-evolution``), every point evaluated; deterministic.
+
+``--cost latency`` replaces parameters by measured prefill latency (``subnas search --objectives
+perplexity,latency``: batch 1 x ``--seq-len`` tokens, float32, one thread, median of 7 runs after 2
+warm-up runs, cached per architecture); run it on an otherwise idle machine, since every latency
+is measured once. The ``bins`` arm bounds parameters and is not run with it.
 
 Selection uses the corpus's *search* split (``--seq-len`` x ``--num-seqs``); every reported
 perplexity is on the *validation* split (``--val-seqs`` sequences), which no arm saw. Hypervolume:
@@ -43,6 +50,7 @@ import torch  # noqa: E402
 
 import subnas  # noqa: E402
 from subnas._io import atomic_write_text  # noqa: E402
+from subnas.metrics import measure_latency  # noqa: E402
 from subnas.pareto import REFERENCE_FITNESS, hypervolume  # noqa: E402
 from subnas.samplers._mo_evolution import non_dominated_ranks, one_shot_grid  # noqa: E402
 from subnas.search_driver import make_space, open_storage  # noqa: E402
@@ -84,8 +92,14 @@ def front_of(points: list[tuple[float, int, dict[str, Any]]]) -> list[tuple[floa
                   key=lambda x: x[1])
 
 
-def hv(points: list[tuple[float, int, Any]], full: int) -> float:
+def hv(points: list[tuple[float, float, Any]], full: float) -> float:
     return hypervolume([[math.log(p), n / full] for p, n, _ in points], [math.log(REFERENCE_FITNESS), 1.0])
+
+
+#: The JSON key of each cost's values, and its axis label.
+COST_KEY = {"params": "parameters", "latency": "latency_ms"}
+COST_LABEL = {"params": "parameters (M)", "latency": "prefill latency (ms, 1 CPU thread)"}
+COST_SCALE = {"params": 1e6, "latency": 1.0}
 
 
 def run_arm(arm: str, seed: int, supernet: subnas.Supernet, space: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -111,12 +125,12 @@ def run_arm(arm: str, seed: int, supernet: subnas.Supernet, space: Any, args: ar
         sampler = "mo-evolution" if arm == "one-shot" else arm
         # NSGA-II's default population (50) would make a 30-evaluation run pure random sampling.
         options = {"population_size": max(4, args.trials // 3)} if arm == "nsga2" else {}
-        result = subnas.search(supernet, objectives="perplexity,params", sampler=sampler, trials=trials,
+        result = subnas.search(supernet, objectives=f"perplexity,{args.cost}", sampler=sampler, trials=trials,
                                sampler_options=options, **common)
         import optuna
 
         study = optuna.load_study(study_name="subnas-pareto", storage=open_storage(None, out))
-        points = [(t.values[0], int(t.values[1]), t.user_attrs["subnet"]) for t in study.get_trials(deepcopy=False)
+        points = [(t.values[0], t.values[1], t.user_attrs["subnet"]) for t in study.get_trials(deepcopy=False)
                   if t.state.name == "COMPLETE" and not t.user_attrs.get("duplicate")]
         evaluations = result["evaluations"]
     return {"arm": arm, "seed": seed, "evaluations": evaluations, "seconds": round(time.time() - start, 1),
@@ -143,22 +157,22 @@ def compact(data: dict[str, Any], config: Any) -> dict[str, Any]:
     return data
 
 
-def report_arm(run: dict[str, Any], validate: Any, full: int) -> dict[str, Any]:
-    """Front, hypervolume (search and validation) and per-bin winners of one arm's run."""
+def report_arm(run: dict[str, Any], validate: Any, full: float, cost: str) -> dict[str, Any]:
+    """Front, hypervolume (search and validation) and per-bin winners (parameter cost only) of one arm's run."""
     points = [(p, n, s) for p, n, s in run["points"]]
     front = front_of(points)
     val_points = [(validate(s), n, s) for p, n, s in front if p < REFERENCE_FITNESS]
     val_front = front_of(val_points)
     winners = {}
-    for b in BINS:
+    for b in BINS if cost == "params" else ():
         pb = subnas.ParameterBin.parse(b)
         inside = [(p, n, s) for p, n, s in points if n in pb]
         if inside:
             p, n, s = min(inside, key=lambda x: x[0])  # the arm's pick: best on the search split
             winners[b] = {"search_perplexity": p, "parameters": n, "val_perplexity": validate(s), "subnet": s}
     return {"hypervolume_search": hv(front, full), "hypervolume_val": hv(val_front, full),
-            "front": [{"search_perplexity": p, "parameters": n, "subnet": s} for p, n, s in front],
-            "val_front": [{"val_perplexity": p, "parameters": n} for p, n, _ in val_front], "bins": winners}
+            "front": [{"search_perplexity": p, COST_KEY[cost]: n, "subnet": s} for p, n, s in front],
+            "val_front": [{"val_perplexity": p, COST_KEY[cost]: n} for p, n, _ in val_front], "bins": winners}
 
 
 def main() -> None:
@@ -170,11 +184,15 @@ def main() -> None:
     ap.add_argument("--num-seqs", type=int, default=8)
     ap.add_argument("--val-seqs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cost", choices=tuple(COST_KEY), default="params",
+                    help="the second objective: parameters, or measured CPU prefill latency")
     ap.add_argument("--work", default=str(ROOT / "runs" / "pareto_benchmark"))
     ap.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "pareto.json"))
     ap.add_argument("--report", action="store_true", help="only print the table and draw the plot from --json")
     args = ap.parse_args()
     path = Path(args.json)
+    if args.cost != "params" and "bins" in args.arms:
+        ap.error("the bins arm bounds parameters; leave it out with --cost latency")
     if not args.report:
         torch.set_num_threads(args.threads)
         Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -183,6 +201,8 @@ def main() -> None:
         space = make_space("coarse-uniform", supernet, order="importance", calibration="default:calibration",
                            choices={})
         full = subnas.count_parameters(supernet)
+        full_cost = float(full) if args.cost == "params" else measure_latency(
+            supernet, None, seq_len=args.seq_len, threads=1).ms
         val = PerplexityFitness(supernet, data="default:validation", seq_len=args.seq_len, num_seqs=args.val_seqs,
                                 confirm_seqs=0)
         val_cache: dict[str, float] = {}
@@ -198,13 +218,14 @@ def main() -> None:
                          "trials": args.trials, "seeds": args.seeds, "search": f"default:search, {args.num_seqs} x "
                          f"{args.seq_len} tokens", "validation": f"default:validation, {args.val_seqs} x {args.seq_len} "
                          f"tokens", "threads": args.threads, "bins": list(BINS),
-                         "reference_point": [math.log(REFERENCE_FITNESS), 1.0], "full_parameters": full}
-        data["full_model"] = {"val_perplexity": validate({}), "parameters": full}
+                         "reference_point": [math.log(REFERENCE_FITNESS), 1.0], "full_parameters": full,
+                         "cost": args.cost, "full_cost": full_cost}
+        data["full_model"] = {"val_perplexity": validate({}), "parameters": full, COST_KEY[args.cost]: full_cost}
         for seed in args.seeds:
             for arm in args.arms:
                 run = run_arm(arm, seed, supernet, space, args)
                 data["runs"][f"{arm}/seed{seed}"] = compact({**{k: v for k, v in run.items() if k != "points"},
-                                                             **report_arm(run, validate, full)},
+                                                             **report_arm(run, validate, full_cost, args.cost)},
                                                             supernet.subnas_config)
                 data["runs"][f"{arm}/seed{seed}"]["candidates"] = len(run["points"])
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,22 +237,25 @@ def main() -> None:
 
 def report(data: dict[str, Any], plot: Path) -> None:
     """The markdown table of docs/benchmarks/pareto.md and the fronts in one plot."""
+    cost = data.get("setup", {}).get("cost", "params")
+    key, scale = COST_KEY[cost], COST_SCALE[cost]
+    bins_shown = BINS if cost == "params" else ()
     by_arm: dict[str, list[dict[str, Any]]] = {}
     for name, run in data["runs"].items():
         by_arm.setdefault(name.split("/")[0], []).append(run)
     print("| arm | evaluations | hypervolume (search) | hypervolume (validation) | "
-          + " | ".join(f"{b} val. ppl" for b in BINS) + " |")
-    print("|---|---|---|---|" + "---|" * len(BINS))
+          + "".join(f"{b} val. ppl | " for b in bins_shown))
+    print("|---|---|---|---|" + "---|" * len(bins_shown))
     for arm, runs in by_arm.items():
         def ms(key: str) -> str:
             xs = [r[key] for r in runs]
             return f"{statistics.mean(xs):.4f}" + (f" ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else "")
         bins = []
-        for b in BINS:
+        for b in bins_shown:
             xs = [r["bins"][b]["val_perplexity"] for r in runs if b in r["bins"]]
             bins.append(f"{statistics.mean(xs):.1f}" if xs else "—")
         print(f"| {arm} | {statistics.mean(r['evaluations'] for r in runs):.0f} | {ms('hypervolume_search')} | "
-              f"{ms('hypervolume_val')} | " + " | ".join(bins) + " |")
+              f"{ms('hypervolume_val')} | " + "".join(f"{x} | " for x in bins))
     try:
         import matplotlib
 
@@ -242,14 +266,14 @@ def report(data: dict[str, Any], plot: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm, runs in by_arm.items():
         front = runs[0]["val_front"]
-        ax.step([p["parameters"] / 1e6 for p in front], [p["val_perplexity"] for p in front], where="post",
+        ax.step([p[key] / scale for p in front], [p["val_perplexity"] for p in front], where="post",
                 marker="o", ms=3, label=arm)
     full = data["full_model"]
-    ax.scatter([full["parameters"] / 1e6], [full["val_perplexity"]], marker="*", s=120, c="k", label="full model")
-    ax.set_xlabel("parameters (M)")
+    ax.scatter([full[key] / scale], [full["val_perplexity"]], marker="*", s=120, c="k", label="full model")
+    ax.set_xlabel(COST_LABEL[cost])
     ax.set_ylabel("validation perplexity (no training)")
     ax.set_yscale("log")
-    ax.set_title("perplexity x parameters fronts, SmolLM2-135M (first seed)")
+    ax.set_title(f"perplexity x {'parameters' if cost == 'params' else 'latency'} fronts, SmolLM2-135M (first seed)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(plot, dpi=120)
