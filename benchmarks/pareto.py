@@ -214,15 +214,24 @@ def main() -> None:
             return val_cache[key]
 
         data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-        data["setup"] = {"model": "default (SmolLM2-135M)", "space": "coarse-uniform, importance order",
-                         "trials": args.trials, "seeds": args.seeds, "search": f"default:search, {args.num_seqs} x "
-                         f"{args.seq_len} tokens", "validation": f"default:validation, {args.val_seqs} x {args.seq_len} "
-                         f"tokens", "threads": args.threads, "bins": list(BINS),
-                         "reference_point": [math.log(REFERENCE_FITNESS), 1.0], "full_parameters": full,
-                         "cost": args.cost, "full_cost": full_cost}
+        setup = {"model": "default (SmolLM2-135M)", "space": "coarse-uniform, importance order",
+                 "trials": args.trials, "search": f"default:search, {args.num_seqs} x {args.seq_len} tokens",
+                 "validation": f"default:validation, {args.val_seqs} x {args.seq_len} tokens", "bins": list(BINS),
+                 "reference_point": [math.log(REFERENCE_FITNESS), 1.0], "full_parameters": full, "cost": args.cost}
+        old = data.get("setup", {})
+        # Seeds add up; anything else that shapes a number must match (a file written before
+        # --cost existed measured parameters).
+        differing = [k for k in setup if k not in ("cost", "full_parameters") and k in old and old[k] != setup[k]]
+        if old.get("cost", "params") != args.cost or differing:
+            raise SystemExit(f"{path} holds runs of another setup ({', '.join(differing) or 'cost'} differ); "
+                             f"give another --json or delete it")
+        data["setup"] = {**setup, "seeds": sorted(set(old.get("seeds", [])) | set(args.seeds)),
+                         "threads": args.threads, "full_cost": full_cost}
         data["full_model"] = {"val_perplexity": validate({}), "parameters": full, COST_KEY[args.cost]: full_cost}
         for seed in args.seeds:
             for arm in args.arms:
+                if f"{arm}/seed{seed}" in data["runs"]:
+                    continue  # done in an earlier run of this setup
                 run = run_arm(arm, seed, supernet, space, args)
                 data["runs"][f"{arm}/seed{seed}"] = compact({**{k: v for k, v in run.items() if k != "points"},
                                                              **report_arm(run, validate, full_cost, args.cost)},
