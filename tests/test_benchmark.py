@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,32 @@ def test_search_quality_collects_cli_runs_with_their_tokens(tmp_path: Path) -> N
     row = json.loads(out.read_text())["runs"][0]
     assert row["space"] == "fine-uniform" and row["bin"] == "55M-65M" and row["confirmations"] == 4
     assert row["tokens"] == 40 * 16 * 255 + 4 * 48 * 255 and row["val_perplexity"] == 10.0
+
+
+# ---------------------------------------------------------------------------- benchmarks/pareto.py
+def _pareto_benchmark() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pareto_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "pareto.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pareto_benchmark_reports_a_latency_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``--cost latency`` the table has no parameter-bin columns, hypervolumes are averaged
+    over seeds with their spread, and the plot's x axis is the latency."""
+    bench = _pareto_benchmark()
+    run = {"evaluations": 3, "hypervolume_search": 2.0, "hypervolume_val": 2.5, "bins": {},
+           "val_front": [{"val_perplexity": 400.0, "latency_ms": 20.0}, {"val_perplexity": 40.0, "latency_ms": 35.0}]}
+    data = {"setup": {"cost": "latency"}, "full_model": {"val_perplexity": 23.0, "latency_ms": 40.0},
+            "runs": {"mo-evolution/seed0": run, "mo-evolution/seed1": {**run, "hypervolume_val": 2.7}}}
+    bench.report(data, tmp_path / "front.png")
+    table = capsys.readouterr().out.splitlines()
+    assert "val. ppl" not in table[0]
+    assert table[2].startswith("| mo-evolution | 3 | 2.0000 ± 0.0000 | 2.6000 ± 0.1414 |")
+    assert (tmp_path / "front.png").stat().st_size > 0
+    # the hypervolume is normalised by the full model's latency: a point at 20 of 40 ms, ln(400)
+    assert bench.hv([(400.0, 20.0, None)], 40.0) == pytest.approx((math.log(1e4) - math.log(400.0)) * 0.5)
