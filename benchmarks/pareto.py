@@ -130,7 +130,9 @@ def run_arm(arm: str, seed: int, supernet: subnas.Supernet, space: Any, args: ar
         import optuna
 
         study = optuna.load_study(study_name="subnas-pareto", storage=open_storage(None, out))
-        points = [(t.values[0], t.values[1], t.user_attrs["subnet"]) for t in study.get_trials(deepcopy=False)
+        # Parameter counts stay integers (a bin's bounds are integers); latencies are ms.
+        cost = int if args.cost == "params" else float
+        points = [(t.values[0], cost(t.values[1]), t.user_attrs["subnet"]) for t in study.get_trials(deepcopy=False)
                   if t.state.name == "COMPLETE" and not t.user_attrs.get("duplicate")]
         evaluations = result["evaluations"]
     return {"arm": arm, "seed": seed, "evaluations": evaluations, "seconds": round(time.time() - start, 1),

@@ -326,3 +326,13 @@ def test_pareto_benchmark_reports_a_latency_front(tmp_path: Path, capsys: pytest
     assert (tmp_path / "front.png").stat().st_size > 0
     # the hypervolume is normalised by the full model's latency: a point at 20 of 40 ms, ln(400)
     assert bench.hv([(400.0, 20.0, None)], 40.0) == pytest.approx((math.log(1e4) - math.log(400.0)) * 0.5)
+
+
+def test_pareto_benchmark_finds_each_bins_winner() -> None:
+    """With the parameter cost, every bin an arm reached gets its best candidate (on the search split)."""
+    bench = _pareto_benchmark()
+    run = {"points": [[300.0, 60_000_000, {"n_layers": 1}], [100.0, 90_000_000, {"n_layers": 2}],
+                      [120.0, 95_000_000, {"n_layers": 3}]]}
+    out = bench.report_arm(run, lambda subnet: 50.0 + subnet["n_layers"], 134_515_008.0, "params")
+    assert {b: w["parameters"] for b, w in out["bins"].items()} == {"55M-65M": 60_000_000, "85M-100M": 90_000_000}
+    assert out["bins"]["85M-100M"]["val_perplexity"] == 52.0
