@@ -264,7 +264,9 @@ def report(data: dict[str, Any], plot: Path) -> None:
         bins = []
         for b in bins_shown:
             xs = [r["bins"][b]["val_perplexity"] for r in runs if b in r["bins"]]
-            bins.append(f"{statistics.mean(xs):.1f}" if xs else "—")
+            # how many seeds put a candidate in the bin, where not all did
+            reached = f" ({len(xs)} of {len(runs)} seeds)" if 0 < len(xs) < len(runs) else ""
+            bins.append(f"{statistics.mean(xs):,.1f}{reached}" if xs else "—")
         print(f"| {arm} | {statistics.mean(r['evaluations'] for r in runs):.0f} | {ms('hypervolume_search')} | "
               f"{ms('hypervolume_val')} | " + "".join(f"{x} | " for x in bins))
     try:
