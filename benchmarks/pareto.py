@@ -203,7 +203,7 @@ def main() -> None:
         space = make_space("coarse-uniform", supernet, order="importance", calibration="default:calibration",
                            choices={})
         full = subnas.count_parameters(supernet)
-        full_cost = float(full) if args.cost == "params" else measure_latency(
+        full_cost: float = full if args.cost == "params" else measure_latency(
             supernet, None, seq_len=args.seq_len, threads=1).ms
         val = PerplexityFitness(supernet, data="default:validation", seq_len=args.seq_len, num_seqs=args.val_seqs,
                                 confirm_seqs=0)
