@@ -224,7 +224,7 @@ def main() -> None:
         # Seeds add up; anything else that shapes a number must match (a file written before
         # --cost existed measured parameters).
         differing = [k for k in setup if k not in ("cost", "full_parameters") and k in old and old[k] != setup[k]]
-        if old.get("cost", "params") != args.cost or differing:
+        if old and (old.get("cost", "params") != args.cost or differing):
             raise SystemExit(f"{path} holds runs of another setup ({', '.join(differing) or 'cost'} differ); "
                              f"give another --json or delete it")
         data["setup"] = {**setup, "seeds": sorted(set(old.get("seeds", [])) | set(args.seeds)),
