@@ -333,11 +333,11 @@ def search(
         space: coarse-uniform, coarse-layerwise, fine-uniform, fine-layerwise or a plugin's space.
             Measured on SmolLM2-135M (40 trials, 3 seeds, test split; docs/benchmarks/search.md):
             coarse-uniform — one size per dimension for all layers: the default, the cheapest and
-            the best at 40 trials (85M-100M: 79.5 test perplexity; one-shot prune 96.7);
-            coarse-layerwise — per-layer sizes: coarse-uniform's winner or up to 26% behind it;
+            the steadiest (85M-100M: 79.5 test perplexity; one-shot prune 96.7);
+            coarse-layerwise — per-layer sizes: 82.3 there, ahead near the full size (110M-120M);
             fine-uniform — the same sizes, every layer its own units: within 1.4% in 85M-100M,
             refines a coarse winner by neuron and channel swaps;
-            fine-layerwise — per-layer sizes and units, the largest: needs more than 40 trials.
+            fine-layerwise — per-layer sizes and units, the largest: best mean in 110M-120M.
         bins: parameter bins, e.g. 30M-40M 60M-70M or 135M±5% (or `ParameterBin` objects, or
             ``(lo, hi)`` tuples); one study each.
         fitness: perplexity (a forward pass per candidate), importance (microseconds per candidate
