@@ -23,7 +23,6 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import subnas  # noqa: E402
@@ -41,11 +40,6 @@ def _harness() -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def main() -> None:
@@ -80,7 +74,7 @@ def main() -> None:
                      "validation": v, "test": float(test)})
         print(json.dumps(rows[-1]), flush=True)
     scored = [r for r in rows if r["confirm48"] is not None]
-    correlations = {f"{a} vs {c}": spearman([r[a] for r in scored], [r[c] for r in scored])
+    correlations = {f"{a} vs {c}": sq._spearman([r[a] for r in scored], [r[c] for r in scored])
                     for i, a in enumerate(SPLITS) for c in SPLITS[i + 1:]}
     out = {"bin": args.bin, "validation": f"default:validation, {args.val_seqs} x {setup['search']['seq_len']} tokens",
            "test": "default:test, the whole split", "spearman": correlations, "subnetworks": rows}

@@ -188,16 +188,21 @@ def test_record_table_resumes_without_re_evaluating(tmp_path: Path) -> None:
                      fitness_options={"table": path})
 
 
-# ---------------------------------------------------------------------------- benchmarks/search_quality.py
-def _search_quality() -> Any:
+# ---------------------------------------------------------------------------- benchmarks/*.py scripts
+def _benchmark_script(name: str) -> Any:
+    """A script of benchmarks/ (not a package) loaded as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "search_quality", Path(__file__).resolve().parents[1] / "benchmarks" / "search_quality.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---------------------------------------------------------------------------- benchmarks/search_quality.py
+def _search_quality() -> Any:
+    return _benchmark_script("search_quality")
 
 
 def test_search_quality_cache_is_keyed_by_its_setup(tmp_path: Path) -> None:
@@ -301,14 +306,7 @@ def test_search_quality_collects_cli_runs_with_their_tokens(tmp_path: Path) -> N
 
 # ---------------------------------------------------------------------------- benchmarks/pareto.py
 def _pareto_benchmark() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "pareto_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "pareto.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark_script("pareto")
 
 
 def test_pareto_benchmark_reports_a_latency_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

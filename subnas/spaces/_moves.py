@@ -67,6 +67,14 @@ def uniform_choice(moves: Sequence[str], rng: random.Random) -> str:
     return rng.choice(list(moves))
 
 
+def _value_key(dim: str) -> Callable[[Any], int]:
+    """What a per-layer dimension's values are ordered by: heads of an (h, g) pair for ``h``, groups
+    for ``g``, the value itself for ``hs`` and ``d``."""
+    def key(v: Any) -> int:
+        return v[0 if dim == "h" else 1] if isinstance(v, tuple) else v  # type: ignore[no-any-return]
+    return key
+
+
 def bare(layer: Layer) -> Layer:
     """``layer``'s sizes without index lists (fitted afresh when emitted)."""
     return Layer(layer.heads, layer.groups, layer.head_size, layer.inter)
@@ -137,9 +145,8 @@ class Moves:
             return replace(arch, vocab=self._pick(rng, [v for v in self.vocab_choices if v != arch.vocab], arch.vocab))
         j = rng.choice(options[dim])
         x = arch.layers[j]
-        current = {"h": x.heads, "g": x.groups, "hs": x.head_size, "d": x.inter}[dim]
-        value = self._pick(rng, self._alternatives(x, dim), current, key=lambda v: v[0 if dim == "h" else 1]
-                           if isinstance(v, tuple) else v)
+        key = _value_key(dim)
+        value = self._pick(rng, self._alternatives(x, dim), key(self._value(x, dim)), key=key)
         return self._set_layer(arch, j, self._with_value(x, dim, value))
 
     # ------------------------------------------------------------------ the moves
@@ -163,8 +170,7 @@ class Moves:
         """Move ``dim`` the same number of steps along every kept layer's value grid (clipped at
         its ends): the step `_pick` draws for one reference layer. On a uniform parent every layer
         lands on the same value — the uniform space's own move."""
-        def key(v: Any) -> int:
-            return v[0 if dim == "h" else 1] if isinstance(v, tuple) else v  # type: ignore[no-any-return]
+        key = _value_key(dim)
 
         def grid(x: Layer) -> tuple[list[Any], int]:  # the layer's values in order and its position there
             current = self._value(x, dim)
