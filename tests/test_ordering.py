@@ -290,6 +290,36 @@ def test_fine_moves_follow_the_importance_order(space_name: str) -> None:
     assert swapped == 20
 
 
+@pytest.mark.parametrize("space_name", ["coarse-layerwise", "fine-layerwise"])
+@pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
+def test_every_layer_mutants_are_legal_in_their_bin_and_evaluate_as_exported(tiny_models: dict, name: str,
+                                                                            space_name: str) -> None:
+    """The every-layer moves (``d-all``, ...) keep the invariants for every family: each mutant,
+    constrained to its bin, is a member, lies in the bin, is counted by the one counter and
+    evaluates exactly as its export."""
+    supernet, order = supernet_and_order(tiny_models, name)
+    space = subnas.get_search_space(space_name, supernet.subnas_config, order=order)
+    ids = torch.randint(0, supernet.subnas_config.vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(1))
+    full = count_parameters(supernet, None)
+
+    @settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(seed=st.integers(0, 2**16))
+    def check(seed: int) -> None:
+        rng = random.Random(seed)
+        parent = space.sample(rng)
+        every_layer = [m for m in space.moves(parent) if m.endswith("-all")]
+        if parent.n_layers > 1:
+            assert every_layer, f"{space_name} offers no every-layer move to a {parent.n_layers}-layer parent"
+        for move in every_layer:
+            b = ParameterBin(1, full)
+            child = space.mutate_in(parent, b, rng, max_tries=20, choose=lambda moves, r, m=move: m)
+            assert child is not None and space.contains(child)
+            assert space.count(child) in b and space.count(child) == count_parameters(supernet, child)
+            assert_evaluated_equals_exported(supernet, child, ids)
+
+    check()
+
+
 @pytest.mark.parametrize("granularity", ["coarse", "fine"])
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
