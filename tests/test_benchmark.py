@@ -334,3 +334,27 @@ def test_pareto_benchmark_finds_each_bins_winner() -> None:
     out = bench.report_arm(run, lambda subnet: 50.0 + subnet["n_layers"], 134_515_008.0, "params")
     assert {b: w["parameters"] for b, w in out["bins"].items()} == {"55M-65M": 60_000_000, "85M-100M": 90_000_000}
     assert out["bins"]["85M-100M"]["val_perplexity"] == 52.0
+
+
+def test_latency_noise_benchmark_reports_spreads_across_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each architecture's spread is its slowest over its fastest measurement, minus one; relative
+    to the full model timed in the same round, a drift shared by the whole round cancels."""
+    bench = _benchmark_script("latency_noise")
+    rounds = []
+    for i, drift in enumerate((1.0, 1.2)):  # the second round is 20% slower across the board
+        for name, ms, flops in (("full model", 100.0, 1e9), ("50.0M", 40.0, 4e8)):
+            rounds.append({"round": i, "name": name, "ms": ms * drift, "min_ms": ms * drift * 0.9,
+                           "iqr_ms": ms * 0.05, "model_class": "LlamaForCausalLM", "parameters": int(flops / 2),
+                           "flops_per_token": flops})
+    data = {"setup": {"seq_len": 256, "rounds_done": 2}, "names": ["full model", "50.0M"], "rounds": rounds}
+    data["summary"] = bench.summarise(data)
+    small = data["summary"]["rows"][1]
+    assert small["ms_spread"] == pytest.approx(0.2) and small["min_ms_spread"] == pytest.approx(0.2)
+    assert small["relative_to_full_spread"] == pytest.approx(0.0)
+    assert small["ms"] == pytest.approx(44.0)  # the median of 40 and 48
+    # throughput from the fastest runs: 4e8 FLOPs/token x 256 tokens in 0.9 x 44 ms
+    assert small["gflops_per_s"] == pytest.approx(4e8 * 256 / (0.9 * 44.0 / 1000) / 1e9)
+    bench.report(data)
+    out = capsys.readouterr().out
+    assert "median-of-repeats 20.0%" in out and "| 50.0M | 200,000,000 |" in out
+    assert bench.spread([10.0, 12.0]) == pytest.approx(0.2)
