@@ -95,6 +95,9 @@ class LatencyMetric(Metric):
                                     repeats=self.repeats, threads=self.threads)
         return float(self.last.ms)
 
+    def last_spread(self) -> float | None:
+        return None if self.last is None else float(self.last.spread)
+
     def describe(self) -> str:
         c = self.context
         return f"{self.mode} ms, batch {c.batch} x {c.seq_len} tokens, {c.device} {c.dtype}, median of {self.repeats}"

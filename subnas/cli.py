@@ -509,6 +509,10 @@ def _value(v: float) -> str:
     return _fmt(int(v)) if v >= 1e4 and float(v).is_integer() else f"{v:.4g}"
 
 
+#: Above this relative spread (interquartile range / median) a measured objective gets a note.
+NOISY_MEASUREMENT = 0.05
+
+
 def _pareto_text(result: dict[str, Any], out: Path) -> str:
     names = [o["name"] for o in result["objectives"]]
     lines = [f"{result['evaluations']} evaluations, {len(result['front'])} points on the front of "
@@ -519,6 +523,12 @@ def _pareto_text(result: dict[str, Any], out: Path) -> str:
         lines.append(f"  point {p['point']}: {values}{confirmed} -> {p['subnet_file']}")
     full = ", ".join(f"{n} {_value(v)}" for n, v in result["full_model"].items())
     lines.append(f"full model: {full}")
+    for name, spread in result.get("measurement_spread", {}).items():
+        if spread > NOISY_MEASUREMENT:
+            lines.append(f"note: {name} is measured, and one measurement's repeats spread by {spread:.0%} of their "
+                         f"median here (median over the front); points closer than that are noise, and a second "
+                         f"run can land further away (docs/search.md). On a busy or shared machine search on an "
+                         f"exact cost (--objectives ...,flops) and time the chosen point on its target")
     lines.append(f"front: {out / 'pareto.json'}, plot: {out / 'pareto.png'}")
     return "\n".join(lines)
 

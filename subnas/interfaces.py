@@ -403,6 +403,12 @@ class Metric(ABC):
         """What the number is, for results files (e.g. ``"FLOPs per token at 256 tokens"``)."""
         return self.unit
 
+    def last_spread(self) -> float | None:
+        """How noisy the last value was, relative to it (a measured metric: its repeats'
+        interquartile range over their median); None for an exact metric. A search records it
+        beside the value and warns when a front's points are closer than their noise."""
+        return None
+
 
 class SubNetworkDraw(Protocol):
     """What a `TrainingStrategy` draws its sub-networks from: one search space inside one size range

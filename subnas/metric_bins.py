@@ -12,8 +12,10 @@ Measured metrics are noisy. A candidate is in a latency bin when the **median** 
 repeats lies inside; its spread is recorded but does not move the edge. The measurement is cached
 per architecture and machine, so within a search (and on resume) a candidate straddling an edge is
 judged once and the same way every time: it never drifts in and out of its bin. Give bins wider
-than the spread (``LatencyResult.spread``, a few percent on an idle CPU) so that membership means
-something on another run of the same machine.
+than a second measurement's distance from the first, so that membership means something on another
+run of the same machine: that is more than one measurement's own spread (``LatencyResult.spread``)
+— on a shared 2-core VM one architecture timed five times in minutes spread by ~20%
+(``benchmarks/latency_noise.py`` measures a machine).
 
 Example:
     >>> MetricBin.parse("100M-150M", "flops")

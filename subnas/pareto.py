@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -194,6 +195,9 @@ class ParetoSearch:
             if math.isnan(value):
                 value = math.inf if o.direction == "minimize" else -math.inf
             trial.set_user_attr(o.name, value)
+            spread = o.measure.last_spread() if o.kind == "metric" else None  # type: ignore[attr-defined]
+            if spread is not None:
+                trial.set_user_attr(f"{o.name}:spread", spread)
             values.append((o.name, value))
         if self.fitness is not None:
             for name, metric in self.fitness.last_metrics.items():
@@ -281,6 +285,9 @@ def write_front(run: ParetoSearch, out: Path, *, plot: bool = False) -> dict[str
                  "role": t.system_attrs.get("subnas:role"), "subnet_file": str(path)}
         if t.system_attrs[KEY] in confirmed:
             entry["confirmed_fitness"] = confirmed[t.system_attrs[KEY]]
+        spreads = {o.name: t.user_attrs[f"{o.name}:spread"] for o in run.objectives if f"{o.name}:spread" in t.user_attrs}
+        if spreads:  # a measured cost: how noisy this point's value is (interquartile range / median)
+            entry["spread"] = spreads
         points.append(entry)
     complete = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     results: dict[str, Any] = {
@@ -297,6 +304,7 @@ def write_front(run: ParetoSearch, out: Path, *, plot: bool = False) -> dict[str
                                    f"the full model's (reference 1.0)"},
         "hypervolume": hypervolume([p["normalised"] for p in points], ref),
         "front": points,
+        "measurement_spread": measurement_spread(points),
         "complete": run.finished() and all(t.state != TrialState.RUNNING for t in run.study.get_trials(deepcopy=False)),
     }
     atomic_write_text(out / "pareto.json", json.dumps(results, indent=2) + "\n")
@@ -304,6 +312,17 @@ def write_front(run: ParetoSearch, out: Path, *, plot: bool = False) -> dict[str
         plot_front(run, out / "pareto.png")
         results["plot"] = str(out / "pareto.png")
     return results
+
+
+def measurement_spread(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Each measured objective's median spread over the front's points (interquartile range of one
+    measurement over its median): points whose values differ by less are not told apart by it, and
+    a second measurement on another run can land further away still (docs/search.md)."""
+    by_name: dict[str, list[float]] = {}
+    for p in points:
+        for name, spread in p.get("spread", {}).items():
+            by_name.setdefault(name, []).append(spread)
+    return {name: statistics.median(values) for name, values in by_name.items()}
 
 
 def plot_front(run: ParetoSearch, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,9 +60,32 @@ def test_front_is_legal_exported_as_counted_and_reevaluates(tmp_path: Path, tiny
     signed = [[-p["objectives"]["importance"], p["objectives"]["params"], p["objectives"]["flops"]] for p in points]
     assert not any(_dominated(a, b) for a in signed for b in signed if a is not b)
     assert result["full_model"]["params"] == subnas.count_parameters(supernet)
+    assert result["measurement_spread"] == {} and not any("spread" in p for p in points)  # exact costs: no noise
     again = subnas.search(supernet, objectives="importance,params,flops", trials=14, out_dir=tmp_path,
                           space="coarse-layerwise", **MAGNITUDE)  # resumes: nothing left to do
     assert again["evaluations"] == result["evaluations"] and again["front"] == result["front"]
+
+
+def test_a_measured_objective_records_its_noise_and_the_cli_says_when_it_is_large(tmp_path: Path,
+                                                                                   tiny_models: dict) -> None:
+    """Every front point of a latency objective carries its measurement's spread (interquartile range
+    over median), the front its median; the command line adds a note when that exceeds 5%."""
+    from subnas.cli import NOISY_MEASUREMENT, _pareto_text
+
+    supernet = _supernet(tiny_models)
+    result = subnas.search(supernet, objectives="importance,latency", trials=6, out_dir=tmp_path, seq_len=16,
+                           **MAGNITUDE)
+    points = result["front"]
+    assert points and all(set(p["spread"]) == {"latency"} and p["spread"]["latency"] >= 0 for p in points)
+    assert result["measurement_spread"]["latency"] == statistics.median(p["spread"]["latency"] for p in points)
+    for t in _trials(tmp_path):
+        if t.state == TrialState.COMPLETE and not t.user_attrs.get("duplicate"):
+            assert t.user_attrs["latency:spread"] >= 0 and "importance:spread" not in t.user_attrs
+    noisy = _pareto_text({**result, "measurement_spread": {"latency": 0.2}}, tmp_path)
+    assert "note: latency is measured, and one measurement's repeats spread by 20%" in noisy
+    assert "--objectives ...,flops" in noisy
+    quiet = _pareto_text({**result, "measurement_spread": {"latency": NOISY_MEASUREMENT / 2}}, tmp_path)
+    assert "note:" not in quiet
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "nsga3", "tpe", "random", "mo-evolution"])
