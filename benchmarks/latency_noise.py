@@ -42,11 +42,14 @@ def spread(values: list[float]) -> float:
     return max(values) / min(values) - 1.0
 
 
-def architectures(supernet: subnas.Supernet) -> list[tuple[str, dict[str, Any]]]:
+def architectures(supernet: subnas.Supernet, seq_len: int) -> list[dict[str, Any]]:
+    """The full model and the one-shot grid, each with its name, parameters and FLOPs per token."""
     space = make_space("coarse-uniform", supernet, order="importance", calibration="default:calibration", choices={})
-    grid = [("full model", {})]
-    for subnet in one_shot_grid(space):
-        grid.append((f"{subnas.count_parameters(supernet, subnet) / 1e6:.1f}M", subnet.to_dict()))
+    grid = []
+    for subnet in [subnas.SubNetwork(), *one_shot_grid(space)]:
+        n = subnas.count_parameters(supernet, subnet)
+        grid.append({"name": "full model" if not subnet.to_dict() else f"{n / 1e6:.1f}M", "subnet": subnet,
+                     "parameters": n, "flops_per_token": flops_per_token(supernet, subnet, seq_len=seq_len)})
     return grid
 
 
@@ -105,22 +108,21 @@ def main() -> None:
     if args.rounds < 2:
         ap.error("--rounds must be at least 2: a spread needs two measurements")
     supernet = subnas.Supernet.from_pretrained("default")
-    grid = architectures(supernet)
+    grid = architectures(supernet, args.seq_len)
     setup = {"model": "default (SmolLM2-135M)", "architectures": "full model + coarse-uniform importance-order "
              "one-shot grid (6 strata x 2)", "seq_len": args.seq_len, "batch": 1, "dtype": "float32",
              "threads": args.threads, "warmup": 2, "repeats": 7, "rounds": args.rounds, "seed": args.seed}
-    data: dict[str, Any] = {"setup": setup, "names": [n for n, _ in grid], "rounds": []}
+    data: dict[str, Any] = {"setup": setup, "names": [a["name"] for a in grid], "rounds": []}
     rng = random.Random(args.seed)
     start = time.time()
     for round_ in range(args.rounds):
         order = list(grid)
         rng.shuffle(order)
-        for name, subnet in order:
-            r = measure_latency(supernet, subnet or None, seq_len=args.seq_len, threads=args.threads, cache=False)
-            data["rounds"].append({"round": round_, "name": name, "ms": r.ms, "min_ms": r.min_ms, "max_ms": r.max_ms,
-                                   "iqr_ms": r.iqr_ms, "model_class": r.model_class,
-                                   "parameters": subnas.count_parameters(supernet, subnas.SubNetwork.from_dict(subnet)),
-                                   "flops_per_token": flops_per_token(supernet, subnet or None, seq_len=args.seq_len),
+        for a in order:
+            r = measure_latency(supernet, a["subnet"], seq_len=args.seq_len, threads=args.threads, cache=False)
+            data["rounds"].append({"round": round_, "name": a["name"], "ms": r.ms, "min_ms": r.min_ms,
+                                   "max_ms": r.max_ms, "iqr_ms": r.iqr_ms, "model_class": r.model_class,
+                                   "parameters": a["parameters"], "flops_per_token": a["flops_per_token"],
                                    "at_s": round(time.time() - start, 1)})
         data["setup"]["rounds_done"] = round_ + 1
         data["summary"] = summarise(data)

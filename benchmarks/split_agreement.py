@@ -19,7 +19,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -30,16 +29,10 @@ from subnas._io import atomic_write_text  # noqa: E402
 from subnas.bins import ParameterBin  # noqa: E402
 from subnas.evaluation._perplexity import perplexity, supernet_tokens  # noqa: E402
 
+import search_quality as sq  # noqa: E402  (benchmarks/ is on sys.path: this script's own folder)
+
 HERE = Path(__file__).resolve().parent
 SPLITS = ("search16", "confirm48", "validation", "test")
-
-
-def _harness() -> object:
-    spec = importlib.util.spec_from_file_location("search_quality", HERE / "search_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -51,7 +44,6 @@ def main() -> None:
     p.add_argument("--json", default=str(HERE.parent / "docs" / "benchmarks" / "split_agreement.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    sq = _harness()
     setup = json.loads(Path(args.spaces_json).read_text())["setup"]
     value_setup = {k: v for k, v in setup.items() if k not in ("budget", "confirm_candidates")}
     cache = sq.EvaluationCache(value_setup, Path(args.spaces_json).with_suffix(".evaluations.json"))
